@@ -1,0 +1,1 @@
+//! Provider `ssh`: hosts reached with russh.

@@ -1,0 +1,190 @@
+//! The validated topology: what a topology file describes once it has been parsed and checked.
+//! Everything downstream (providers, the orchestrator, experiments) works on these types and
+//! may rely on the invariants documented on each field; the checks live in `validate.rs`.
+
+use halab_protocol::Role;
+use ipnet::Ipv4Net;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+/// A validated topology file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Topology {
+    /// The file it was read from.
+    pub source: PathBuf,
+    /// Testbed name: 1–20 characters of `[a-z0-9-]`, starting with a letter. Names the
+    /// namespaces and the state file, so two testbeds with different names never collide.
+    pub name: String,
+    pub provider: Provider,
+    /// The service address (VIP) clients connect to. Inside the subnet of exactly one network
+    /// (see [`Topology::service_network`]), distinct from every host address, and that network
+    /// is one the `primary` host has an address on.
+    pub service_address: Ipv4Addr,
+    /// The default run: mode, its parameters and the workload.
+    pub run: RunSettings,
+    /// At least one; names unique, subnets unique and non-overlapping.
+    pub networks: Vec<Network>,
+    /// At least one; names unique; every address unique across the testbed.
+    pub hosts: Vec<Host>,
+    /// known_hosts file for provider `ssh` (absolute; `~` expanded and relative paths resolved
+    /// against the topology file's folder). `None` means `~/.ssh/known_hosts`.
+    pub known_hosts: Option<PathBuf>,
+}
+
+impl Topology {
+    pub fn network(&self, name: &str) -> Option<&Network> {
+        self.networks.iter().find(|n| n.name == name)
+    }
+
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    /// The network whose subnet holds the service address.
+    pub fn service_network(&self) -> &Network {
+        // Validation guarantees exactly one network contains the service address; fall back to
+        // the first network (never empty after validation) rather than panic.
+        self.networks
+            .iter()
+            .find(|n| n.subnet.contains(&self.service_address))
+            .unwrap_or(&self.networks[0])
+    }
+
+    /// Hosts holding `role`, in file order.
+    pub fn hosts_with(&self, role: Role) -> impl Iterator<Item = &Host> {
+        self.hosts.iter().filter(move |h| h.roles.contains(&role))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provider {
+    /// Network namespaces on this machine.
+    Local,
+    /// VMs or bare metal reached over SSH.
+    Ssh,
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Provider::Local => "local",
+            Provider::Ssh => "ssh",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Network {
+    /// 1–12 characters of `[a-z0-9-]`, starting with a letter: it becomes the interface name
+    /// inside every host attached to it (Linux allows 15) and `br-<name>` on the switch.
+    pub name: String,
+    /// An IPv4 subnet with prefix length 8–30, given in canonical form (no host bits set).
+    pub subnet: Ipv4Net,
+    /// Hub mode: the bridge floods every frame to every port (ageing_time 0), so a backup sees
+    /// the primary's traffic, as the hub in the ST-TCP testbed (DESIGN §4).
+    pub hub: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Host {
+    /// 1–15 characters of `[a-z0-9-]`, starting with a letter.
+    pub name: String,
+    /// At least one, no duplicates, each usable by the topology's mode.
+    pub roles: Vec<Role>,
+    /// Network name → address. Every key names a network of the topology; every address lies
+    /// inside that network's subnet and is neither its network nor its broadcast address.
+    pub addresses: BTreeMap<String, Ipv4Addr>,
+    /// Present exactly when the provider is `ssh`.
+    pub ssh: Option<SshHost>,
+}
+
+/// How to reach a host over SSH.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SshHost {
+    /// Address or DNS name to connect to (`ssh_address`; default: the host's address on the
+    /// first network it lists, in file order of the networks).
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    /// Private key file (absolute path; `~` expanded, relative resolved as for known_hosts).
+    pub key: PathBuf,
+    /// Command run on the console machine to power the host off, with `{name}` replaced by
+    /// the host name, e.g. `virsh destroy {name}`.
+    pub power_command: Option<String>,
+}
+
+/// Mode, mode parameters and workload of a run. The same table is the `[run]` of a topology
+/// (the default run of `halab up`) and of an experiment file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunSettings {
+    pub mode: Mode,
+    /// Heartbeat interval, milliseconds (modes app-migration, st-tcp, craft). 1..=60000.
+    pub heartbeat_ms: Option<u64>,
+    /// Missed heartbeats before a peer is declared dead. 1..=100.
+    pub missed_heartbeats: Option<u32>,
+    /// app-migration only.
+    pub trigger: Option<Trigger>,
+    pub workload: Workload,
+    /// Bytes to transfer (bulk, download, http). Accepts an integer or a string with a
+    /// decimal unit, e.g. `"100MB"` = 100_000_000, `"64KiB"` = 65_536.
+    pub size: Option<u64>,
+    /// Concurrent client connections. 1..=1000.
+    pub clients: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    None,
+    AppMigration,
+    StTcp,
+    Craft,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::None => "none",
+            Mode::AppMigration => "app-migration",
+            Mode::StTcp => "st-tcp",
+            Mode::Craft => "craft",
+        }
+    }
+
+    /// The roles a host may hold under this mode (DESIGN §5).
+    pub fn usable_roles(self) -> &'static [Role] {
+        use Role::*;
+        match self {
+            Mode::None | Mode::AppMigration => &[Primary, Backup, Client],
+            Mode::StTcp => &[Primary, Backup, Logger, Client],
+            Mode::Craft => &[Primary, Backup, Logger, Lb, Proxy, Client],
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    Server,
+    Client,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    Echo,
+    Interactive,
+    Bulk,
+    Download,
+    Http,
+}

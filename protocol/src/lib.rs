@@ -1,0 +1,16 @@
+//! The control protocol between the halab console and its agents (DESIGN §3).
+//!
+//! The console starts one agent per host and talks to it over the agent's stdin/stdout, either
+//! directly (`ip netns exec`, provider `local`) or through an SSH exec channel (provider `ssh`).
+//! [`frame`] is the byte-level codec (no I/O), [`message`] the typed messages, [`io`] the tokio
+//! adapters.
+
+pub mod frame;
+pub mod io;
+pub mod message;
+
+pub use frame::{FrameDecoder, FrameError, MAX_PAYLOAD, PROTOCOL_VERSION};
+pub use message::{AgentMsg, Capabilities, ConsoleMsg, LogLevel, Probe, Role, RoleState};
+
+/// The version of halab this crate was built as; console and agent report it in their hellos.
+pub const HALAB_VERSION: &str = env!("CARGO_PKG_VERSION");
