@@ -1,0 +1,195 @@
+//! The agent's side of the control channel: answer the console's hello, serve requests, and
+//! when the channel closes — console gone, killed, network cut — stop every role and revert
+//! everything held before exiting (the dead-man switch of DESIGN §3).
+
+use crate::capabilities;
+use crate::roles::RoleSet;
+use halab_protocol::io::{FrameReader, write_frame};
+use halab_protocol::{AgentMsg, ConsoleMsg, HALAB_VERSION};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How long the agent waits for the console's hello before giving up.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the final message may take to leave before the agent exits anyway.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why the agent's session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// The console asked for a shutdown.
+    Shutdown,
+    /// The control channel closed (end of stdin): the dead-man switch fired.
+    ChannelClosed,
+    /// A signal (SIGTERM, SIGINT, SIGHUP) asked the agent to stop.
+    Signal,
+    /// The console sent something that is not the protocol; the message says what.
+    ProtocolError(String),
+}
+
+impl Exit {
+    /// Process exit code: 0 for an orderly end, 2 for a protocol error.
+    pub fn code(&self) -> i32 {
+        match self {
+            Exit::ProtocolError(_) => 2,
+            _ => 0,
+        }
+    }
+}
+
+/// Serves one control channel until it ends. `outbound` is the queue every message to the
+/// console goes through (the log layer holds another sender of it); `stop` is cancelled by
+/// signal handlers.
+pub async fn serve<R, W>(
+    input: R,
+    output: W,
+    outbound: (mpsc::Sender<AgentMsg>, mpsc::Receiver<AgentMsg>),
+    stop: CancellationToken,
+) -> Exit
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, rx) = outbound;
+    let writer = tokio::spawn(write_loop(output, rx));
+    let roles_token = CancellationToken::new();
+    let mut roles = RoleSet::default();
+    let mut frames = FrameReader::new(input);
+    let mut host = String::from("?");
+    let hello_deadline = tokio::time::sleep(HELLO_TIMEOUT);
+    tokio::pin!(hello_deadline);
+    let mut greeted = false;
+
+    let exit = loop {
+        let msg = tokio::select! {
+            _ = stop.cancelled() => break Exit::Signal,
+            _ = &mut hello_deadline, if !greeted => {
+                break Exit::ProtocolError(format!("no hello from the console within {HELLO_TIMEOUT:?}"))
+            }
+            r = frames.next::<ConsoleMsg>() => match r {
+                Ok(Some(msg)) => msg,
+                Ok(None) => break Exit::ChannelClosed,
+                Err(e) => break Exit::ProtocolError(e.to_string()),
+            },
+        };
+        let reply = match msg {
+            ConsoleMsg::Hello {
+                host: h,
+                probe,
+                testbed,
+                console_version,
+            } => {
+                if greeted {
+                    break Exit::ProtocolError("second hello on one channel".into());
+                }
+                greeted = true;
+                host = h;
+                tracing::info!(%host, %testbed, %console_version, "console connected");
+                let caps = if probe {
+                    tokio::task::spawn_blocking(capabilities::probe_all)
+                        .await
+                        .ok()
+                } else {
+                    None
+                };
+                AgentMsg::Hello {
+                    agent_version: HALAB_VERSION.to_string(),
+                    host: host.clone(),
+                    pid: std::process::id(),
+                    kernel: capabilities::kernel_release(),
+                    capabilities: caps,
+                }
+            }
+            other if !greeted => {
+                break Exit::ProtocolError(format!(
+                    "expected hello as the first message, got {}",
+                    kind(&other)
+                ));
+            }
+            ConsoleMsg::ClockProbe { id } => AgentMsg::ClockReply {
+                id,
+                agent_mono_ns: mono_ns(),
+            },
+            ConsoleMsg::Ping { id } => AgentMsg::Pong { id },
+            ConsoleMsg::StartRole { role } => {
+                let (state, detail) = roles.start(role, &roles_token);
+                AgentMsg::RoleState {
+                    role,
+                    state,
+                    detail,
+                }
+            }
+            ConsoleMsg::StopRole { role } => {
+                let (state, detail) = roles.stop(role).await;
+                AgentMsg::RoleState {
+                    role,
+                    state,
+                    detail,
+                }
+            }
+            ConsoleMsg::Shutdown => break Exit::Shutdown,
+        };
+        if tx.send(reply).await.is_err() {
+            // The writer ended: stdout is gone, which is the channel closing too.
+            break Exit::ChannelClosed;
+        }
+    };
+
+    // The dead-man switch and orderly shutdown take the same path: stop every role and revert
+    // what the agent holds, then say goodbye (if anyone still listens).
+    tracing::info!(%host, reason = ?exit, "agent stopping");
+    roles.stop_all().await;
+    roles_token.cancel();
+    let last = match &exit {
+        Exit::ProtocolError(message) => AgentMsg::Error {
+            message: message.clone(),
+        },
+        Exit::Shutdown => AgentMsg::Bye {
+            reason: "shutdown requested".into(),
+        },
+        Exit::Signal => AgentMsg::Bye {
+            reason: "stopped by signal".into(),
+        },
+        Exit::ChannelClosed => AgentMsg::Bye {
+            reason: "control channel closed".into(),
+        },
+    };
+    let _ = tx.send(last).await;
+    drop(tx);
+    let _ = tokio::time::timeout(FLUSH_TIMEOUT, writer).await;
+    exit
+}
+
+/// Writes queued messages until a final one (Bye or Error) has been written or stdout fails.
+async fn write_loop<W: AsyncWrite + Unpin>(mut output: W, mut rx: mpsc::Receiver<AgentMsg>) {
+    while let Some(msg) = rx.recv().await {
+        let last = matches!(msg, AgentMsg::Bye { .. } | AgentMsg::Error { .. });
+        if write_frame(&mut output, &msg).await.is_err() || last {
+            break;
+        }
+    }
+}
+
+fn kind(msg: &ConsoleMsg) -> &'static str {
+    match msg {
+        ConsoleMsg::Hello { .. } => "hello",
+        ConsoleMsg::ClockProbe { .. } => "clock-probe",
+        ConsoleMsg::Ping { .. } => "ping",
+        ConsoleMsg::StartRole { .. } => "start-role",
+        ConsoleMsg::StopRole { .. } => "stop-role",
+        ConsoleMsg::Shutdown => "shutdown",
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, the clock every agent on one machine shares.
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
