@@ -195,6 +195,9 @@ pub fn spawn_process_link(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(false)
+        // Its own process group: a Ctrl-C at the terminal reaches the console, which then stops
+        // its agents in order, rather than every agent at once behind its back.
+        .process_group(0)
         .spawn()
         .map_err(|e| LinkError::Spawn(format!("{}: {e}", program.display())))?;
     let pid = child.id();

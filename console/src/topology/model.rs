@@ -59,7 +59,7 @@ impl Topology {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Provider {
     /// Network namespaces on this machine.
@@ -187,4 +187,22 @@ pub enum Workload {
     Bulk,
     Download,
     Http,
+}
+
+impl Workload {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Workload::Echo => "echo",
+            Workload::Interactive => "interactive",
+            Workload::Bulk => "bulk",
+            Workload::Download => "download",
+            Workload::Http => "http",
+        }
+    }
+}
+
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }

@@ -24,7 +24,9 @@ pub fn netns_available(test: &str) -> bool {
         None => true,
         Some(why) => {
             if std::env::var("HALAB_REQUIRE_NETNS").as_deref() == Ok("1") {
-                panic!("{test}: needs root and network namespaces, but {why} (HALAB_REQUIRE_NETNS=1)");
+                panic!(
+                    "{test}: needs root and network namespaces, but {why} (HALAB_REQUIRE_NETNS=1)"
+                );
             }
             eprintln!("SKIPPED {test}: needs root and network namespaces, but {why}");
             false
@@ -108,7 +110,9 @@ impl Drop for NetnsGuard {
                 }
             }
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -128,7 +132,10 @@ pub fn kill_netns_pids(ns: &str) {
 pub fn connect(a: &NetnsGuard, a_if: &str, a_addr: &str, b: &NetnsGuard, b_if: &str, b_addr: &str) {
     run(
         "ip",
-        &["-n", &a.name, "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.name],
+        &[
+            "-n", &a.name, "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns",
+            &b.name,
+        ],
     );
     run("ip", &["-n", &a.name, "addr", "add", a_addr, "dev", a_if]);
     run("ip", &["-n", &b.name, "addr", "add", b_addr, "dev", b_if]);
@@ -157,3 +164,5 @@ pub fn in_netns<T: Send + 'static>(
     .join()
     .expect("test thread panicked")
 }
+
+pub mod topology;

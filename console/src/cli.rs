@@ -1,0 +1,145 @@
+//! The command line: argument definitions and dispatch. `main.rs` only calls [`main`].
+
+use crate::commands;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "halab",
+    version,
+    about = "A terminal lab console for measuring how server failover behaves under real faults",
+    long_about = "halab brings a multi-host testbed up from one topology file (network namespaces \
+on this machine, or VMs and bare metal over SSH), deploys an agent to every host, and tears \
+it all down again, leaving nothing behind.\n\n\
+Examples:\n  halab check topologies/two-server.toml   validate and probe capabilities\n  \
+halab up topologies/two-server.toml      testbed + agents; Ctrl-C tears down\n  \
+halab status                             what is up, from any terminal\n  \
+halab down topologies/two-server.toml    remove everything, also after a crash"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Folder of testbed state files [default: /run/halab as root]
+    #[arg(long, global = true, env = "HALAB_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Folder for run folders and their logs
+    #[arg(
+        long,
+        global = true,
+        env = "HALAB_RUNS_DIR",
+        default_value = "runs",
+        value_name = "DIR"
+    )]
+    pub runs_dir: PathBuf,
+
+    /// The halab-agent binary to deploy [default: next to the halab binary]
+    #[arg(long, global = true, env = "HALAB_AGENT", value_name = "PATH")]
+    pub agent: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring a testbed up and keep it up until Ctrl-C, then tear it all down.
+    ///
+    /// Creates the provider's resources (for `local`: namespaces, bridges, veths, addresses
+    /// and the service address), starts one agent per host and watches them, printing every
+    /// change of a host's state. Logs go to <runs-dir>/<testbed>-<time>/logs/.
+    Up {
+        /// Topology file (TOML)
+        file: PathBuf,
+        /// Print host states instead of the dashboard (the only mode until the dashboard exists)
+        #[arg(long)]
+        no_tui: bool,
+        /// Trust and record SSH host keys not yet in known_hosts (as OpenSSH's accept-new);
+        /// a changed key is still refused
+        #[arg(long)]
+        accept_new_host_keys: bool,
+    },
+    /// Remove every namespace, link, rule and process of a testbed, also after a crash.
+    ///
+    /// A console still running the testbed is asked to stop first.
+    Down {
+        /// Topology file of the testbed
+        #[arg(required_unless_present = "name")]
+        file: Option<PathBuf>,
+        /// Testbed name instead of its file (for a file that no longer parses)
+        #[arg(long, conflicts_with = "file")]
+        name: Option<String>,
+    },
+    /// Show the testbeds that are up and the state of every host's agent.
+    Status {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a topology file and probe host capabilities.
+    ///
+    /// Provider local probes this machine; provider ssh deploys the agent to every host and
+    /// probes each. Capabilities: root, namespaces, AF_PACKET, TCP_REPAIR, nftables, netem.
+    Check {
+        /// Topology file (TOML)
+        file: PathBuf,
+        /// Trust and record SSH host keys not yet in known_hosts
+        #[arg(long)]
+        accept_new_host_keys: bool,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Entry point of the `halab` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    // Do not wait for blocking threads (a child's pipe read) that nobody will wake.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    code
+}
+
+/// Runs one command; errors are printed here, with their whole chain.
+pub async fn run(cli: Cli) -> ExitCode {
+    let ctx = commands::Context {
+        state_dir: cli
+            .state_dir
+            .clone()
+            .unwrap_or_else(crate::state::state_dir),
+        runs_dir: cli.runs_dir.clone(),
+        agent: cli.agent.clone(),
+    };
+    let result = match cli.command {
+        Command::Up {
+            file,
+            no_tui: _,
+            accept_new_host_keys,
+        } => commands::up::run(&ctx, &file, accept_new_host_keys).await,
+        Command::Down { file, name } => commands::down::run(&ctx, file.as_deref(), name).await,
+        Command::Status { json } => commands::status::run(&ctx, json),
+        Command::Check {
+            file,
+            accept_new_host_keys,
+            json,
+        } => commands::check::run(&ctx, &file, accept_new_host_keys, json).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! `halab check FILE`: validate a topology and probe what its hosts can do.
+
+use super::{CommandError, Context, load_topology, status::table};
+use crate::agent::{AgentSession, link::spawn_process_link};
+use crate::error::chain;
+use crate::provider::ssh::{SshOptions, SshTarget, connect_agent};
+use crate::topology::{Provider, Topology};
+use halab_protocol::Capabilities;
+use serde::Serialize;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// SSH settings for a topology (None for provider local).
+pub fn ssh_options(topo: &Topology, accept_new_host_keys: bool) -> Option<SshOptions> {
+    (topo.provider == Provider::Ssh).then(|| {
+        let known_hosts = topo.known_hosts.clone().unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| "/root".into())
+                .join(".ssh/known_hosts")
+        });
+        SshOptions::new(known_hosts, accept_new_host_keys)
+    })
+}
+
+#[derive(Serialize)]
+struct CheckJson {
+    file: String,
+    testbed: String,
+    valid: bool,
+    /// Probe target (`this machine` or a host name) → capabilities, or the error probing it.
+    probes: Vec<ProbeResult>,
+}
+
+#[derive(Serialize)]
+struct ProbeResult {
+    target: String,
+    capabilities: Option<Capabilities>,
+    kernel: Option<String>,
+    error: Option<String>,
+}
+
+pub async fn run(
+    ctx: &Context,
+    file: &Path,
+    accept_new_host_keys: bool,
+    json: bool,
+) -> Result<ExitCode, CommandError> {
+    let topo = load_topology(file)?;
+    let agent = ctx.agent_binary()?;
+    if !json {
+        println!(
+            "{}: valid — testbed {}, provider {}, {} hosts, {} networks, mode {}, workload {}",
+            file.display(),
+            topo.name,
+            topo.provider,
+            topo.hosts.len(),
+            topo.networks.len(),
+            topo.run.mode,
+            topo.run.workload.as_str()
+        );
+    }
+
+    let mut probes = Vec::new();
+    match topo.provider {
+        Provider::Local => {
+            // Every host of a local testbed is a namespace of this machine: probe it once.
+            probes.push(probe_local(&agent).await);
+        }
+        Provider::Ssh => {
+            let opts = ssh_options(&topo, accept_new_host_keys)
+                .ok_or_else(|| CommandError::Message("no ssh settings".into()))?;
+            let mut set = tokio::task::JoinSet::new();
+            for (i, host) in topo.hosts.iter().enumerate() {
+                let (host, opts, agent, testbed) =
+                    (host.clone(), opts.clone(), agent.clone(), topo.name.clone());
+                set.spawn(async move {
+                    let r = async {
+                        let target = SshTarget::from_host(&host)
+                            .ok_or_else(|| "no ssh settings".to_string())?;
+                        let (link, conn) = connect_agent(&target, &opts, &agent)
+                            .await
+                            .map_err(|e| chain(&e))?;
+                        let s = AgentSession::handshake(
+                            link,
+                            &testbed,
+                            &host.name,
+                            true,
+                            PROBE_TIMEOUT,
+                        )
+                        .await
+                        .map_err(|e| chain(&e))?;
+                        let info = s.info.clone();
+                        let _ = s.shutdown(Duration::from_secs(3)).await;
+                        conn.close().await;
+                        Ok::<_, String>(info)
+                    }
+                    .await;
+                    (i, result(host.name.clone(), r))
+                });
+            }
+            let mut results: Vec<(usize, ProbeResult)> = Vec::new();
+            while let Some(j) = set.join_next().await {
+                if let Ok(r) = j {
+                    results.push(r);
+                }
+            }
+            results.sort_by_key(|(i, _)| *i);
+            probes.extend(results.into_iter().map(|(_, r)| r));
+        }
+    }
+
+    let failed = probes.iter().any(|p| p.error.is_some());
+    let missing_required = topo.provider == Provider::Local
+        && probes.iter().any(|p| {
+            p.capabilities
+                .as_ref()
+                .is_some_and(|c| !c.root.ok || !c.namespaces.ok)
+        });
+    if json {
+        let out = CheckJson {
+            file: file.display().to_string(),
+            testbed: topo.name.clone(),
+            valid: true,
+            probes,
+        };
+        let text =
+            serde_json::to_string_pretty(&out).map_err(|e| CommandError::Message(e.to_string()))?;
+        println!("{text}");
+    } else {
+        print_table(&probes);
+        for p in &probes {
+            if let Some(e) = &p.error {
+                eprintln!("error: {}: {e}", p.target);
+            }
+        }
+        if missing_required {
+            eprintln!(
+                "error: provider local needs root and network namespaces on this machine; `halab up` would fail"
+            );
+        }
+    }
+    Ok(if failed || missing_required {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn result(target: String, r: Result<crate::agent::AgentInfo, String>) -> ProbeResult {
+    match r {
+        Ok(info) => ProbeResult {
+            target,
+            capabilities: info.capabilities,
+            kernel: Some(info.kernel),
+            error: None,
+        },
+        Err(e) => ProbeResult {
+            target,
+            capabilities: None,
+            kernel: None,
+            error: Some(e),
+        },
+    }
+}
+
+/// Runs the agent on this machine (no namespace) and asks it to probe.
+async fn probe_local(agent: &Path) -> ProbeResult {
+    let r = async {
+        let (link, _child) = spawn_process_link(agent, &[]).map_err(|e| chain(&e))?;
+        let s = AgentSession::handshake(link, "check", "this-machine", true, PROBE_TIMEOUT)
+            .await
+            .map_err(|e| chain(&e))?;
+        let info = s.info.clone();
+        let _ = s.shutdown(Duration::from_secs(3)).await;
+        Ok::<_, String>(info)
+    }
+    .await;
+    result("this machine".into(), r)
+}
+
+fn print_table(probes: &[ProbeResult]) {
+    let ok: Vec<&ProbeResult> = probes.iter().filter(|p| p.capabilities.is_some()).collect();
+    if ok.is_empty() {
+        return;
+    }
+    println!();
+    let names = [
+        "root",
+        "namespaces",
+        "af_packet",
+        "tcp_repair",
+        "nftables",
+        "netem",
+    ];
+    for p in ok {
+        let Some(caps) = &p.capabilities else {
+            continue;
+        };
+        println!(
+            "capabilities of {} (kernel {}):",
+            p.target,
+            p.kernel.as_deref().unwrap_or("?")
+        );
+        let rows: Vec<[String; 3]> = caps
+            .entries()
+            .iter()
+            .zip(names)
+            .map(|((_, probe), name)| {
+                [
+                    name.to_string(),
+                    if probe.ok { "yes" } else { "no" }.to_string(),
+                    probe.detail.clone(),
+                ]
+            })
+            .collect();
+        print!("{}", table(&["CAPABILITY", "OK", "DETAIL"], &rows));
+    }
+}

@@ -1,0 +1,341 @@
+//! Provider `local`: every host is a network namespace on this machine, and one more namespace,
+//! the testbed's "switch", holds a bridge per network; a veth per host per network joins them
+//! (DESIGN §4). Nothing is added to the machine's own namespace.
+//!
+//! Names: host namespaces are `hl.<testbed>.<host>`, the switch `hl.<testbed>._switch`. Testbed
+//! and host names cannot contain `.` or `_`, so the prefix `hl.<testbed>.` finds exactly one
+//! testbed's namespaces, which is how `halab down` cleans up after a console killed with -9.
+//! Inside a host the interface on network `n` is called `n`; on the switch the bridge is
+//! `br-<n>` and the host's port `p<host index>-<network index>`.
+//!
+//! All changes go through `ip -batch`, one process per namespace, so bringing up 20 hosts costs
+//! a few dozen process starts rather than hundreds.
+
+use crate::topology::Topology;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use thiserror::Error;
+
+/// Where `ip netns` keeps its namespaces.
+const NETNS_DIR: &str = "/run/netns";
+
+#[derive(Debug, Error)]
+pub enum LocalError {
+    #[error(
+        "testbed `{testbed}` is already up: namespaces {existing} exist (run `halab down` on its topology first)"
+    )]
+    AlreadyUp { testbed: String, existing: String },
+    #[error("`ip {args}` failed: {stderr}")]
+    Ip { args: String, stderr: String },
+    #[error("cannot run `ip` (Debian package iproute2)")]
+    NoIp(#[source] std::io::Error),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Namespace name prefix of a testbed.
+pub fn ns_prefix(testbed: &str) -> String {
+    format!("hl.{testbed}.")
+}
+
+/// Namespace of host `host` in testbed `testbed`.
+pub fn host_ns(testbed: &str, host: &str) -> String {
+    format!("hl.{testbed}.{host}")
+}
+
+/// Namespace of the testbed's switch.
+pub fn switch_ns(testbed: &str) -> String {
+    format!("hl.{testbed}._switch")
+}
+
+/// What `create` made, recorded in the state file so `down` can undo it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalResources {
+    pub switch_namespace: String,
+    /// Host name → namespace.
+    pub host_namespaces: BTreeMap<String, String>,
+    /// Bridges in the switch namespace.
+    pub bridges: Vec<String>,
+    /// Switch-side ends of the veth pairs (deleting one end deletes the pair).
+    pub switch_ports: Vec<String>,
+}
+
+impl LocalResources {
+    pub fn namespaces(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.switch_namespace.as_str())
+            .chain(self.host_namespaces.values().map(String::as_str))
+    }
+}
+
+/// Builds the testbed's namespaces, bridges, veths, addresses and VIP. On failure, removes
+/// whatever it had made before returning the error.
+pub fn create(topo: &Topology) -> Result<LocalResources, LocalError> {
+    let existing = list_namespaces(&topo.name)?;
+    if !existing.is_empty() {
+        return Err(LocalError::AlreadyUp {
+            testbed: topo.name.clone(),
+            existing: existing.join(", "),
+        });
+    }
+    let res = plan(topo);
+    let result = build(topo, &res);
+    if result.is_err() {
+        let _ = destroy(&topo.name, Some(&res));
+    }
+    result.map(|()| res)
+}
+
+/// Names of everything `create` will make, without making it.
+fn plan(topo: &Topology) -> LocalResources {
+    let mut res = LocalResources {
+        switch_namespace: switch_ns(&topo.name),
+        ..Default::default()
+    };
+    for n in &topo.networks {
+        res.bridges.push(format!("br-{}", n.name));
+    }
+    for (hi, h) in topo.hosts.iter().enumerate() {
+        res.host_namespaces
+            .insert(h.name.clone(), host_ns(&topo.name, &h.name));
+        for (ni, n) in topo.networks.iter().enumerate() {
+            if h.addresses.contains_key(&n.name) {
+                res.switch_ports.push(port_name(hi, ni));
+            }
+        }
+    }
+    res
+}
+
+fn port_name(host_index: usize, net_index: usize) -> String {
+    format!("p{host_index}-{net_index}")
+}
+
+fn build(topo: &Topology, res: &LocalResources) -> Result<(), LocalError> {
+    // 1. Namespaces.
+    let adds: Vec<String> = res
+        .namespaces()
+        .map(|ns| format!("netns add {ns}"))
+        .collect();
+    ip_batch(None, &adds, false)?;
+
+    // 2. The switch: bridges, then one veth per host per network, its peer moved straight into
+    //    the host's namespace under the network's name.
+    let mut sw = vec!["link set lo up".to_string()];
+    for n in &topo.networks {
+        // Hub mode: ageing_time 0 makes the bridge forget every MAC at once, so it floods
+        // every frame to every port, like the hub of the ST-TCP testbed.
+        let ageing = if n.hub { " ageing_time 0" } else { "" };
+        sw.push(format!("link add br-{} type bridge{ageing}", n.name));
+        sw.push(format!("link set br-{} up", n.name));
+    }
+    for (hi, h) in topo.hosts.iter().enumerate() {
+        for (ni, n) in topo.networks.iter().enumerate() {
+            if h.addresses.contains_key(&n.name) {
+                let port = port_name(hi, ni);
+                sw.push(format!(
+                    "link add {port} type veth peer name {} netns {}",
+                    n.name, res.host_namespaces[&h.name]
+                ));
+                sw.push(format!("link set {port} master br-{} up", n.name));
+            }
+        }
+    }
+    ip_batch(Some(&res.switch_namespace), &sw, false)?;
+
+    // 3. Each host: loopback, addresses, links up, and the VIP on the primary.
+    let service_net = topo.service_network();
+    let primary = topo.hosts_with(halab_protocol::Role::Primary).next();
+    for h in &topo.hosts {
+        let mut cmds = vec!["link set lo up".to_string()];
+        for (net, addr) in &h.addresses {
+            let prefix = topo
+                .network(net)
+                .map(|n| n.subnet.prefix_len())
+                .unwrap_or(24);
+            cmds.push(format!("addr add {addr}/{prefix} dev {net}"));
+            cmds.push(format!("link set {net} up"));
+        }
+        if primary.is_some_and(|p| p.name == h.name) {
+            cmds.push(format!(
+                "addr add {}/{} dev {}",
+                topo.service_address,
+                service_net.subnet.prefix_len(),
+                service_net.name
+            ));
+        }
+        ip_batch(Some(&res.host_namespaces[&h.name]), &cmds, false)?;
+    }
+    Ok(())
+}
+
+/// Removes every namespace, link and process of testbed `testbed`: those recorded in `known`
+/// and any other namespace carrying its prefix. Idempotent; returns what it removed.
+pub fn destroy(testbed: &str, known: Option<&LocalResources>) -> Result<Vec<String>, LocalError> {
+    let mut namespaces = list_namespaces(testbed)?;
+    if let Some(k) = known {
+        for ns in k.namespaces() {
+            if !namespaces.iter().any(|n| n == ns) && netns_path(ns).exists() {
+                namespaces.push(ns.to_string());
+            }
+        }
+    }
+    if namespaces.is_empty() {
+        return Ok(namespaces);
+    }
+
+    // Processes first: nothing may keep running in a testbed that is going away.
+    for pids in pids_in_namespaces(&namespaces).values() {
+        for &pid in pids {
+            // SAFETY: kill(2) with a pid we read from /proc; a pid that exited meanwhile
+            // yields ESRCH, which is fine.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+
+    // Links next, explicitly: deleting a namespace is lazy while kernel sockets in it linger,
+    // and its veths would live on until then. Deleting every non-loopback link of the switch
+    // takes the veth pairs (both ends) and the bridges; host namespaces are swept too in case
+    // the switch namespace was already gone.
+    for ns in &namespaces {
+        let links = links_in(ns);
+        if !links.is_empty() {
+            let cmds: Vec<String> = links.iter().map(|l| format!("link del {l}")).collect();
+            ip_batch(Some(ns), &cmds, true)?;
+        }
+    }
+
+    let dels: Vec<String> = namespaces
+        .iter()
+        .map(|ns| format!("netns del {ns}"))
+        .collect();
+    ip_batch(None, &dels, true)?;
+    let left = list_namespaces(testbed)?;
+    if !left.is_empty() {
+        return Err(LocalError::Io(format!(
+            "namespaces still present after teardown: {}",
+            left.join(", ")
+        )));
+    }
+    Ok(namespaces)
+}
+
+/// Namespaces of testbed `testbed` that exist now.
+pub fn list_namespaces(testbed: &str) -> Result<Vec<String>, LocalError> {
+    let prefix = ns_prefix(testbed);
+    Ok(all_namespaces()?
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect())
+}
+
+/// Every named namespace on the machine.
+pub fn all_namespaces() -> Result<Vec<String>, LocalError> {
+    let dir = match std::fs::read_dir(NETNS_DIR) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(LocalError::Io(format!("{NETNS_DIR}: {e}"))),
+    };
+    let mut names: Vec<String> = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+fn netns_path(ns: &str) -> std::path::PathBuf {
+    Path::new(NETNS_DIR).join(ns)
+}
+
+/// Processes in each of `namespaces`, found the way `ip netns pids` does: by comparing each
+/// process's network namespace with the namespace file's inode, in one pass over /proc.
+pub fn pids_in_namespaces(namespaces: &[String]) -> BTreeMap<String, Vec<i32>> {
+    let mut by_inode: BTreeMap<(u64, u64), String> = BTreeMap::new();
+    for ns in namespaces {
+        if let Ok(m) = std::fs::metadata(netns_path(ns)) {
+            by_inode.insert((m.dev(), m.ino()), ns.clone());
+        }
+    }
+    let mut out: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    let Ok(proc_dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in proc_dir.filter_map(|e| e.ok()) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(m) = std::fs::metadata(entry.path().join("ns/net"))
+            && let Some(ns) = by_inode.get(&(m.dev(), m.ino()))
+        {
+            out.entry(ns.clone()).or_default().push(pid);
+        }
+    }
+    out
+}
+
+/// Non-loopback links in namespace `ns` (empty when it cannot be read).
+fn links_in(ns: &str) -> Vec<String> {
+    let Ok(out) = Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show"])
+        .output()
+    else {
+        return vec![];
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|name| name.split('@').next().unwrap_or(name).to_string())
+        .filter(|n| n != "lo")
+        .collect()
+}
+
+/// Runs `ip [-n ns] [-force] -batch -` with `cmds` on stdin.
+fn ip_batch(ns: Option<&str>, cmds: &[String], force: bool) -> Result<(), LocalError> {
+    let mut args: Vec<&str> = Vec::new();
+    if let Some(ns) = ns {
+        args.extend(["-n", ns]);
+    }
+    if force {
+        args.push("-force");
+    }
+    args.extend(["-batch", "-"]);
+    let mut child = Command::new("ip")
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(LocalError::NoIp)?;
+    let input = cmds.join("\n") + "\n";
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .map_err(|e| LocalError::Io(format!("writing to ip: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| LocalError::Io(format!("waiting for ip: {e}")))?;
+    if !out.status.success() && !force {
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        // `ip -batch` names the failing input line as "Command failed -:N"; show that command.
+        let failed = stderr
+            .rsplit_once("Command failed -:")
+            .and_then(|(_, n)| n.trim().parse::<usize>().ok())
+            .and_then(|n| cmds.get(n.wrapping_sub(1)))
+            .map(|c| format!(" {c}"))
+            .unwrap_or_default();
+        return Err(LocalError::Ip {
+            args: format!("{}{failed}", args.join(" ")),
+            stderr,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,518 @@
+//! The orchestrator's view of a running testbed: bring it up from a topology (provider
+//! resources, then one agent per host), keep watching every agent, and take it all down again.
+//!
+//! Each host has a task that owns its agent session: it pings the agent every second, records
+//! what it sees in the shared [`TestbedState`], and on cancellation shuts the agent down. A
+//! writer task persists the state file whenever it changed, for `halab status` in another
+//! terminal. Everything spawned here is owned by [`Testbed`] and ends in [`Testbed::down`].
+
+use crate::agent::{AgentSession, LinkError, link::spawn_process_link};
+use crate::error::chain;
+use crate::provider::local::{self, LocalError, LocalResources};
+use crate::state::{self, HostRecord, HostState, TestbedState};
+use crate::topology::{Host, Provider, Topology};
+use halab_protocol::AgentMsg;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How long an agent has to answer the hello (SSH connects and uploads come on top).
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often every agent is pinged while the testbed is up.
+pub const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// A ping not answered within this marks the host lost.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long an agent may take to stop cleanly on shutdown.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the state file is rewritten at most.
+const STATE_WRITE_INTERVAL: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Error)]
+pub enum TestbedError {
+    #[error("provider local")]
+    Local(#[from] LocalError),
+    #[error("agent on host `{host}` did not come up{}", tail_suffix(.stderr))]
+    Agent {
+        host: String,
+        #[source]
+        source: LinkError,
+        stderr: String,
+    },
+    #[error("host `{host}`: {message}")]
+    Ssh { host: String, message: String },
+    #[error("state file in {dir}")]
+    State {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("testbed `{0}` is already up, run by console pid {1} (see `halab status`)")]
+    AlreadyUp(String, u32),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+fn tail_suffix(stderr: &str) -> String {
+    if stderr.trim().is_empty() {
+        String::new()
+    } else {
+        format!(" (agent stderr: {})", stderr.trim())
+    }
+}
+
+/// How to bring a testbed up.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub agent_binary: PathBuf,
+    pub state_dir: PathBuf,
+    pub run_id: String,
+    pub log_dir: PathBuf,
+    /// Ask every agent to probe its capabilities in its hello.
+    pub probe: bool,
+    /// SSH settings (provider ssh only).
+    pub ssh: Option<crate::provider::ssh::SshOptions>,
+}
+
+/// Timings of bringing up or taking down, for the user and the benchmark.
+#[derive(Debug, Clone, Default)]
+pub struct Timings {
+    pub provider: Duration,
+    pub agents: Duration,
+    pub total: Duration,
+}
+
+/// State shared between the host tasks, the state writer and the console.
+struct Shared {
+    state: Mutex<TestbedState>,
+    version: watch::Sender<u64>,
+}
+
+impl Shared {
+    fn snapshot(&self) -> TestbedState {
+        // A poisoned lock means a host task panicked mid-update; the record is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn update_host(&self, index: usize, f: impl FnOnce(&mut HostRecord)) {
+        {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(h) = s.hosts.get_mut(index) {
+                f(h);
+            }
+            s.updated_unix_ms = state::unix_ms();
+        }
+        self.version.send_modify(|v| *v += 1);
+    }
+}
+
+/// A testbed that is up: provider resources made and every agent connected.
+pub struct Testbed {
+    pub topology: Topology,
+    shared: Arc<Shared>,
+    state_dir: PathBuf,
+    cancel: CancellationToken,
+    host_tasks: JoinSet<()>,
+    writer: Option<tokio::task::JoinHandle<()>>,
+    pub up_timings: Timings,
+}
+
+impl Testbed {
+    /// Brings `topology` up. On any failure everything made so far is removed again.
+    pub async fn up(topology: Topology, opts: &UpOptions) -> Result<Testbed, TestbedError> {
+        let t0 = Instant::now();
+        let state_path = state::state_path(&opts.state_dir, &topology.name);
+        if let Ok(prev) = TestbedState::load(&state_path)
+            && prev.console_alive()
+            && prev.console_pid != std::process::id()
+        {
+            return Err(TestbedError::AlreadyUp(prev.testbed, prev.console_pid));
+        }
+
+        // 1. Provider resources.
+        let local_res = match topology.provider {
+            Provider::Local => {
+                let topo = topology.clone();
+                Some(
+                    tokio::task::spawn_blocking(move || local::create(&topo))
+                        .await
+                        .map_err(|e| TestbedError::Internal(e.to_string()))??,
+                )
+            }
+            Provider::Ssh => None,
+        };
+        let provider_time = t0.elapsed();
+
+        let now = state::unix_ms();
+        let state = TestbedState {
+            testbed: topology.name.clone(),
+            topology: topology.source.clone(),
+            provider: topology.provider,
+            console_pid: std::process::id(),
+            run_id: opts.run_id.clone(),
+            log_dir: opts.log_dir.clone(),
+            started_unix_ms: now,
+            updated_unix_ms: now,
+            local: local_res.clone(),
+            hosts: topology
+                .hosts
+                .iter()
+                .map(|h| HostRecord {
+                    name: h.name.clone(),
+                    roles: h.roles.clone(),
+                    addresses: h.addresses.clone(),
+                    location: location(&topology, h, local_res.as_ref()),
+                    state: HostState::Starting,
+                    reason: None,
+                    agent_pid: None,
+                    agent_version: None,
+                    kernel: None,
+                    rtt_us: None,
+                    last_seen_unix_ms: None,
+                    clock_offset_ns: None,
+                    clock_uncertainty_ns: None,
+                })
+                .collect(),
+        };
+        if let Err(source) = state.save(&opts.state_dir) {
+            if let Some(res) = &local_res {
+                let _ = local::destroy(&topology.name, Some(res));
+            }
+            return Err(TestbedError::State {
+                dir: opts.state_dir.clone(),
+                source,
+            });
+        }
+        let (version, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            version,
+        });
+
+        // 2. One agent per host, all at once.
+        let t1 = Instant::now();
+        let mut starts = JoinSet::new();
+        for (index, host) in topology.hosts.iter().enumerate() {
+            let start = start_agent(&topology, host, local_res.as_ref(), opts);
+            starts.spawn(async move { (index, start.await) });
+        }
+        let mut sessions: Vec<Option<(AgentSession, Keepalive)>> =
+            (0..topology.hosts.len()).map(|_| None).collect();
+        let mut first_error = None;
+        while let Some(joined) = starts.join_next().await {
+            match joined {
+                Ok((index, Ok(started))) => sessions[index] = Some(started),
+                Ok((_, Err(e))) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(TestbedError::Internal(e.to_string()));
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            // Dropping the sessions closes the agents' channels; they exit by themselves.
+            drop(sessions);
+            if let Some(res) = &local_res {
+                let topo_name = topology.name.clone();
+                let res = res.clone();
+                let _ = tokio::task::spawn_blocking(move || local::destroy(&topo_name, Some(&res)))
+                    .await;
+            }
+            let _ = std::fs::remove_file(&state_path);
+            return Err(e);
+        }
+
+        // 3. Watch them.
+        let cancel = CancellationToken::new();
+        let mut host_tasks = JoinSet::new();
+        for (index, started) in sessions.into_iter().enumerate() {
+            let Some((session, keep)) = started else {
+                continue; // unreachable: every host either started or produced first_error
+            };
+            shared.update_host(index, |h| {
+                h.state = HostState::Connected;
+                h.agent_pid = Some(session.info.pid);
+                h.agent_version = Some(session.info.agent_version.clone());
+                h.kernel = Some(session.info.kernel.clone());
+                h.last_seen_unix_ms = Some(state::unix_ms());
+            });
+            host_tasks.spawn(host_task(
+                session,
+                keep,
+                shared.clone(),
+                index,
+                cancel.clone(),
+            ));
+        }
+        let writer = tokio::spawn(state_writer(
+            shared.clone(),
+            opts.state_dir.clone(),
+            cancel.clone(),
+        ));
+        let agents_time = t1.elapsed();
+        Ok(Testbed {
+            topology,
+            shared,
+            state_dir: opts.state_dir.clone(),
+            cancel,
+            host_tasks,
+            writer: Some(writer),
+            up_timings: Timings {
+                provider: provider_time,
+                agents: agents_time,
+                total: t0.elapsed(),
+            },
+        })
+    }
+
+    /// The testbed as it is now.
+    pub fn snapshot(&self) -> TestbedState {
+        self.shared.snapshot()
+    }
+
+    /// A receiver that changes whenever a host's record changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.version.subscribe()
+    }
+
+    /// Stops every agent, removes the provider's resources and the state file.
+    pub async fn down(mut self) -> Result<Timings, TestbedError> {
+        let t0 = Instant::now();
+        self.cancel.cancel();
+        let joined = tokio::time::timeout(SHUTDOWN_TIMEOUT + Duration::from_secs(1), async {
+            while self.host_tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if joined.is_err() {
+            self.host_tasks.abort_all();
+        }
+        if let Some(w) = self.writer.take() {
+            let _ = w.await;
+        }
+        let agents = t0.elapsed();
+        let t1 = Instant::now();
+        let snapshot = self.shared.snapshot();
+        if self.topology.provider == Provider::Local {
+            let name = self.topology.name.clone();
+            tokio::task::spawn_blocking(move || local::destroy(&name, snapshot.local.as_ref()))
+                .await
+                .map_err(|e| TestbedError::Internal(e.to_string()))??;
+        }
+        let _ = std::fs::remove_file(state::state_path(&self.state_dir, &self.topology.name));
+        Ok(Timings {
+            agents,
+            provider: t1.elapsed(),
+            total: t0.elapsed(),
+        })
+    }
+}
+
+/// What keeps an agent's transport alive besides its link.
+enum Keepalive {
+    /// The local `ip netns exec` child; dropping it lets tokio reap it in the background.
+    Child(#[allow(dead_code)] tokio::process::Child),
+    Ssh(crate::provider::ssh::SshConnection),
+}
+
+fn location(topo: &Topology, host: &Host, local_res: Option<&LocalResources>) -> String {
+    match (&host.ssh, local_res) {
+        (Some(s), _) => format!("{}@{}:{}", s.user, s.address, s.port),
+        (None, Some(res)) => res
+            .host_namespaces
+            .get(&host.name)
+            .cloned()
+            .unwrap_or_default(),
+        (None, None) => local::host_ns(&topo.name, &host.name),
+    }
+}
+
+/// Starts one host's agent and completes its hello.
+fn start_agent(
+    topo: &Topology,
+    host: &Host,
+    local_res: Option<&LocalResources>,
+    opts: &UpOptions,
+) -> impl std::future::Future<Output = Result<(AgentSession, Keepalive), TestbedError>> + Send + 'static
+{
+    let testbed = topo.name.clone();
+    let host = host.clone();
+    let ns = location(topo, &host, local_res);
+    let agent = opts.agent_binary.clone();
+    let ssh_opts = opts.ssh.clone();
+    let probe = opts.probe;
+    async move {
+        let agent_err = |source: LinkError, stderr: String| TestbedError::Agent {
+            host: host.name.clone(),
+            source,
+            stderr,
+        };
+        let (link, keep) = match (&host.ssh, &ssh_opts) {
+            (Some(_), Some(ssh_opts)) => {
+                let target =
+                    crate::provider::ssh::SshTarget::from_host(&host).ok_or_else(|| {
+                        TestbedError::Internal(format!("host {} has no ssh settings", host.name))
+                    })?;
+                let (link, conn) = crate::provider::ssh::connect_agent(&target, ssh_opts, &agent)
+                    .await
+                    .map_err(|e| TestbedError::Ssh {
+                        host: host.name.clone(),
+                        message: chain(&e),
+                    })?;
+                (link, Keepalive::Ssh(conn))
+            }
+            _ => {
+                let args = vec![
+                    "netns".to_string(),
+                    "exec".to_string(),
+                    ns,
+                    agent.display().to_string(),
+                ];
+                let (link, child) = spawn_process_link(Path::new("ip"), &args)
+                    .map_err(|e| agent_err(e, String::new()))?;
+                (link, Keepalive::Child(child))
+            }
+        };
+        let mut session = AgentSession::handshake(link, &testbed, &host.name, probe, HELLO_TIMEOUT)
+            .await
+            .map_err(|e| agent_err(e, String::new()))?;
+        match session.clock_probe(5, HELLO_TIMEOUT).await {
+            Ok(est) => tracing::info!(
+                host = %host.name,
+                offset_ns = est.offset_ns as i64,
+                uncertainty_ns = est.uncertainty_ns,
+                "agent clock"
+            ),
+            Err(e) => {
+                let tail = session.stderr_tail().collect::<Vec<_>>().join("\n");
+                return Err(agent_err(e, tail));
+            }
+        }
+        tracing::info!(host = %host.name, pid = session.info.pid, "agent connected");
+        Ok((session, keep))
+    }
+}
+
+/// Watches one agent until cancelled or lost.
+async fn host_task(
+    mut session: AgentSession,
+    keep: Keepalive,
+    shared: Arc<Shared>,
+    index: usize,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(PING_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let lost = |e: LinkError| {
+        let reason = chain(&e);
+        tracing::warn!(host = %session_host(&shared, index), %reason, "agent lost");
+        shared.update_host(index, |h| {
+            h.state = HostState::Lost;
+            h.reason = Some(reason);
+        });
+    };
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                let host = session.host.clone();
+                let outcome = session.shutdown(SHUTDOWN_TIMEOUT).await;
+                if let Err(e) = &outcome {
+                    tracing::warn!(%host, error = %chain(e), "agent did not stop cleanly");
+                }
+                shared.update_host(index, |h| {
+                    h.state = HostState::Stopped;
+                    h.reason = outcome.err().map(|e| chain(&e));
+                });
+                break;
+            }
+            _ = tick.tick() => match session.ping(PING_TIMEOUT).await {
+                Ok(rtt) => shared.update_host(index, |h| {
+                    h.state = HostState::Connected;
+                    h.reason = None;
+                    h.rtt_us = Some(rtt.as_micros() as u64);
+                    h.last_seen_unix_ms = Some(state::unix_ms());
+                }),
+                Err(e) => {
+                    lost(e);
+                    break;
+                }
+            },
+            msg = session.next_message() => match msg {
+                Ok(AgentMsg::RoleState { role, state, detail }) => {
+                    tracing::info!(host = %session.host, %role, ?state, ?detail, "role state");
+                }
+                Ok(other) => tracing::debug!(host = %session.host, ?other, "agent message"),
+                Err(e) => {
+                    lost(e);
+                    break;
+                }
+            },
+        }
+    }
+    if let Keepalive::Ssh(conn) = keep {
+        conn.close().await;
+    }
+}
+
+fn session_host(shared: &Shared, index: usize) -> String {
+    shared
+        .snapshot()
+        .hosts
+        .get(index)
+        .map(|h| h.name.clone())
+        .unwrap_or_default()
+}
+
+/// Persists the state file whenever it changed, at most every [`STATE_WRITE_INTERVAL`], and
+/// once more when cancelled so the final states are on disk.
+async fn state_writer(shared: Arc<Shared>, dir: PathBuf, cancel: CancellationToken) {
+    let mut rx = shared.version.subscribe();
+    loop {
+        let stop = tokio::select! {
+            _ = cancel.cancelled() => true,
+            r = rx.changed() => r.is_err(),
+        };
+        if let Err(e) = shared.snapshot().save(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot write state file");
+        }
+        if stop {
+            break;
+        }
+        tokio::time::sleep(STATE_WRITE_INTERVAL).await;
+    }
+}
+
+/// Takes down testbed `name` without a running [`Testbed`]: after a console crash, or from
+/// another terminal. A console still running it is asked to stop first (SIGTERM) and given
+/// time to tear down itself; then every leftover namespace, link and process is removed.
+/// Returns the namespaces removed here.
+pub async fn down_by_name(name: &str, state_dir: &Path) -> Result<Vec<String>, TestbedError> {
+    let path = state::state_path(state_dir, name);
+    let recorded = TestbedState::load(&path).ok();
+    if let Some(st) = &recorded
+        && st.console_alive()
+        && st.console_pid != std::process::id()
+    {
+        tracing::info!(
+            pid = st.console_pid,
+            "asking the running console to tear down"
+        );
+        // SAFETY: kill(2) on a pid read from our state file and checked alive just now.
+        unsafe { libc::kill(st.console_pid as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state::process_alive(st.console_pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let local = recorded.as_ref().and_then(|s| s.local.clone());
+    let name_owned = name.to_string();
+    let removed = tokio::task::spawn_blocking(move || local::destroy(&name_owned, local.as_ref()))
+        .await
+        .map_err(|e| TestbedError::Internal(e.to_string()))??;
+    let _ = std::fs::remove_file(&path);
+    Ok(removed)
+}
