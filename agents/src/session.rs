@@ -86,11 +86,12 @@ where
                 }
                 greeted = true;
                 host = h;
-                tracing::info!(%host, %testbed, %console_version, "console connected");
+                tracing::info!(%testbed, %console_version, "console connected");
                 let caps = if probe {
                     tokio::task::spawn_blocking(capabilities::probe_all)
                         .await
                         .ok()
+                        .map(Box::new)
                 } else {
                     None
                 };

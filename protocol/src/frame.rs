@@ -311,15 +311,10 @@ mod tests {
             let cut = cut.min(bytes.len());
             for chunk in [&bytes[..cut], &bytes[cut..]] {
                 d.feed(chunk);
-                loop {
-                    match d.next_frame() {
-                        Ok(Some(p)) => {
-                            prop_assert!(p.len() <= MAX_PAYLOAD);
-                            let _ = decode_payload::<AgentMsg>(&p);
-                            let _ = decode_payload::<ConsoleMsg>(&p);
-                        }
-                        Ok(None) | Err(_) => break,
-                    }
+                while let Ok(Some(p)) = d.next_frame() {
+                    prop_assert!(p.len() <= MAX_PAYLOAD);
+                    let _ = decode_payload::<AgentMsg>(&p);
+                    let _ = decode_payload::<ConsoleMsg>(&p);
                 }
             }
             let _ = d.finish();

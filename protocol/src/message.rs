@@ -170,8 +170,9 @@ pub enum AgentMsg {
         pid: u32,
         /// `uname -r` of the host.
         kernel: String,
-        /// Present when the console's hello asked for a probe.
-        capabilities: Option<Capabilities>,
+        /// Present when the console's hello asked for a probe (boxed: it is most of the size
+        /// of this message, and every other message would pay for it).
+        capabilities: Option<Box<Capabilities>>,
     },
     /// Answer to a clock probe: the agent's CLOCK_MONOTONIC in nanoseconds when it answered.
     ClockReply {

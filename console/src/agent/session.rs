@@ -84,7 +84,7 @@ impl AgentSession {
                     agent_version: agent_version.clone(),
                     pid: *pid,
                     kernel: kernel.clone(),
-                    capabilities: capabilities.clone(),
+                    capabilities: capabilities.as_deref().cloned(),
                 }),
                 _ => None,
             })
