@@ -39,7 +39,7 @@ pub enum LinkError {
     Spawn(String),
     #[error("ssh: {0}")]
     Ssh(String),
-    #[error("agent exited before it answered ({status}){}", stderr_suffix(.stderr))]
+    #[error("agent exited ({status}){}", stderr_suffix(.stderr))]
     ExitedEarly { status: String, stderr: String },
     #[error("timed out after {0:?} waiting for the agent")]
     Timeout(std::time::Duration),

@@ -165,4 +165,5 @@ pub fn in_netns<T: Send + 'static>(
     .expect("test thread panicked")
 }
 
+pub mod sshd;
 pub mod topology;

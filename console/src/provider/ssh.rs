@@ -1,1 +1,0 @@
-//! Provider `ssh`: hosts reached with russh.
