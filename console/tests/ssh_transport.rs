@@ -8,6 +8,7 @@
 mod support;
 
 use halab::agent::{AgentLink, AgentSession, LinkError, LinkEvent};
+use halab::error::chain;
 use halab::provider::ssh::{SshConnection, SshError, SshOptions, SshTarget, connect_agent};
 use halab_protocol::ConsoleMsg;
 use std::path::{Path, PathBuf};
@@ -19,18 +20,6 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 
 fn available(test: &str) -> bool {
     support::netns_available(test) && sshd::sshd_available(test)
-}
-
-/// An error and its causes on one line, as the console shows it.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn target(key: &Path) -> SshTarget {
@@ -386,7 +375,7 @@ fn stderr_lines_eof_on_drop_and_exit_status() {
     let err = closed.expect_err("sh exits with status 127");
     assert!(
         err.starts_with(&format!(
-            "agent exited before it answered (exit status 127 on {SERVER_ADDR}:22): "
+            "agent exited (exit status 127 on {SERVER_ADDR}:22): "
         )),
         "{err}"
     );
@@ -517,4 +506,65 @@ fn dropping_the_connection_ends_the_session() {
         closed.unwrap_err(),
         format!("ssh: connection to {SERVER_ADDR}:22 was closed by the console")
     );
+}
+
+/// (9) A whole ssh-provider testbed through the orchestrator: three hosts reached over SSH get
+/// their agents deployed concurrently, are watched, and are shut down by `Testbed::down`.
+#[test]
+fn ssh_testbed_up_and_down_through_the_orchestrator() {
+    if !available("ssh_testbed_up_and_down_through_the_orchestrator") {
+        return;
+    }
+    let fx = Sshd::start("testbed");
+    let known = fx.write_known_hosts("known_hosts", &(fx.known_hosts_line() + "\n"));
+    let remote = fx.remote_dir("remote");
+    let mut topo_text = format!(
+        "name = \"t-ssh\"\nprovider = \"ssh\"\nservice_address = \"10.66.0.100\"\n\
+         known_hosts = \"{}\"\n\n[run]\nmode = \"none\"\n\n\
+         [[networks]]\nname = \"service\"\nsubnet = \"10.66.0.0/24\"\n",
+        known.display()
+    );
+    for (i, role) in ["primary", "backup", "client"].iter().enumerate() {
+        topo_text.push_str(&format!(
+            "\n[[hosts]]\nname = \"s{i}\"\nroles = [\"{role}\"]\n\
+             addresses = {{ service = \"10.66.0.{}\" }}\nssh_address = \"{SERVER_ADDR}\"\n\
+             user = \"root\"\nkey = \"{}\"\n",
+            i + 1,
+            fx.client_key.display()
+        ));
+    }
+    let topo = halab::topology::parse_str(&topo_text, Path::new("t-ssh.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let state = tempfile::tempdir().unwrap();
+    let mut ssh = options(known, false, remote);
+    ssh.connect_timeout = TIMEOUT;
+    let opts = halab::testbed::UpOptions {
+        agent_binary: support::agent_bin(),
+        state_dir: state.path().to_path_buf(),
+        run_id: "t-ssh".into(),
+        log_dir: state.path().join("logs"),
+        probe: true,
+        ssh: Some(ssh),
+    };
+    let state_dir = state.path().to_path_buf();
+    support::in_netns(&fx.client_ns.name, move || {
+        Box::pin(async move {
+            let tb = halab::testbed::Testbed::up(topo, &opts)
+                .await
+                .unwrap_or_else(|e| panic!("up: {}", chain(&e)));
+            let snap = tb.snapshot();
+            assert_eq!(snap.hosts.len(), 3);
+            for h in &snap.hosts {
+                assert_eq!(h.state, halab::state::HostState::Connected, "{h:?}");
+                assert_eq!(h.location, format!("root@{SERVER_ADDR}:22"));
+                assert!(h.agent_pid.is_some());
+            }
+            assert!(state_dir.join("t-ssh.json").exists(), "state file written");
+            tb.down()
+                .await
+                .unwrap_or_else(|e| panic!("down: {}", chain(&e)));
+            assert!(!state_dir.join("t-ssh.json").exists(), "state file removed");
+        })
+    });
+    fx.wait_no_agent(Duration::from_secs(5));
 }

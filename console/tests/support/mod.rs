@@ -2,7 +2,7 @@
 //! that clean up on drop, and the paths of the built binaries.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Whether tests that need root and network namespaces can run here. When they cannot, prints
@@ -74,7 +74,10 @@ pub struct NetnsGuard {
 impl NetnsGuard {
     /// Creates namespace `name` (prefix it per test so tests can run in parallel) with `lo` up.
     pub fn new(name: &str) -> NetnsGuard {
-        let _ = Command::new("ip").args(["netns", "del", name]).status();
+        // A namespace left by an earlier, killed run of this test would make `add` fail.
+        if Path::new("/run/netns").join(name).exists() {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
         run("ip", &["netns", "add", name]);
         let g = NetnsGuard {
             name: name.to_string(),
