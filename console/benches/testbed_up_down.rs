@@ -62,7 +62,7 @@ fn main() {
         state_dir: tmp.path().join("state"),
         run_id: name.clone(),
         log_dir: tmp.path().join("logs"),
-        probe: false,
+        probe: true, // as `halab up` does
         ssh: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

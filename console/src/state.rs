@@ -73,6 +73,8 @@ pub struct HostRecord {
     pub agent_pid: Option<u32>,
     pub agent_version: Option<String>,
     pub kernel: Option<String>,
+    /// What the host's agent probed at hello (root, namespaces, AF_PACKET, TCP_REPAIR, …).
+    pub capabilities: Option<halab_protocol::Capabilities>,
     /// Round trip of the last ping, microseconds.
     pub rtt_us: Option<u64>,
     /// When the agent last answered, Unix milliseconds.

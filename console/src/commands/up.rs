@@ -56,7 +56,8 @@ pub async fn run(
         state_dir: ctx.state_dir.clone(),
         run_id: logs.run_id.clone(),
         log_dir: logs.log_dir.clone(),
-        probe: false,
+        // Record what every host can do; later runs name these capabilities in their records.
+        probe: true,
         ssh,
     };
     let testbed = Testbed::up(topo, &opts).await?;

@@ -170,6 +170,7 @@ impl Testbed {
                     agent_pid: None,
                     agent_version: None,
                     kernel: None,
+                    capabilities: None,
                     rtt_us: None,
                     last_seen_unix_ms: None,
                     clock_offset_ns: None,
@@ -238,6 +239,7 @@ impl Testbed {
                 h.agent_pid = Some(session.info.pid);
                 h.agent_version = Some(session.info.agent_version.clone());
                 h.kernel = Some(session.info.kernel.clone());
+                h.capabilities = session.info.capabilities.clone();
                 h.last_seen_unix_ms = Some(state::unix_ms());
             });
             host_tasks.spawn(host_task(
