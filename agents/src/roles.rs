@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// How long a role may take to stop once cancelled.
+pub const ROLE_STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(1500);
+
 struct RunningRole {
     cancel: CancellationToken,
     task: JoinHandle<()>,
@@ -44,21 +47,39 @@ impl RoleSet {
     pub async fn stop(&mut self, role: Role) -> (RoleState, Option<String>) {
         match self.running.remove(&role) {
             None => (RoleState::Stopped, Some("was not running".into())),
-            Some(r) => {
+            Some(mut r) => {
                 r.cancel.cancel();
-                match r.task.await {
-                    Ok(()) => (RoleState::Stopped, None),
-                    Err(e) => (RoleState::Failed, Some(format!("role task failed: {e}"))),
+                // A role that ignores its cancellation must not keep the agent from exiting
+                // (and reverting) in time: give it a bounded grace period, then abort it.
+                match tokio::time::timeout(ROLE_STOP_GRACE, &mut r.task).await {
+                    Ok(Ok(())) => (RoleState::Stopped, None),
+                    Ok(Err(e)) => (RoleState::Failed, Some(format!("role task failed: {e}"))),
+                    Err(_) => {
+                        r.task.abort();
+                        (
+                            RoleState::Failed,
+                            Some(format!("did not stop within {ROLE_STOP_GRACE:?}; aborted")),
+                        )
+                    }
                 }
             }
         }
     }
 
-    /// Stops every role.
+    /// Stops every role: all are cancelled at once, then joined within one shared grace period.
     pub async fn stop_all(&mut self) {
-        let roles: Vec<Role> = self.running.keys().copied().collect();
-        for role in roles {
-            self.stop(role).await;
+        for r in self.running.values() {
+            r.cancel.cancel();
+        }
+        let deadline = tokio::time::Instant::now() + ROLE_STOP_GRACE;
+        for (role, mut r) in std::mem::take(&mut self.running) {
+            if tokio::time::timeout_at(deadline, &mut r.task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(%role, "role did not stop in time; aborted");
+                r.task.abort();
+            }
         }
     }
 

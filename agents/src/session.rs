@@ -5,7 +5,7 @@
 use crate::capabilities;
 use crate::roles::RoleSet;
 use halab_protocol::io::{FrameReader, write_frame};
-use halab_protocol::{AgentMsg, ConsoleMsg, HALAB_VERSION};
+use halab_protocol::{AGENT_SILENCE_LIMIT, AgentMsg, ConsoleMsg, HALAB_VERSION};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -23,6 +23,9 @@ pub enum Exit {
     Shutdown,
     /// The control channel closed (end of stdin): the dead-man switch fired.
     ChannelClosed,
+    /// Nothing arrived from the console for [`AGENT_SILENCE_LIMIT`]: the channel is taken as
+    /// closed (a half-open connection never delivers an end of file).
+    ConsoleSilent,
     /// A signal (SIGTERM, SIGINT, SIGHUP) asked the agent to stop.
     Signal,
     /// The console sent something that is not the protocol; the message says what.
@@ -60,6 +63,9 @@ where
     let mut host = String::from("?");
     let hello_deadline = tokio::time::sleep(HELLO_TIMEOUT);
     tokio::pin!(hello_deadline);
+    let silence_limit = silence_limit();
+    let silence = tokio::time::sleep(silence_limit);
+    tokio::pin!(silence);
     let mut greeted = false;
 
     let exit = loop {
@@ -68,8 +74,12 @@ where
             _ = &mut hello_deadline, if !greeted => {
                 break Exit::ProtocolError(format!("no hello from the console within {HELLO_TIMEOUT:?}"))
             }
+            _ = &mut silence, if greeted => break Exit::ConsoleSilent,
             r = frames.next::<ConsoleMsg>() => match r {
-                Ok(Some(msg)) => msg,
+                Ok(Some(msg)) => {
+                    silence.as_mut().reset(tokio::time::Instant::now() + silence_limit);
+                    msg
+                }
                 Ok(None) => break Exit::ChannelClosed,
                 Err(e) => break Exit::ProtocolError(e.to_string()),
             },
@@ -156,11 +166,25 @@ where
         Exit::ChannelClosed => AgentMsg::Bye {
             reason: "control channel closed".into(),
         },
+        Exit::ConsoleSilent => AgentMsg::Bye {
+            reason: format!("nothing from the console for {:?}", silence_limit),
+        },
     };
     let _ = tx.send(last).await;
     drop(tx);
     let _ = tokio::time::timeout(FLUSH_TIMEOUT, writer).await;
     exit
+}
+
+/// [`AGENT_SILENCE_LIMIT`], or `$HALAB_AGENT_SILENCE_MS` where a test or a very slow link needs
+/// another value.
+fn silence_limit() -> Duration {
+    std::env::var("HALAB_AGENT_SILENCE_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+        .unwrap_or(AGENT_SILENCE_LIMIT)
 }
 
 /// Writes queued messages until a final one (Bye or Error) has been written or stdout fails.

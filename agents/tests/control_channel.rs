@@ -185,6 +185,39 @@ fn closed_channel_makes_the_agent_exit_at_once() {
 }
 
 #[test]
+fn a_silent_console_counts_as_a_closed_channel() {
+    // A half-open connection never delivers an end of file: the agent must notice silence.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_halab-agent"))
+        .env("HALAB_AGENT_SILENCE_MS", "300")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(&frames(&[
+            hello(),
+            ConsoleMsg::StartRole { role: Role::Client },
+        ]))
+        .unwrap();
+    // stdin stays open, but nothing more is sent.
+    let (out, _, code) = wait_with_timeout(child, Duration::from_secs(5));
+    drop(stdin);
+    assert_eq!(code, 0);
+    let mut d = FrameDecoder::new();
+    d.feed(&out);
+    let mut last = None;
+    while let Some(p) = d.next_frame().unwrap() {
+        last = Some(halab_protocol::frame::decode_payload::<AgentMsg>(&p).unwrap());
+    }
+    assert!(
+        matches!(&last, Some(AgentMsg::Bye { reason }) if reason.contains("nothing from the console")),
+        "{last:?}"
+    );
+}
+
+#[test]
 fn garbage_closes_with_a_clear_error_on_both_sides() {
     let (msgs, stderr, code) = exchange(b"GET / HTTP/1.1\r\n\r\n");
     assert_eq!(code, 2);

@@ -130,9 +130,52 @@ impl TestbedState {
         paths.iter().map(|p| TestbedState::load(p)).collect()
     }
 
-    /// Whether the console that owns this testbed is still running.
-    pub fn console_alive(&self) -> bool {
-        process_alive(self.console_pid)
+    /// Whether the console that owns this testbed is still running: it holds the testbed's
+    /// lock for as long as it lives.
+    pub fn console_alive(&self, dir: &Path) -> bool {
+        TestbedLock::held(dir, &self.testbed)
+    }
+}
+
+/// The exclusive lock of a testbed (`<state dir>/<testbed>.lock`, flock(2)), held by the
+/// console that runs it for its whole life. The kernel drops it when that process dies, however
+/// it dies, so "is the console alive" never rests on a pid that may have been reused, and two
+/// consoles can never build or tear down the same testbed at once.
+#[derive(Debug)]
+pub struct TestbedLock {
+    _file: std::fs::File,
+}
+
+impl TestbedLock {
+    /// Takes the lock, or `Ok(None)` when another process holds it.
+    pub fn try_acquire(dir: &Path, name: &str) -> std::io::Result<Option<TestbedLock>> {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(dir)?;
+        // Rust opens files close-on-exec, so agents started by the console never inherit it.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("{name}.lock")))?;
+        // SAFETY: flock(2) on a descriptor we own.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(Some(TestbedLock { _file: file }));
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Ok(None)
+        } else {
+            Err(err)
+        }
+    }
+
+    /// Whether some process holds testbed `name`'s lock now.
+    pub fn held(dir: &Path, name: &str) -> bool {
+        if !dir.join(format!("{name}.lock")).exists() {
+            return false;
+        }
+        matches!(TestbedLock::try_acquire(dir, name), Ok(None))
     }
 }
 
@@ -194,6 +237,17 @@ mod tests {
         assert_eq!(compact_utc(1_795_366_192_000), "20261122T164952");
         // 2000-02-29 23:59:59 UTC
         assert_eq!(compact_utc(951_868_799_000), "20000229T235959");
+    }
+
+    #[test]
+    fn a_held_lock_excludes_others_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!TestbedLock::held(dir.path(), "t"));
+        let lock = TestbedLock::try_acquire(dir.path(), "t").unwrap().unwrap();
+        assert!(TestbedLock::held(dir.path(), "t"));
+        assert!(TestbedLock::try_acquire(dir.path(), "t").unwrap().is_none());
+        drop(lock);
+        assert!(!TestbedLock::held(dir.path(), "t"));
     }
 
     #[test]

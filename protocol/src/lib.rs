@@ -14,3 +14,8 @@ pub use message::{AgentMsg, Capabilities, ConsoleMsg, LogLevel, Probe, Role, Rol
 
 /// The version of halab this crate was built as; console and agent report it in their hellos.
 pub const HALAB_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// An agent that hears nothing from its console for this long treats the channel as closed and
+/// fires its dead-man switch: a half-open SSH connection (console machine crashed, network cut)
+/// never delivers an end of file. Consoles ping far more often than this.
+pub const AGENT_SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);

@@ -38,6 +38,8 @@ pub struct AgentSession {
     link: AgentLink,
     next_id: u64,
     stderr_tail: VecDeque<String>,
+    /// Messages that arrived while a request waited for its answer, for `next_message`.
+    unsolicited: VecDeque<AgentMsg>,
     closed: Option<String>,
 }
 
@@ -62,6 +64,7 @@ impl AgentSession {
             link,
             next_id: 1,
             stderr_tail: VecDeque::new(),
+            unsolicited: VecDeque::new(),
             closed: None,
         };
         session
@@ -115,6 +118,14 @@ impl AgentSession {
         })
         .await?;
         Ok(start.elapsed())
+    }
+
+    /// Sends a ping without waiting for its pong; returns the id the pong will carry (it
+    /// arrives through [`AgentSession::next_message`]).
+    pub async fn send_ping(&mut self) -> Result<u64, LinkError> {
+        let id = self.fresh_id();
+        self.send(ConsoleMsg::Ping { id }).await?;
+        Ok(id)
     }
 
     /// Estimates the agent's clock offset from `samples` probes (DESIGN §4, Clocks).
@@ -185,6 +196,9 @@ impl AgentSession {
     /// Waits for the next event that is not a log line, for a session task that watches the
     /// agent between requests. Returns `Err` once the channel has closed.
     pub async fn next_message(&mut self) -> Result<AgentMsg, LinkError> {
+        if let Some(msg) = self.unsolicited.pop_front() {
+            return Ok(msg);
+        }
         loop {
             if self.closed.is_some() {
                 return Err(LinkError::Closed);
@@ -227,7 +241,7 @@ impl AgentSession {
                 if let Some(t) = pick(&msg) {
                     return Ok(t);
                 }
-                tracing::debug!(host = %self.host, ?msg, "unsolicited agent message");
+                self.unsolicited.push_back(msg);
             }
         }
     }

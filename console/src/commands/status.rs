@@ -26,7 +26,7 @@ pub fn run(ctx: &Context, json: bool) -> Result<ExitCode, CommandError> {
             .iter()
             .map(|s| StatusJson {
                 state: s,
-                console_alive: s.console_alive(),
+                console_alive: s.console_alive(&ctx.state_dir),
             })
             .collect();
         let text =
@@ -39,14 +39,14 @@ pub fn run(ctx: &Context, json: bool) -> Result<ExitCode, CommandError> {
         return Ok(ExitCode::SUCCESS);
     }
     for s in &states {
-        print!("{}", render(s));
+        print!("{}", render(s, &ctx.state_dir));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// A testbed and its hosts as text: a heading line and a table.
-pub fn render(s: &TestbedState) -> String {
-    let alive = s.console_alive();
+pub fn render(s: &TestbedState, state_dir: &std::path::Path) -> String {
+    let alive = s.console_alive(state_dir);
     let mut out = format!(
         "testbed {} ({}, {}) — {}\n  logs: {}\n",
         s.testbed,

@@ -69,7 +69,7 @@ pub async fn run(
         t.provider.as_secs_f64(),
         t.agents.as_secs_f64()
     );
-    print!("{}", status::render(&testbed.snapshot()));
+    print!("{}", status::render(&testbed.snapshot(), &ctx.state_dir));
     println!("Ctrl-C tears it down.");
 
     let mut changes = testbed.subscribe();

@@ -315,14 +315,20 @@ fn ip_batch(ns: Option<&str>, cmds: &[String], force: bool) -> Result<(), LocalE
         .spawn()
         .map_err(LocalError::NoIp)?;
     let input = cmds.join("\n") + "\n";
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(input.as_bytes())
-            .map_err(|e| LocalError::Io(format!("writing to ip: {e}")))?;
-    }
+    // A write error (ip exited early: EPIPE) is not the story; ip's stderr is. Always reap ip
+    // and report what it said.
+    let write_result = match child.stdin.take() {
+        Some(mut stdin) => stdin.write_all(input.as_bytes()),
+        None => Ok(()),
+    };
     let out = child
         .wait_with_output()
         .map_err(|e| LocalError::Io(format!("waiting for ip: {e}")))?;
+    if let Err(e) = write_result
+        && out.status.success()
+    {
+        return Err(LocalError::Io(format!("writing to ip: {e}")));
+    }
     if !out.status.success() && !force {
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         // `ip -batch` names the failing input line as "Command failed -:N"; show that command.

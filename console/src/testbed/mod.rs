@@ -9,7 +9,7 @@
 use crate::agent::{AgentSession, LinkError, link::spawn_process_link};
 use crate::error::chain;
 use crate::provider::local::{self, LocalError, LocalResources};
-use crate::state::{self, HostRecord, HostState, TestbedState};
+use crate::state::{self, HostRecord, HostState, TestbedLock, TestbedState};
 use crate::topology::{Host, Provider, Topology};
 use halab_protocol::AgentMsg;
 use std::path::{Path, PathBuf};
@@ -117,6 +117,8 @@ pub struct Testbed {
     cancel: CancellationToken,
     host_tasks: JoinSet<()>,
     writer: Option<tokio::task::JoinHandle<()>>,
+    /// Held until the testbed is down; see [`TestbedLock`].
+    _lock: TestbedLock,
     pub up_timings: Timings,
 }
 
@@ -125,12 +127,22 @@ impl Testbed {
     pub async fn up(topology: Topology, opts: &UpOptions) -> Result<Testbed, TestbedError> {
         let t0 = Instant::now();
         let state_path = state::state_path(&opts.state_dir, &topology.name);
-        if let Ok(prev) = TestbedState::load(&state_path)
-            && prev.console_alive()
-            && prev.console_pid != std::process::id()
-        {
-            return Err(TestbedError::AlreadyUp(prev.testbed, prev.console_pid));
-        }
+        // The lock makes this console the testbed's only owner until it exits.
+        let lock = match TestbedLock::try_acquire(&opts.state_dir, &topology.name) {
+            Err(source) => {
+                return Err(TestbedError::State {
+                    dir: opts.state_dir.clone(),
+                    source,
+                });
+            }
+            Ok(None) => {
+                let pid = TestbedState::load(&state_path)
+                    .map(|s| s.console_pid)
+                    .unwrap_or(0);
+                return Err(TestbedError::AlreadyUp(topology.name.clone(), pid));
+            }
+            Ok(Some(lock)) => lock,
+        };
 
         // 1. Provider resources.
         let local_res = match topology.provider {
@@ -193,19 +205,36 @@ impl Testbed {
             version,
         });
 
-        // 2. One agent per host, all at once.
+        // 2. One agent per host, all at once. Each host's watcher starts the moment its agent
+        //    answers, so no agent's channel sits undrained while slower hosts connect.
         let t1 = Instant::now();
+        let cancel = CancellationToken::new();
+        let mut host_tasks = JoinSet::new();
         let mut starts = JoinSet::new();
         for (index, host) in topology.hosts.iter().enumerate() {
             let start = start_agent(&topology, host, local_res.as_ref(), opts);
             starts.spawn(async move { (index, start.await) });
         }
-        let mut sessions: Vec<Option<(AgentSession, Keepalive)>> =
-            (0..topology.hosts.len()).map(|_| None).collect();
         let mut first_error = None;
         while let Some(joined) = starts.join_next().await {
             match joined {
-                Ok((index, Ok(started))) => sessions[index] = Some(started),
+                Ok((index, Ok((session, keep)))) => {
+                    shared.update_host(index, |h| {
+                        h.state = HostState::Connected;
+                        h.agent_pid = Some(session.info.pid);
+                        h.agent_version = Some(session.info.agent_version.clone());
+                        h.kernel = Some(session.info.kernel.clone());
+                        h.capabilities = session.info.capabilities.clone();
+                        h.last_seen_unix_ms = Some(state::unix_ms());
+                    });
+                    host_tasks.spawn(host_task(
+                        session,
+                        keep,
+                        shared.clone(),
+                        index,
+                        cancel.clone(),
+                    ));
+                }
                 Ok((_, Err(e))) => {
                     first_error.get_or_insert(e);
                 }
@@ -215,8 +244,13 @@ impl Testbed {
             }
         }
         if let Some(e) = first_error {
-            // Dropping the sessions closes the agents' channels; they exit by themselves.
-            drop(sessions);
+            // Stop the agents that did come up, then remove everything.
+            cancel.cancel();
+            let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT + Duration::from_secs(1), async {
+                while host_tasks.join_next().await.is_some() {}
+            })
+            .await;
+            host_tasks.abort_all();
             if let Some(res) = &local_res {
                 let topo_name = topology.name.clone();
                 let res = res.clone();
@@ -227,29 +261,7 @@ impl Testbed {
             return Err(e);
         }
 
-        // 3. Watch them.
-        let cancel = CancellationToken::new();
-        let mut host_tasks = JoinSet::new();
-        for (index, started) in sessions.into_iter().enumerate() {
-            let Some((session, keep)) = started else {
-                continue; // unreachable: every host either started or produced first_error
-            };
-            shared.update_host(index, |h| {
-                h.state = HostState::Connected;
-                h.agent_pid = Some(session.info.pid);
-                h.agent_version = Some(session.info.agent_version.clone());
-                h.kernel = Some(session.info.kernel.clone());
-                h.capabilities = session.info.capabilities.clone();
-                h.last_seen_unix_ms = Some(state::unix_ms());
-            });
-            host_tasks.spawn(host_task(
-                session,
-                keep,
-                shared.clone(),
-                index,
-                cancel.clone(),
-            ));
-        }
+        // 3. Persist the state file for `halab status` whenever it changes.
         let writer = tokio::spawn(state_writer(
             shared.clone(),
             opts.state_dir.clone(),
@@ -263,6 +275,7 @@ impl Testbed {
             cancel,
             host_tasks,
             writer: Some(writer),
+            _lock: lock,
             up_timings: Timings {
                 provider: provider_time,
                 agents: agents_time,
@@ -398,7 +411,9 @@ fn start_agent(
     }
 }
 
-/// Watches one agent until cancelled or lost.
+/// Watches one agent until cancelled or lost: a ping every [`PING_INTERVAL`], never more than
+/// one outstanding, and lost when one is not answered within [`PING_TIMEOUT`]. Pings are sent
+/// without waiting, so a cancellation is acted on at once.
 async fn host_task(
     mut session: AgentSession,
     keep: Keepalive,
@@ -408,6 +423,7 @@ async fn host_task(
 ) {
     let mut tick = tokio::time::interval(PING_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut outstanding: Option<(u64, Instant)> = None;
     let lost = |e: LinkError| {
         let reason = chain(&e);
         tracing::warn!(host = %session_host(&shared, index), %reason, "agent lost");
@@ -431,19 +447,37 @@ async fn host_task(
                 });
                 break;
             }
-            _ = tick.tick() => match session.ping(PING_TIMEOUT).await {
-                Ok(rtt) => shared.update_host(index, |h| {
-                    h.state = HostState::Connected;
-                    h.reason = None;
-                    h.rtt_us = Some(rtt.as_micros() as u64);
-                    h.last_seen_unix_ms = Some(state::unix_ms());
-                }),
-                Err(e) => {
-                    lost(e);
-                    break;
+            _ = tick.tick() => {
+                if let Some((_, sent)) = outstanding {
+                    if sent.elapsed() >= PING_TIMEOUT {
+                        lost(LinkError::Timeout(PING_TIMEOUT));
+                        break;
+                    }
+                    continue;
                 }
-            },
+                match session.send_ping().await {
+                    Ok(id) => outstanding = Some((id, Instant::now())),
+                    Err(e) => {
+                        lost(e);
+                        break;
+                    }
+                }
+            }
             msg = session.next_message() => match msg {
+                Ok(AgentMsg::Pong { id }) => {
+                    if let Some((want, sent)) = outstanding
+                        && want == id
+                    {
+                        outstanding = None;
+                        let rtt = sent.elapsed();
+                        shared.update_host(index, |h| {
+                            h.state = HostState::Connected;
+                            h.reason = None;
+                            h.rtt_us = Some(rtt.as_micros() as u64);
+                            h.last_seen_unix_ms = Some(state::unix_ms());
+                        });
+                    }
+                }
                 Ok(AgentMsg::RoleState { role, state, detail }) => {
                     tracing::info!(host = %session.host, %role, ?state, ?detail, "role state");
                 }
@@ -474,14 +508,17 @@ fn session_host(shared: &Shared, index: usize) -> String {
 async fn state_writer(shared: Arc<Shared>, dir: PathBuf, cancel: CancellationToken) {
     let mut rx = shared.version.subscribe();
     loop {
+        // Save first: changes made before this task subscribed are on disk at once.
+        if let Err(e) = shared.snapshot().save(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot write state file");
+        }
         let stop = tokio::select! {
             _ = cancel.cancelled() => true,
             r = rx.changed() => r.is_err(),
         };
-        if let Err(e) = shared.snapshot().save(&dir) {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot write state file");
-        }
         if stop {
+            // One last save, so the final states are on disk.
+            let _ = shared.snapshot().save(&dir);
             break;
         }
         tokio::time::sleep(STATE_WRITE_INTERVAL).await;
@@ -489,32 +526,44 @@ async fn state_writer(shared: Arc<Shared>, dir: PathBuf, cancel: CancellationTok
 }
 
 /// Takes down testbed `name` without a running [`Testbed`]: after a console crash, or from
-/// another terminal. A console still running it is asked to stop first (SIGTERM) and given
-/// time to tear down itself; then every leftover namespace, link and process is removed.
-/// Returns the namespaces removed here.
+/// another terminal. A console still running it (it holds the testbed's lock) is asked to stop
+/// first (SIGTERM) and given time to tear down itself; then, holding the lock, every leftover
+/// namespace, link and process is removed. Returns the namespaces removed here.
 pub async fn down_by_name(name: &str, state_dir: &Path) -> Result<Vec<String>, TestbedError> {
     let path = state::state_path(state_dir, name);
-    let recorded = TestbedState::load(&path).ok();
-    if let Some(st) = &recorded
-        && st.console_alive()
-        && st.console_pid != std::process::id()
-    {
-        tracing::info!(
-            pid = st.console_pid,
-            "asking the running console to tear down"
-        );
-        // SAFETY: kill(2) on a pid read from our state file and checked alive just now.
-        unsafe { libc::kill(st.console_pid as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while state::process_alive(st.console_pid) && Instant::now() < deadline {
+    let state_err = |source| TestbedError::State {
+        dir: state_dir.to_path_buf(),
+        source,
+    };
+    let mut lock = TestbedLock::try_acquire(state_dir, name).map_err(state_err)?;
+    if lock.is_none() {
+        // The lock is held, so the state file was written by the console holding it.
+        let pid = TestbedState::load(&path).map(|s| s.console_pid).ok();
+        if let Some(pid) = pid.filter(|p| *p != 0 && *p != std::process::id()) {
+            tracing::info!(pid, "asking the running console to tear down");
+            // SAFETY: kill(2) on the pid of the process that holds the testbed's lock.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while lock.is_none() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
+            lock = TestbedLock::try_acquire(state_dir, name).map_err(state_err)?;
+        }
+        if lock.is_none() {
+            return Err(TestbedError::Internal(format!(
+                "the console running testbed `{name}` (pid {}) did not stop within 15 s; \
+                 stop it, then run `halab down` again",
+                pid.map(|p| p.to_string()).unwrap_or("unknown".into())
+            )));
         }
     }
+    let recorded = TestbedState::load(&path).ok();
     let local = recorded.as_ref().and_then(|s| s.local.clone());
     let name_owned = name.to_string();
     let removed = tokio::task::spawn_blocking(move || local::destroy(&name_owned, local.as_ref()))
         .await
         .map_err(|e| TestbedError::Internal(e.to_string()))??;
     let _ = std::fs::remove_file(&path);
+    drop(lock);
     Ok(removed)
 }

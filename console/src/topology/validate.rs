@@ -581,7 +581,16 @@ fn ssh_only(r: &mut Reporter, key: &str, span: Range<usize>) {
 }
 
 fn network(r: &mut Reporter, raw: &RawNetwork) -> Option<Network> {
-    let name = check_name(r, "network", &raw.name, NETWORK_NAME_MAX);
+    let mut name = check_name(r, "network", &raw.name, NETWORK_NAME_MAX);
+    // A network's name is its interface name inside every host, and `lo` is already there.
+    if name.as_deref() == Some("lo") {
+        r.error(
+            raw.name.span(),
+            "network name `lo` is taken by every host's loopback interface",
+            "choose another name, such as `lan`",
+        );
+        name = None;
+    }
     let subnet = subnet(r, &raw.subnet);
     Some(Network {
         name: name?,

@@ -362,7 +362,7 @@ mod tests {
         let e = i.outcome(Ending::Closed, "h:22", "c").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "agent exited before it answered (exit status 1 on h:22): sudo: a password is required"
+            "agent exited (exit status 1 on h:22): sudo: a password is required"
         );
         let mut i = Inbound::default();
         i.decoder.feed(b"HL\x01\x00\x00\x00\x00\x10{");
