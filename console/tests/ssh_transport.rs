@@ -568,3 +568,95 @@ fn ssh_testbed_up_and_down_through_the_orchestrator() {
     });
     fx.wait_no_agent(Duration::from_secs(5));
 }
+
+/// (10) known_hosts entries in the forms OpenSSH accepts are honoured: a tab-separated wildcard
+/// entry and entries hashed by `ssh-keygen -H` are known; a key marked `@revoked` is refused
+/// even with accept-new, and so is a host whose entry is a `@cert-authority`; nothing is
+/// learned over either.
+#[test]
+fn known_hosts_forms_wildcards_hashes_and_markers() {
+    if !available("known_hosts_forms_wildcards_hashes_and_markers") {
+        return;
+    }
+    let fx = Sshd::start("khforms");
+    let remote = fx.remote_dir("remote");
+    let alt = SshTarget {
+        port: ALT_PORT,
+        ..target(&fx.client_key)
+    };
+
+    let known = fx.write_known_hosts(
+        "wildcard",
+        &format!(
+            "# lab\n10.98.0.?\t{}\n[10.98.*]:{ALT_PORT}   {}\n",
+            fx.host_pub, fx.host_pub
+        ),
+    );
+    connect_ok(
+        &fx,
+        target(&fx.client_key),
+        options(known.clone(), false, remote.clone()),
+    );
+    connect_ok(&fx, alt.clone(), options(known, false, remote.clone()));
+
+    let known = fx.write_known_hosts(
+        "hashed",
+        &format!(
+            "{}\n[{SERVER_ADDR}]:{ALT_PORT} {}\n",
+            fx.known_hosts_line(),
+            fx.host_pub
+        ),
+    );
+    let out = support::run("ssh-keygen", &["-H", "-f", known.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&known).unwrap();
+    assert!(!text.contains(SERVER_ADDR), "not hashed: {out}\n{text}");
+    connect_ok(
+        &fx,
+        target(&fx.client_key),
+        options(known.clone(), false, remote.clone()),
+    );
+    connect_ok(&fx, alt, options(known, false, remote.clone()));
+
+    let content = format!(
+        "{}\n# compromised\n@revoked * {}\n",
+        fx.known_hosts_line(),
+        fx.host_pub
+    );
+    let known = fx.write_known_hosts("revoked", &content);
+    for accept_new in [false, true] {
+        let err = connect_err(
+            &fx,
+            target(&fx.client_key),
+            options(known.clone(), accept_new, remote.clone()),
+        );
+        assert!(
+            err.contains(&format!(
+                "host key of {SERVER_ADDR}:22 is REVOKED: {} line 3 marks the key it offered \
+                 (ssh-ed25519 {})",
+                known.display(),
+                fx.host_fingerprint()
+            )),
+            "{err}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&known).unwrap(), content);
+
+    let ca = fx.path("ca");
+    sshd::keygen(&ca);
+    let content = format!("@cert-authority 10.98.0.* {}\n", sshd::public_key(&ca));
+    let known = fx.write_known_hosts("ca", &content);
+    let err = connect_err(
+        &fx,
+        target(&fx.client_key),
+        options(known.clone(), true, remote),
+    );
+    assert!(
+        err.contains(&format!(
+            "{} line 1 is a @cert-authority entry for it, and halab does not support host \
+             certificates",
+            known.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&known).unwrap(), content);
+}

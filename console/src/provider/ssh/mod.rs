@@ -17,6 +17,7 @@ mod remote;
 
 use crate::agent::AgentLink;
 use crate::topology::Host;
+pub use known_hosts::HostKeyRefused;
 use known_hosts::{Accepted, HostKeyCheck};
 use russh::client::{self, AuthResult};
 use russh::keys::PrivateKeyWithHashAlg;
@@ -159,6 +160,10 @@ pub enum SshError {
     },
     #[error("host key of {addr} is a certificate; halab only trusts plain keys from known_hosts")]
     HostCertificate { addr: String },
+    /// A revoked key, or a host whose known_hosts entry is a `@cert-authority` or cannot be
+    /// read: refused with or without accept-new.
+    #[error(transparent)]
+    HostKeyRefused(#[from] HostKeyRefused),
     #[error("ssh: cannot read known_hosts file {}", path.display())]
     KnownHosts {
         path: PathBuf,
