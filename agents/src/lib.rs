@@ -6,6 +6,7 @@ pub mod capabilities;
 pub mod log_forward;
 pub mod roles;
 pub mod session;
+pub mod workload;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

@@ -17,6 +17,7 @@ fn main() {
             );
             return;
         }
+        Some("serve") => std::process::exit(serve(&args[1..])),
         Some(other) => {
             eprintln!("halab-agent: unknown argument `{other}` (try --help)");
             std::process::exit(2);
@@ -38,4 +39,62 @@ fn main() {
     // Exit without waiting for the runtime: its blocking stdin reader may still be parked in
     // read(2) on a pipe nobody will close.
     std::process::exit(code);
+}
+
+/// `halab-agent serve [--bind ADDR] [--port N] [--http-port N]`: the workload server process
+/// the agent starts for the server roles. Prints `ready <port> <http-port>` once it listens.
+fn serve(args: &[String]) -> i32 {
+    let (mut port, mut http_port) = halab_agent::workload::server::default_ports();
+    let mut bind = std::net::IpAddr::from([0, 0, 0, 0]);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let value = it.next();
+        let ok = match (a.as_str(), value) {
+            ("--port", Some(v)) => v.parse().map(|v| port = v).is_ok(),
+            ("--http-port", Some(v)) => v.parse().map(|v| http_port = v).is_ok(),
+            ("--bind", Some(v)) => v.parse().map(|v| bind = v).is_ok(),
+            _ => false,
+        };
+        if !ok {
+            eprintln!(
+                "halab-agent serve: bad argument `{a}` (usage: serve [--bind ADDR] [--port N] [--http-port N])"
+            );
+            return 2;
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("halab-agent serve: cannot start runtime: {e}");
+            return 1;
+        }
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let code = runtime.block_on(async {
+        let s = stop.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            s.cancel();
+        });
+        // The agent waits for this line before it reports the server role running.
+        let ready = |port: u16, http_port: u16| {
+            use std::io::Write;
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "ready {port} {http_port}");
+            let _ = out.flush();
+        };
+        match halab_agent::workload::server::serve(bind, port, http_port, stop, ready).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("halab-agent serve: {e}");
+                1
+            }
+        }
+    });
+    runtime.shutdown_background();
+    code
 }

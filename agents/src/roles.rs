@@ -1,12 +1,19 @@
 //! The roles this agent runs (DESIGN §2: primary, backup, logger, lb, proxy, client).
 //!
 //! Each running role is a task with its own cancellation token, owned by [`RoleSet`]; stopping
-//! a role cancels and joins it. What a role does inside its task (serve a workload, tap, log,
-//! balance) is added by the workload and mode layers; this layer gives every role the same
-//! lifecycle: start, report, stop, and stop-all when the control channel closes.
+//! a role cancels and joins it, aborting it after [`ROLE_STOP_GRACE`]. The server roles
+//! (`primary`, `backup`) run the workload server as a child process — `halab-agent serve` —
+//! so that a process fault hits the server and not the agent; the process is killed when its
+//! role stops (`kill_on_drop`). The other roles have no process of their own yet: the failover
+//! modes give them one.
 
-use halab_protocol::{Role, RoleState};
+use halab_protocol::{AgentMsg, Role, RoleState};
 use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -16,31 +23,73 @@ pub const ROLE_STOP_GRACE: std::time::Duration = std::time::Duration::from_milli
 struct RunningRole {
     cancel: CancellationToken,
     task: JoinHandle<()>,
+    /// Pid of the role's process, 0 while it has none.
+    pid: Arc<AtomicU32>,
 }
 
 /// The roles currently running on this agent.
-#[derive(Default)]
 pub struct RoleSet {
     running: BTreeMap<Role, RunningRole>,
+    /// Where role tasks report a process that ended on its own.
+    outbound: mpsc::Sender<AgentMsg>,
 }
 
 impl RoleSet {
-    /// Starts `role` unless it runs already; returns the state to report and a detail.
-    pub fn start(&mut self, role: Role, parent: &CancellationToken) -> (RoleState, Option<String>) {
+    pub fn new(outbound: mpsc::Sender<AgentMsg>) -> Self {
+        RoleSet {
+            running: BTreeMap::new(),
+            outbound,
+        }
+    }
+
+    /// Starts `role` unless it runs already; returns the state to report and a detail. A
+    /// server role is reported running only once its workload server listens, so a client
+    /// started right after never finds the port closed.
+    pub async fn start(
+        &mut self,
+        role: Role,
+        parent: &CancellationToken,
+    ) -> (RoleState, Option<String>) {
         if let Some(r) = self.running.get(&role)
             && !r.task.is_finished()
         {
             return (RoleState::Running, Some("already running".into()));
         }
         let cancel = parent.child_token();
-        let token = cancel.clone();
-        let task = tokio::spawn(async move {
-            tracing::info!(role = %role, "role started");
-            token.cancelled().await;
-            tracing::info!(role = %role, "role stopped");
-        });
-        self.running.insert(role, RunningRole { cancel, task });
-        (RoleState::Running, None)
+        let pid = Arc::new(AtomicU32::new(0));
+        let (task, detail) = match role {
+            Role::Primary | Role::Backup => match start_server_process().await {
+                Ok(child) => {
+                    let p = child.id().unwrap_or(0);
+                    pid.store(p, Ordering::SeqCst);
+                    tracing::info!(role = %role, pid = p, "workload server listening");
+                    (
+                        tokio::spawn(supervise_server(
+                            role,
+                            child,
+                            cancel.clone(),
+                            pid.clone(),
+                            self.outbound.clone(),
+                        )),
+                        Some(format!("workload server pid {p}")),
+                    )
+                }
+                Err(e) => return (RoleState::Failed, Some(e)),
+            },
+            _ => {
+                let token = cancel.clone();
+                (
+                    tokio::spawn(async move {
+                        tracing::info!(role = %role, "role started");
+                        token.cancelled().await;
+                        tracing::info!(role = %role, "role stopped");
+                    }),
+                    None,
+                )
+            }
+        };
+        self.running.insert(role, RunningRole { cancel, task, pid });
+        (RoleState::Running, detail)
     }
 
     /// Stops `role` and waits for its task to end.
@@ -83,7 +132,112 @@ impl RoleSet {
         }
     }
 
+    /// Sends `signal` to the process of `role`; returns its pid.
+    pub fn signal(&self, role: Role, signal: i32) -> Result<u32, String> {
+        let r = self
+            .running
+            .get(&role)
+            .ok_or_else(|| format!("role {role} is not running on this host"))?;
+        let pid = r.pid.load(Ordering::SeqCst);
+        if pid == 0 || r.task.is_finished() {
+            return Err(format!("role {role} has no process"));
+        }
+        // SAFETY: kill(2) on the pid of a child this agent started and has not yet reaped
+        // (the role task reaps it), so the pid cannot have been reused.
+        if unsafe { libc::kill(pid as i32, signal) } != 0 {
+            return Err(format!(
+                "kill({pid}, {signal}): {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(pid)
+    }
+
     pub fn running(&self) -> impl Iterator<Item = Role> + '_ {
         self.running.keys().copied()
     }
+}
+
+/// How long a workload server may take to start listening.
+const SERVER_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Starts `halab-agent serve` and waits until it says it listens (its first stdout line).
+async fn start_server_process() -> Result<tokio::process::Child, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg("serve")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start the workload server: {e}"))?;
+    let stdout = child.stdout.take().ok_or("workload server has no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    match tokio::time::timeout(SERVER_READY_TIMEOUT, lines.next_line()).await {
+        Ok(Ok(Some(line))) if line.starts_with("ready ") => Ok(child),
+        other => {
+            let _ = child.kill().await;
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use tokio::io::AsyncReadExt;
+                let _ = e.read_to_string(&mut err).await;
+            }
+            Err(format!(
+                "workload server did not start ({}): {}",
+                match other {
+                    Err(_) => "no answer within 5 s".to_string(),
+                    Ok(Ok(Some(l))) => format!("said {l:?}"),
+                    Ok(Ok(None)) => "exited".to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                },
+                err.trim()
+            ))
+        }
+    }
+}
+
+/// Watches a workload server until its role is cancelled or the process ends by itself
+/// (killed by a fault), which is reported to the console as the role failing.
+async fn supervise_server(
+    role: Role,
+    mut child: tokio::process::Child,
+    cancel: CancellationToken,
+    pid_slot: Arc<AtomicU32>,
+    outbound: mpsc::Sender<AgentMsg>,
+) {
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::info!(role = %role, "server: {line}");
+            }
+        });
+    }
+    tokio::select! {
+        _ = cancel.cancelled() => {
+            let _ = child.kill().await;
+            pid_slot.store(0, Ordering::SeqCst);
+            tracing::info!(role = %role, "workload server stopped");
+        }
+        status = child.wait() => {
+            pid_slot.store(0, Ordering::SeqCst);
+            let detail = match status {
+                Ok(s) => format!("workload server exited: {s}"),
+                Err(e) => format!("workload server lost: {e}"),
+            };
+            tracing::warn!(role = %role, "{detail}");
+            report(&outbound, role, RoleState::Failed, detail).await;
+        }
+    }
+}
+
+async fn report(outbound: &mpsc::Sender<AgentMsg>, role: Role, state: RoleState, detail: String) {
+    let _ = outbound
+        .send(AgentMsg::RoleState {
+            role,
+            state,
+            detail: Some(detail),
+        })
+        .await;
 }

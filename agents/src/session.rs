@@ -4,8 +4,12 @@
 
 use crate::capabilities;
 use crate::roles::RoleSet;
+use crate::workload::client;
 use halab_protocol::io::{FrameReader, write_frame};
-use halab_protocol::{AGENT_SILENCE_LIMIT, AgentMsg, ConsoleMsg, HALAB_VERSION};
+use halab_protocol::{AGENT_SILENCE_LIMIT, AgentMsg, ConsoleMsg, FaultAction, HALAB_VERSION};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -58,7 +62,10 @@ where
     let (tx, rx) = outbound;
     let writer = tokio::spawn(write_loop(output, rx));
     let roles_token = CancellationToken::new();
-    let mut roles = RoleSet::default();
+    let mut roles = RoleSet::new(tx.clone());
+    // Client runs in progress: their cancellation tokens, and the tasks (owned here).
+    let mut client_runs: BTreeMap<u64, CancellationToken> = BTreeMap::new();
+    let mut client_tasks = tokio::task::JoinSet::new();
     let mut frames = FrameReader::new(input);
     let mut host = String::from("?");
     let hello_deadline = tokio::time::sleep(HELLO_TIMEOUT);
@@ -125,7 +132,7 @@ where
             },
             ConsoleMsg::Ping { id } => AgentMsg::Pong { id },
             ConsoleMsg::StartRole { role } => {
-                let (state, detail) = roles.start(role, &roles_token);
+                let (state, detail) = roles.start(role, &roles_token).await;
                 AgentMsg::RoleState {
                     role,
                     state,
@@ -140,6 +147,19 @@ where
                     detail,
                 }
             }
+            ConsoleMsg::StartClient { run, spec } => {
+                let cancel = roles_token.child_token();
+                client_runs.insert(run, cancel.clone());
+                client_tasks.spawn(client_run(run, spec, cancel, tx.clone()));
+                continue;
+            }
+            ConsoleMsg::StopClient { run } => {
+                if let Some(c) = client_runs.remove(&run) {
+                    c.cancel();
+                }
+                continue;
+            }
+            ConsoleMsg::InjectFault { id, action } => inject(&roles, id, action),
             ConsoleMsg::Shutdown => break Exit::Shutdown,
         };
         if tx.send(reply).await.is_err() {
@@ -153,6 +173,12 @@ where
     tracing::info!(%host, reason = ?exit, "agent stopping");
     roles.stop_all().await;
     roles_token.cancel();
+    // Client runs were cancelled with the roles' token; give them a moment to report.
+    let _ = tokio::time::timeout(crate::roles::ROLE_STOP_GRACE, async {
+        while client_tasks.join_next().await.is_some() {}
+    })
+    .await;
+    client_tasks.abort_all();
     let last = match &exit {
         Exit::ProtocolError(message) => AgentMsg::Error {
             message: message.clone(),
@@ -187,6 +213,61 @@ fn silence_limit() -> Duration {
         .unwrap_or(AGENT_SILENCE_LIMIT)
 }
 
+/// Runs one client run, streaming telemetry every 100 ms, and reports its result.
+async fn client_run(
+    run: u64,
+    spec: halab_protocol::ClientSpec,
+    cancel: CancellationToken,
+    tx: mpsc::Sender<AgentMsg>,
+) {
+    let progress = Arc::new(AtomicU64::new(0));
+    let work = client::run(spec, cancel, progress.clone());
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let result = loop {
+        tokio::select! {
+            r = &mut work => break r,
+            _ = tick.tick() => {
+                let _ = tx.try_send(AgentMsg::ClientTelemetry {
+                    run,
+                    at_ns: mono_ns(),
+                    bytes: progress.load(Ordering::Relaxed),
+                });
+            }
+        }
+    };
+    let _ = tx
+        .send(AgentMsg::ClientDone {
+            run,
+            result: Box::new(result),
+        })
+        .await;
+}
+
+/// Executes a process fault on one of this host's roles; the reply carries the moment the
+/// signal was delivered (DESIGN §6: T_fault).
+fn inject(roles: &RoleSet, id: u64, action: FaultAction) -> AgentMsg {
+    let (role, signal, what) = match action {
+        FaultAction::ProcessKill { role } => (role, libc::SIGKILL, "SIGKILL"),
+        FaultAction::ProcessHang { role } => (role, libc::SIGSTOP, "SIGSTOP"),
+        FaultAction::ProcessResume { role } => (role, libc::SIGCONT, "SIGCONT"),
+        FaultAction::ProcessCrash { role } => (role, libc::SIGTERM, "SIGTERM"),
+    };
+    match roles.signal(role, signal) {
+        Ok(pid) => {
+            let at_ns = mono_ns();
+            tracing::info!(%role, pid, signal = what, "fault applied");
+            AgentMsg::FaultApplied {
+                id,
+                at_ns,
+                detail: format!("{what} to the {role} process (pid {pid})"),
+            }
+        }
+        Err(error) => AgentMsg::FaultFailed { id, error },
+    }
+}
+
 /// Writes queued messages until a final one (Bye or Error) has been written or stdout fails.
 async fn write_loop<W: AsyncWrite + Unpin>(mut output: W, mut rx: mpsc::Receiver<AgentMsg>) {
     while let Some(msg) = rx.recv().await {
@@ -204,6 +285,9 @@ fn kind(msg: &ConsoleMsg) -> &'static str {
         ConsoleMsg::Ping { .. } => "ping",
         ConsoleMsg::StartRole { .. } => "start-role",
         ConsoleMsg::StopRole { .. } => "stop-role",
+        ConsoleMsg::StartClient { .. } => "start-client",
+        ConsoleMsg::StopClient { .. } => "stop-client",
+        ConsoleMsg::InjectFault { .. } => "inject-fault",
         ConsoleMsg::Shutdown => "shutdown",
     }
 }

@@ -70,6 +70,15 @@ pub enum Command {
         #[arg(long, conflicts_with = "file")]
         name: Option<String>,
     },
+    /// Run an experiment headless: every run of its matrix, one JSON record per run.
+    ///
+    /// Brings the experiment's topology up, executes the runs in order (printing one line per
+    /// run), appends each run's record to <runs-dir>/<experiment>-<time>/results.jsonl as it
+    /// ends, and tears the testbed down. Ctrl-C stops after tearing down; finished runs stay.
+    Run {
+        /// Experiment file (TOML)
+        file: PathBuf,
+    },
     /// Show the testbeds that are up and the state of every host's agent.
     Status {
         /// Machine-readable output
@@ -128,6 +137,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             accept_new_host_keys,
         } => commands::up::run(&ctx, &file, accept_new_host_keys).await,
         Command::Down { file, name } => commands::down::run(&ctx, file.as_deref(), name).await,
+        Command::Run { file } => commands::run::run(&ctx, &file).await,
         Command::Status { json } => commands::status::run(&ctx, json),
         Command::Check {
             file,

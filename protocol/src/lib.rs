@@ -10,7 +10,10 @@ pub mod io;
 pub mod message;
 
 pub use frame::{FrameDecoder, FrameError, MAX_PAYLOAD, PROTOCOL_VERSION};
-pub use message::{AgentMsg, Capabilities, ConsoleMsg, LogLevel, Probe, Role, RoleState};
+pub use message::{
+    AgentMsg, Capabilities, ClientResult, ClientSpec, ConnectionResult, ConsoleMsg, FaultAction,
+    LogLevel, Probe, Role, RoleState, Workload,
+};
 
 /// The version of halab this crate was built as; console and agent report it in their hellos.
 pub const HALAB_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -19,3 +22,8 @@ pub const HALAB_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// fires its dead-man switch: a half-open SSH connection (console machine crashed, network cut)
 /// never delivers an end of file. Consoles ping far more often than this.
 pub const AGENT_SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// TCP port of the halab workload protocol on every server host.
+pub const WORKLOAD_PORT: u16 = 7070;
+/// TCP port of the http workload on every server host.
+pub const HTTP_PORT: u16 = 8080;

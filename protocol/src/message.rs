@@ -2,6 +2,7 @@
 //! tag. Unknown tags and unknown fields are errors: a peer that sends something this side does
 //! not understand is a different protocol version, however it labelled itself.
 
+use halab_workload::{IntegrityReport, MeterSummary};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -54,6 +55,94 @@ impl FromStr for Role {
             .find(|r| r.as_str() == s)
             .ok_or_else(|| format!("unknown role `{s}`"))
     }
+}
+
+/// The client/server traffic of a run (DESIGN §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// 150-byte requests echoed back, 100 exchanges (thesis §3.5).
+    Echo,
+    /// 150-byte requests, 10 KB replies, 100 exchanges (thesis §3.5).
+    Interactive,
+    /// One request, `size` bytes back (thesis §3.5).
+    Bulk,
+    /// Name, size, client's byte offset, bytes from there (paper 000 §5.1).
+    Download,
+    /// HTTP/1.1 GET with Content-Length and keep-alive.
+    Http,
+}
+
+impl Workload {
+    pub const ALL: [Workload; 5] = [
+        Workload::Echo,
+        Workload::Interactive,
+        Workload::Bulk,
+        Workload::Download,
+        Workload::Http,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Workload::Echo => "echo",
+            Workload::Interactive => "interactive",
+            Workload::Bulk => "bulk",
+            Workload::Download => "download",
+            Workload::Http => "http",
+        }
+    }
+
+    /// Whether the run's `size` applies to this workload.
+    pub fn has_size(self) -> bool {
+        matches!(self, Workload::Bulk | Workload::Download | Workload::Http)
+    }
+}
+
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a client host's agent runs for one run: the workload's clients, measured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSpec {
+    pub workload: Workload,
+    /// Seed of connection 0's stream; connection `i` uses `seed + i`.
+    pub seed: u64,
+    /// Bytes to transfer (bulk, download, http).
+    pub size: u64,
+    /// Concurrent connections, each measured and checked on its own.
+    pub connections: u32,
+    /// Server addresses in failover order: the service address first, then the backups'.
+    pub servers: Vec<String>,
+    /// TCP port of the halab workload protocol on the servers.
+    pub workload_port: u16,
+    /// TCP port of the http workload on the servers.
+    pub http_port: u16,
+    /// No byte for this long while one is due counts as a failure (the client's own
+    /// heartbeat, DESIGN §5 none).
+    pub idle_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// Connection attempts per client connection before it gives up.
+    pub max_attempts: u32,
+    /// The client gives up on the whole run after this long.
+    pub deadline_ms: u64,
+}
+
+/// A fault an agent executes on its own host (DESIGN §6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum FaultAction {
+    /// SIGKILL of the role's process: the kernel closes its sockets (FIN/RST).
+    ProcessKill { role: Role },
+    /// SIGSTOP of the role's process: no FIN, sockets stay open.
+    ProcessHang { role: Role },
+    /// SIGCONT: the revert of a hang.
+    ProcessResume { role: Role },
+    /// SIGTERM: the process exits and closes its connections cleanly.
+    ProcessCrash { role: Role },
 }
 
 /// One probed capability of a host: whether it is there, and a short reason either way.
@@ -136,6 +225,21 @@ pub enum ConsoleMsg {
     StopRole {
         role: Role,
     },
+    /// Run a workload's clients; the agent answers with telemetry and then
+    /// [`AgentMsg::ClientDone`].
+    StartClient {
+        run: u64,
+        spec: ClientSpec,
+    },
+    /// Abandon run `run`'s clients (they report what they had).
+    StopClient {
+        run: u64,
+    },
+    /// Execute a fault now; answered by [`AgentMsg::FaultApplied`] or [`AgentMsg::FaultFailed`].
+    InjectFault {
+        id: u64,
+        action: FaultAction,
+    },
     /// Stop roles, revert everything held, answer [`AgentMsg::Bye`] and exit.
     Shutdown,
 }
@@ -161,7 +265,7 @@ pub enum LogLevel {
 }
 
 /// Messages from an agent to the console.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum AgentMsg {
     Hello {
@@ -192,6 +296,27 @@ pub enum AgentMsg {
         target: String,
         message: String,
     },
+    /// Progress of a run's clients, every 100 ms: bytes received by all its connections.
+    ClientTelemetry {
+        run: u64,
+        at_ns: u64,
+        bytes: u64,
+    },
+    /// A run's clients have finished (or given up).
+    ClientDone {
+        run: u64,
+        result: Box<ClientResult>,
+    },
+    /// The fault took effect at `at_ns` (the agent's CLOCK_MONOTONIC).
+    FaultApplied {
+        id: u64,
+        at_ns: u64,
+        detail: String,
+    },
+    FaultFailed {
+        id: u64,
+        error: String,
+    },
     /// A fatal error: the agent closes the channel after sending it.
     Error {
         message: String,
@@ -200,4 +325,36 @@ pub enum AgentMsg {
     Bye {
         reason: String,
     },
+}
+
+/// What one client connection saw over a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionResult {
+    pub index: u32,
+    pub seed: u64,
+    pub meter: MeterSummary,
+    pub integrity: IntegrityReport,
+    /// When the client first noticed a failure (TCP error, early FIN, its idle timeout).
+    pub detect_ns: Option<u64>,
+    pub detect_reason: Option<String>,
+    /// When its connection to another server was established after that failure.
+    pub reconnected_ns: Option<u64>,
+    /// First payload byte received on that new connection.
+    pub resume_ns: Option<u64>,
+    /// Connections made, the first included.
+    pub attempts: u32,
+    /// Server address of each attempt, in order.
+    pub servers_used: Vec<String>,
+    /// Why the client gave up, when it did.
+    pub error: Option<String>,
+}
+
+/// What a run's clients saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientResult {
+    pub started_ns: u64,
+    pub ended_ns: u64,
+    pub connections: Vec<ConnectionResult>,
 }

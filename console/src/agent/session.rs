@@ -35,6 +35,8 @@ pub struct ClockEstimate {
 pub struct AgentSession {
     pub host: String,
     pub info: AgentInfo,
+    /// The agent's clock relative to the console's, once estimated.
+    pub clock: Option<ClockEstimate>,
     link: AgentLink,
     next_id: u64,
     stderr_tail: VecDeque<String>,
@@ -61,6 +63,7 @@ impl AgentSession {
                 kernel: String::new(),
                 capabilities: None,
             },
+            clock: None,
             link,
             next_id: 1,
             stderr_tail: VecDeque::new(),

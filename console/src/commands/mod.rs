@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod down;
+pub mod run;
 pub mod status;
 pub mod up;
 
@@ -28,6 +29,9 @@ pub enum CommandError {
     Topology(#[from] TopologyError),
     #[error("error: {}", chain(.0))]
     Testbed(#[from] TestbedError),
+    /// Already rendered with file, line, column and hint.
+    #[error("{0}")]
+    Experiment(#[from] crate::experiment::ExperimentError),
     #[error("error: {0}")]
     Message(String),
 }

@@ -61,6 +61,8 @@ pub async fn run(
         ssh,
     };
     let testbed = Testbed::up(topo, &opts).await?;
+    // Every host takes up its roles: the servers listen, so clients (and curl) can connect.
+    testbed.start_roles().await?;
     let t = &testbed.up_timings;
     println!(
         "testbed {} is up in {:.2} s (provider {:.2} s, agents {:.2} s)",

@@ -11,12 +11,12 @@ use crate::error::chain;
 use crate::provider::local::{self, LocalError, LocalResources};
 use crate::state::{self, HostRecord, HostState, TestbedLock, TestbedState};
 use crate::topology::{Host, Provider, Topology};
-use halab_protocol::AgentMsg;
+use halab_protocol::{AgentMsg, ConsoleMsg};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +28,8 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(1);
 pub const PING_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long an agent may take to stop cleanly on shutdown.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+/// Queue of messages waiting to go to one agent.
+const COMMAND_QUEUE: usize = 64;
 /// How often the state file is rewritten at most.
 const STATE_WRITE_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -119,6 +121,11 @@ pub struct Testbed {
     writer: Option<tokio::task::JoinHandle<()>>,
     /// Held until the testbed is down; see [`TestbedLock`].
     _lock: TestbedLock,
+    /// Per host, in topology order: messages for its agent.
+    commands: Vec<mpsc::Sender<ConsoleMsg>>,
+    /// Messages from every agent that are not the host task's own business (client telemetry
+    /// and results, fault outcomes, role changes), tagged with the host's name.
+    inbox: Option<mpsc::UnboundedReceiver<(String, AgentMsg)>>,
     pub up_timings: Timings,
 }
 
@@ -210,6 +217,14 @@ impl Testbed {
         let t1 = Instant::now();
         let cancel = CancellationToken::new();
         let mut host_tasks = JoinSet::new();
+        let (inbox_tx, inbox) = mpsc::unbounded_channel();
+        let mut commands = Vec::with_capacity(topology.hosts.len());
+        let mut command_rxs = Vec::with_capacity(topology.hosts.len());
+        for _ in &topology.hosts {
+            let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+            commands.push(tx);
+            command_rxs.push(Some(rx));
+        }
         let mut starts = JoinSet::new();
         for (index, host) in topology.hosts.iter().enumerate() {
             let start = start_agent(&topology, host, local_res.as_ref(), opts);
@@ -226,13 +241,22 @@ impl Testbed {
                         h.kernel = Some(session.info.kernel.clone());
                         h.capabilities = session.info.capabilities.clone();
                         h.last_seen_unix_ms = Some(state::unix_ms());
+                        h.clock_offset_ns = session.clock.map(|c| c.offset_ns as i64);
+                        h.clock_uncertainty_ns = session.clock.map(|c| c.uncertainty_ns);
                     });
+                    let Some(commands) = command_rxs.get_mut(index).and_then(Option::take) else {
+                        continue; // unreachable: one session per host index
+                    };
                     host_tasks.spawn(host_task(
                         session,
                         keep,
-                        shared.clone(),
-                        index,
-                        cancel.clone(),
+                        HostWiring {
+                            shared: shared.clone(),
+                            index,
+                            cancel: cancel.clone(),
+                            commands,
+                            inbox: inbox_tx.clone(),
+                        },
                     ));
                 }
                 Ok((_, Err(e))) => {
@@ -276,6 +300,8 @@ impl Testbed {
             host_tasks,
             writer: Some(writer),
             _lock: lock,
+            commands,
+            inbox: Some(inbox),
             up_timings: Timings {
                 provider: provider_time,
                 agents: agents_time,
@@ -287,6 +313,37 @@ impl Testbed {
     /// The testbed as it is now.
     pub fn snapshot(&self) -> TestbedState {
         self.shared.snapshot()
+    }
+
+    /// Sends `msg` to host `host`'s agent.
+    pub async fn send(&self, host: &str, msg: ConsoleMsg) -> Result<(), TestbedError> {
+        let index = self
+            .topology
+            .hosts
+            .iter()
+            .position(|h| h.name == host)
+            .ok_or_else(|| TestbedError::Internal(format!("no host `{host}`")))?;
+        self.commands[index]
+            .send(msg)
+            .await
+            .map_err(|_| TestbedError::Internal(format!("host `{host}` is no longer watched")))
+    }
+
+    /// Asks every host's agent to start each of the host's roles (the agents report back
+    /// through the inbox and the log).
+    pub async fn start_roles(&self) -> Result<(), TestbedError> {
+        for h in &self.topology.hosts {
+            for &role in &h.roles {
+                self.send(&h.name, ConsoleMsg::StartRole { role }).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The messages agents send that concern runs (telemetry, results, faults, roles). There is
+    /// one receiver; the first caller gets it.
+    pub fn take_inbox(&mut self) -> Option<mpsc::UnboundedReceiver<(String, AgentMsg)>> {
+        self.inbox.take()
     }
 
     /// A receiver that changes whenever a host's record changes.
@@ -395,12 +452,15 @@ fn start_agent(
             .await
             .map_err(|e| agent_err(e, String::new()))?;
         match session.clock_probe(5, HELLO_TIMEOUT).await {
-            Ok(est) => tracing::info!(
-                host = %host.name,
-                offset_ns = est.offset_ns as i64,
-                uncertainty_ns = est.uncertainty_ns,
-                "agent clock"
-            ),
+            Ok(est) => {
+                tracing::info!(
+                    host = %host.name,
+                    offset_ns = est.offset_ns as i64,
+                    uncertainty_ns = est.uncertainty_ns,
+                    "agent clock"
+                );
+                session.clock = Some(est);
+            }
             Err(e) => {
                 let tail = session.stderr_tail().collect::<Vec<_>>().join("\n");
                 return Err(agent_err(e, tail));
@@ -414,13 +474,25 @@ fn start_agent(
 /// Watches one agent until cancelled or lost: a ping every [`PING_INTERVAL`], never more than
 /// one outstanding, and lost when one is not answered within [`PING_TIMEOUT`]. Pings are sent
 /// without waiting, so a cancellation is acted on at once.
-async fn host_task(
-    mut session: AgentSession,
-    keep: Keepalive,
+/// What a host task is connected to.
+struct HostWiring {
     shared: Arc<Shared>,
     index: usize,
     cancel: CancellationToken,
-) {
+    /// Messages for the agent, from the orchestrator.
+    commands: mpsc::Receiver<ConsoleMsg>,
+    /// Where messages for the orchestrator go.
+    inbox: mpsc::UnboundedSender<(String, AgentMsg)>,
+}
+
+async fn host_task(mut session: AgentSession, keep: Keepalive, wiring: HostWiring) {
+    let HostWiring {
+        shared,
+        index,
+        cancel,
+        mut commands,
+        inbox,
+    } = wiring;
     let mut tick = tokio::time::interval(PING_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut outstanding: Option<(u64, Instant)> = None;
@@ -446,6 +518,12 @@ async fn host_task(
                     h.reason = outcome.err().map(|e| chain(&e));
                 });
                 break;
+            }
+            Some(msg) = commands.recv() => {
+                if let Err(e) = session.send(msg).await {
+                    lost(e);
+                    break;
+                }
             }
             _ = tick.tick() => {
                 if let Some((_, sent)) = outstanding {
@@ -478,10 +556,13 @@ async fn host_task(
                         });
                     }
                 }
-                Ok(AgentMsg::RoleState { role, state, detail }) => {
-                    tracing::info!(host = %session.host, %role, ?state, ?detail, "role state");
+                Ok(msg) => {
+                    if let AgentMsg::RoleState { role, state, detail } = &msg {
+                        tracing::info!(host = %session.host, %role, ?state, ?detail, "role state");
+                    }
+                    // Nobody listening (no run in progress) is fine: the message is dropped.
+                    let _ = inbox.send((session.host.clone(), msg));
                 }
-                Ok(other) => tracing::debug!(host = %session.host, ?other, "agent message"),
                 Err(e) => {
                     lost(e);
                     break;

@@ -3,6 +3,7 @@
 //! may rely on the invariants documented on each field; the checks live in `validate.rs`.
 
 use halab_protocol::Role;
+pub use halab_protocol::Workload;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -177,32 +178,4 @@ impl fmt::Display for Mode {
 pub enum Trigger {
     Server,
     Client,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Workload {
-    Echo,
-    Interactive,
-    Bulk,
-    Download,
-    Http,
-}
-
-impl Workload {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Workload::Echo => "echo",
-            Workload::Interactive => "interactive",
-            Workload::Bulk => "bulk",
-            Workload::Download => "download",
-            Workload::Http => "http",
-        }
-    }
-}
-
-impl fmt::Display for Workload {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }

@@ -168,6 +168,28 @@ pub(crate) fn resolve_path(
     topology_file: &Path,
     home: Option<&Path>,
 ) -> Result<PathBuf, PathError> {
+    let path = expand_path(written, topology_file, home)?;
+    let path = if path.is_absolute() {
+        path
+    } else {
+        std::path::absolute(&path).map_err(|_| PathError::NoCurrentDir)?
+    };
+    // Drop `.` components (`./id_ed25519`), which `absolute` keeps on some platforms.
+    Ok(path
+        .components()
+        .filter(|c| *c != Component::CurDir)
+        .collect())
+}
+
+/// The lexical part of [`resolve_path`]: `~` expanded, a relative path joined to the folder of
+/// `file` (the file it was written in), but not made absolute, so a path relative to the
+/// current directory stays relative (as the experiment parser wants it, to name the file in
+/// messages as the user would). Never `Ok` with an empty path.
+pub(crate) fn expand_path(
+    written: &str,
+    file: &Path,
+    home: Option<&Path>,
+) -> Result<PathBuf, PathError> {
     if written.is_empty() {
         return Err(PathError::Empty);
     }
@@ -187,20 +209,11 @@ pub(crate) fn resolve_path(
         if written.is_absolute() {
             written.to_path_buf()
         } else {
-            let folder = topology_file.parent().unwrap_or(Path::new(""));
+            let folder = file.parent().unwrap_or(Path::new(""));
             folder.join(written)
         }
     };
-    let path = if path.is_absolute() {
-        path
-    } else {
-        std::path::absolute(&path).map_err(|_| PathError::NoCurrentDir)?
-    };
-    // Drop `.` components (`./id_ed25519`), which `absolute` keeps on some platforms.
-    Ok(path
-        .components()
-        .filter(|c| *c != Component::CurDir)
-        .collect())
+    Ok(path)
 }
 
 /// `$HOME`, as `~` expands to.

@@ -35,20 +35,21 @@ const HOST_NAME_MAX: usize = 15;
 /// within what one machine sets up in seconds.
 const MAX_HOSTS: usize = 64;
 
-const MODES: [(&str, Mode); 4] = [
+pub(crate) const MODES: [(&str, Mode); 4] = [
     ("none", Mode::None),
     ("app-migration", Mode::AppMigration),
     ("st-tcp", Mode::StTcp),
     ("craft", Mode::Craft),
 ];
-const WORKLOADS: [(&str, Workload); 5] = [
+pub(crate) const WORKLOADS: [(&str, Workload); 5] = [
     ("echo", Workload::Echo),
     ("interactive", Workload::Interactive),
     ("bulk", Workload::Bulk),
     ("download", Workload::Download),
     ("http", Workload::Http),
 ];
-const TRIGGERS: [(&str, Trigger); 2] = [("server", Trigger::Server), ("client", Trigger::Client)];
+pub(crate) const TRIGGERS: [(&str, Trigger); 2] =
+    [("server", Trigger::Server), ("client", Trigger::Client)];
 const PROVIDERS: [(&str, Provider); 2] = [("local", Provider::Local), ("ssh", Provider::Ssh)];
 
 /// Size units: decimal (powers of 1000) and binary (powers of 1024), as the model documents.
@@ -360,7 +361,7 @@ fn no_heartbeat(r: &mut Reporter, key: &str, span: Range<usize>) {
 }
 
 /// An integer in `min..=max`; `what` says what it counts, for the hint.
-fn in_range<T: TryFrom<i64>>(
+pub(crate) fn in_range<T: TryFrom<i64>>(
     r: &mut Reporter,
     key: &str,
     value: &Spanned<i64>,
@@ -392,7 +393,7 @@ fn in_range<T: TryFrom<i64>>(
 }
 
 /// `size`: an integer number of bytes, or a string with a unit.
-fn parse_size(value: &toml::Value) -> Result<u64, (String, String)> {
+pub(crate) fn parse_size(value: &toml::Value) -> Result<u64, (String, String)> {
     let out_of_range = |shown: &str| {
         (
             format!("size {shown} is out of range"),
@@ -439,7 +440,7 @@ fn parse_size(value: &toml::Value) -> Result<u64, (String, String)> {
 }
 
 /// One of a fixed set of words (mode, provider, ...).
-fn one_of<T: Copy>(
+pub(crate) fn one_of<T: Copy>(
     r: &mut Reporter,
     what: &str,
     value: &Spanned<String>,
@@ -459,7 +460,7 @@ fn one_of<T: Copy>(
 }
 
 /// "`a`", "`a` or `b`", "one of `a`, `b`, `c`".
-fn list(names: &[&str]) -> String {
+pub(crate) fn list(names: &[&str]) -> String {
     let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
     match quoted.as_slice() {
         [one] => one.clone(),
@@ -475,7 +476,12 @@ fn roles_list(roles: &[Role]) -> String {
 }
 
 /// A testbed, network or host name: 1..=max characters of `[a-z0-9-]`, starting with a letter.
-fn check_name(r: &mut Reporter, what: &str, value: &Spanned<String>, max: usize) -> Option<String> {
+pub(crate) fn check_name(
+    r: &mut Reporter,
+    what: &str,
+    value: &Spanned<String>,
+    max: usize,
+) -> Option<String> {
     let v = value.get_ref();
     let rule = format!("use 1 to {max} characters of `a-z`, `0-9` and `-`, starting with a letter");
     let problem = if v.is_empty() {
@@ -518,7 +524,7 @@ fn check_name(r: &mut Reporter, what: &str, value: &Spanned<String>, max: usize)
     }
 }
 
-fn valid_name(v: &str, max: usize) -> bool {
+pub(crate) fn valid_name(v: &str, max: usize) -> bool {
     v.starts_with(|c: char| c.is_ascii_lowercase())
         && v.len() <= max
         && v.chars()
@@ -953,7 +959,7 @@ fn check_host_addresses(
 }
 
 /// "`a`", "`a` and `b`", "`a`, `b` and `c`".
-fn list_all(names: &[&str]) -> String {
+pub(crate) fn list_all(names: &[&str]) -> String {
     let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
     match quoted.split_last() {
         None => "none".to_string(),

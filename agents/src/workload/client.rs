@@ -1,0 +1,504 @@
+//! The workload clients: real TCP clients in the client host's namespace that measure what
+//! they see (DESIGN §7). Each connection has a [`Meter`] (throughput buckets, stalls, request
+//! latencies, connection events) and a [`StreamChecker`] that verifies every received byte.
+//!
+//! Failover is the client's own, as in the traditional architecture of mode `none` (DESIGN §5,
+//! thesis §5.6): on a TCP error, a FIN before the end, or no byte for the idle timeout, it
+//! connects to the next server in its list and re-issues its request: bulk and http from the
+//! start (the checker counts the bytes fetched again), echo and interactive from the exchange
+//! that broke, download from its byte offset (paper 000 §5.1).
+
+use super::request::{EXCHANGES, REPLY_LEN, REQUEST_LEN, Request, name_seed, reply_seed};
+use crate::session::mono_ns;
+use halab_protocol::{ClientResult, ClientSpec, ConnectionResult, Workload};
+use halab_workload::content;
+use halab_workload::integrity::StreamChecker;
+use halab_workload::meter::{ConnEvent, Meter};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Read buffer per connection.
+const READ_BUF: usize = 256 * 1024;
+
+/// Runs every connection of `spec` to completion, failure or `stop`; `progress` counts the
+/// bytes received by all of them, for telemetry.
+pub async fn run(
+    spec: ClientSpec,
+    stop: CancellationToken,
+    progress: Arc<AtomicU64>,
+) -> ClientResult {
+    let started_ns = mono_ns();
+    let mut set = JoinSet::new();
+    for index in 0..spec.connections.max(1) {
+        let (spec, stop, progress) = (spec.clone(), stop.clone(), progress.clone());
+        set.spawn(async move { connection(index, &spec, stop, progress).await });
+    }
+    let mut connections = Vec::new();
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(c) => connections.push(c),
+            Err(e) => tracing::error!(error = %e, "client task failed"),
+        }
+    }
+    connections.sort_by_key(|c| c.index);
+    ClientResult {
+        started_ns,
+        ended_ns: mono_ns(),
+        connections,
+    }
+}
+
+/// Why an attempt ended early.
+struct Failure {
+    event: ConnEvent,
+    reason: String,
+}
+
+impl Failure {
+    fn io(e: std::io::Error) -> Failure {
+        Failure {
+            event: ConnEvent::Reset,
+            reason: format!("TCP error: {e}"),
+        }
+    }
+
+    fn fin(got: u64, want: u64) -> Failure {
+        Failure {
+            event: ConnEvent::Fin,
+            reason: format!("FIN after {got} of {want} bytes"),
+        }
+    }
+    fn idle(ms: u64) -> Failure {
+        Failure {
+            event: ConnEvent::TimedOut,
+            reason: format!("no data for {ms} ms"),
+        }
+    }
+    fn protocol(reason: String) -> Failure {
+        Failure {
+            event: ConnEvent::Reset,
+            reason,
+        }
+    }
+}
+
+/// State of one client connection across its attempts.
+struct Client<'a> {
+    spec: &'a ClientSpec,
+    index: u32,
+    seed: u64,
+    meter: Meter,
+    checker: StreamChecker,
+    progress: Arc<AtomicU64>,
+    stop: CancellationToken,
+    deadline: tokio::time::Instant,
+    server: usize,
+    attempts: u32,
+    servers_used: Vec<String>,
+    detect: Option<(u64, String)>,
+    reconnected_ns: Option<u64>,
+    resume_ns: Option<u64>,
+    buf: Vec<u8>,
+}
+
+impl Client<'_> {
+    /// Connects to the current server, moving down the list on failure.
+    async fn connect(&mut self, port: u16) -> Result<TcpStream, String> {
+        loop {
+            if self.stop.is_cancelled() {
+                return Err("stopped".into());
+            }
+            if tokio::time::Instant::now() >= self.deadline {
+                return Err(format!("deadline of {} ms passed", self.spec.deadline_ms));
+            }
+            if self.attempts >= self.spec.max_attempts.max(1) {
+                return Err(format!(
+                    "gave up after {} connection attempts",
+                    self.attempts
+                ));
+            }
+            let addr = self.spec.servers[self.server % self.spec.servers.len()].clone();
+            self.attempts += 1;
+            self.servers_used.push(addr.clone());
+            let timeout = Duration::from_millis(self.spec.connect_timeout_ms.max(1));
+            match tokio::time::timeout(timeout, TcpStream::connect((addr.as_str(), port))).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    let now = mono_ns();
+                    if self.detect.is_some() {
+                        self.reconnected_ns.get_or_insert(now);
+                        self.meter.on_event(now, ConnEvent::Reconnect { to: addr });
+                    } else {
+                        self.meter.on_event(now, ConnEvent::Connected);
+                    }
+                    return Ok(s);
+                }
+                Ok(Err(e)) => self.failed(Failure::io(e)),
+                Err(_) => self.failed(Failure {
+                    event: ConnEvent::TimedOut,
+                    reason: format!("connect to {addr} timed out"),
+                }),
+            }
+        }
+    }
+
+    /// Records a failure and moves to the next server.
+    fn failed(&mut self, f: Failure) {
+        let now = mono_ns();
+        tracing::info!(connection = self.index, reason = %f.reason, "client connection failed");
+        self.meter.on_event(now, f.event);
+        if self.detect.is_none() {
+            self.detect = Some((now, f.reason));
+        }
+        self.server += 1;
+    }
+
+    /// Accounts received payload bytes.
+    fn payload(&mut self, n: usize) {
+        let now = mono_ns();
+        if self.reconnected_ns.is_some() && self.resume_ns.is_none() {
+            self.resume_ns = Some(now);
+        }
+        self.meter.on_bytes(now, n as u64);
+        self.checker.push(&self.buf[..n]);
+        self.progress.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// One read with the idle timeout; `Ok(0)` is end of stream.
+    async fn read(&mut self, stream: &mut TcpStream) -> Result<usize, Failure> {
+        let idle = Duration::from_millis(self.spec.idle_timeout_ms.max(1));
+        tokio::select! {
+            _ = self.stop.cancelled() => Err(Failure::protocol("stopped".into())),
+            r = tokio::time::timeout(idle, stream.read(&mut self.buf)) => match r {
+                Err(_) => Err(Failure::idle(self.spec.idle_timeout_ms)),
+                Ok(Err(e)) => Err(Failure::io(e)),
+                Ok(Ok(n)) => Ok(n),
+            },
+        }
+    }
+
+    /// Receives exactly `want` payload bytes.
+    async fn receive(&mut self, stream: &mut TcpStream, want: u64) -> Result<(), Failure> {
+        let mut got = 0u64;
+        while got < want {
+            let cap = (want - got).min(self.buf.len() as u64) as usize;
+            let n = {
+                let idle = Duration::from_millis(self.spec.idle_timeout_ms.max(1));
+                tokio::select! {
+                    _ = self.stop.cancelled() => return Err(Failure::protocol("stopped".into())),
+                    r = tokio::time::timeout(idle, stream.read(&mut self.buf[..cap])) => match r {
+                        Err(_) => return Err(Failure::idle(self.spec.idle_timeout_ms)),
+                        Ok(Err(e)) => return Err(Failure::io(e)),
+                        Ok(Ok(0)) => return Err(Failure::fin(got, want)),
+                        Ok(Ok(n)) => n,
+                    },
+                }
+            };
+            self.payload(n);
+            got += n as u64;
+        }
+        Ok(())
+    }
+
+    fn finish(self, error: Option<String>) -> ConnectionResult {
+        let (detect_ns, detect_reason) = match self.detect {
+            Some((t, r)) => (Some(t), Some(r)),
+            None => (None, None),
+        };
+        ConnectionResult {
+            index: self.index,
+            seed: self.seed,
+            meter: self.meter.summary(),
+            integrity: self.checker.finish(),
+            detect_ns,
+            detect_reason,
+            reconnected_ns: self.reconnected_ns,
+            resume_ns: self.resume_ns,
+            attempts: self.attempts,
+            servers_used: self.servers_used,
+            error,
+        }
+    }
+}
+
+async fn connection(
+    index: u32,
+    spec: &ClientSpec,
+    stop: CancellationToken,
+    progress: Arc<AtomicU64>,
+) -> ConnectionResult {
+    let seed = spec.seed.wrapping_add(index as u64);
+    let (check_seed, expected) = match spec.workload {
+        Workload::Echo => (seed, EXCHANGES * REQUEST_LEN as u64),
+        Workload::Interactive => (reply_seed(seed), EXCHANGES * REPLY_LEN as u64),
+        Workload::Bulk => (seed, spec.size),
+        Workload::Download => (name_seed(&file_name(seed)), spec.size),
+        Workload::Http => (name_seed(&http_path(seed)), spec.size),
+    };
+    let mut c = Client {
+        spec,
+        index,
+        seed,
+        meter: Meter::new(mono_ns()),
+        checker: StreamChecker::new(check_seed, expected),
+        progress,
+        stop,
+        deadline: tokio::time::Instant::now() + Duration::from_millis(spec.deadline_ms),
+        server: 0,
+        attempts: 0,
+        servers_used: Vec::new(),
+        detect: None,
+        reconnected_ns: None,
+        resume_ns: None,
+        buf: vec![0u8; READ_BUF],
+    };
+    if spec.servers.is_empty() {
+        return c.finish(Some("no servers given".into()));
+    }
+    let outcome = match spec.workload {
+        Workload::Echo | Workload::Interactive => exchanges(&mut c).await,
+        Workload::Bulk => bulk(&mut c).await,
+        Workload::Download => download(&mut c).await,
+        Workload::Http => http(&mut c).await,
+    };
+    c.finish(outcome.err())
+}
+
+/// The virtual file a download connection fetches.
+fn file_name(seed: u64) -> String {
+    format!("halab-{seed:x}.bin")
+}
+
+/// The URL path an http connection fetches.
+fn http_path(seed: u64) -> String {
+    format!("/halab-{seed:x}.bin")
+}
+
+/// Echo and interactive: request k, wait for its whole reply, record the latency, next.
+async fn exchanges(c: &mut Client<'_>) -> Result<(), String> {
+    let interactive = c.spec.workload == Workload::Interactive;
+    let reply_len = if interactive { REPLY_LEN } else { REQUEST_LEN } as u64;
+    let mut k = 0u64;
+    let mut request = vec![0u8; REQUEST_LEN];
+    'connection: while k < EXCHANGES {
+        let mut s = c.connect(c.spec.workload_port).await?;
+        let line = if interactive {
+            Request::Interactive {
+                seed: c.seed,
+                from: k,
+            }
+        } else {
+            Request::Echo {
+                seed: c.seed,
+                from: k,
+            }
+        }
+        .line();
+        if k > 0 || c.detect.is_some() {
+            c.checker.restart_at(k * reply_len);
+        }
+        if let Err(e) = s.write_all(line.as_bytes()).await {
+            c.failed(Failure::io(e));
+            continue;
+        }
+        while k < EXCHANGES {
+            content::fill(c.seed, k * REQUEST_LEN as u64, &mut request);
+            let sent = mono_ns();
+            if let Err(e) = s.write_all(&request).await {
+                c.failed(Failure::io(e));
+                continue 'connection;
+            }
+            if let Err(f) = c.receive(&mut s, reply_len).await {
+                if c.stop.is_cancelled() {
+                    return Err("stopped".into());
+                }
+                c.failed(f);
+                continue 'connection;
+            }
+            c.meter.on_latency(mono_ns().saturating_sub(sent));
+            k += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Bulk: one request, `size` bytes, FIN. A failed attempt is re-issued from the start.
+async fn bulk(c: &mut Client<'_>) -> Result<(), String> {
+    loop {
+        let mut s = c.connect(c.spec.workload_port).await?;
+        if c.detect.is_some() {
+            c.checker.restart_at(0);
+        }
+        let sent = mono_ns();
+        let line = Request::Bulk {
+            seed: c.seed,
+            size: c.spec.size,
+        }
+        .line();
+        if let Err(e) = s.write_all(line.as_bytes()).await {
+            c.failed(Failure::io(e));
+            continue;
+        }
+        match c
+            .receive(&mut s, c.spec.size)
+            .await
+            .and(expect_fin(c, &mut s).await)
+        {
+            Ok(()) => {
+                c.meter.on_latency(mono_ns().saturating_sub(sent));
+                return Ok(());
+            }
+            Err(_) if c.stop.is_cancelled() => return Err("stopped".into()),
+            Err(f) => c.failed(f),
+        }
+    }
+}
+
+/// After the last expected byte the server must close: more bytes are an error too.
+async fn expect_fin(c: &mut Client<'_>, s: &mut TcpStream) -> Result<(), Failure> {
+    match c.read(s).await? {
+        0 => Ok(()),
+        n => {
+            c.payload(n);
+            Err(Failure::protocol(format!("{n} bytes beyond the end")))
+        }
+    }
+}
+
+/// Download (paper 000 §5.1): name out, size in, offset out, bytes from the offset.
+async fn download(c: &mut Client<'_>) -> Result<(), String> {
+    let size = c.spec.size;
+    let name = file_name(c.seed);
+    // The offset the next connection resumes at: every byte received so far, in order.
+    let mut offset = 0u64;
+    loop {
+        let mut s = c.connect(c.spec.workload_port).await?;
+        if c.detect.is_some() {
+            c.checker.restart_at(offset);
+        }
+        let sent = mono_ns();
+        let line = Request::Download {
+            name: name.clone(),
+            size,
+        }
+        .line();
+        let attempt = async {
+            s.write_all(line.as_bytes()).await.map_err(Failure::io)?;
+            let announced = read_line(c, &mut s).await?;
+            if announced != format!("SIZE {size}") {
+                return Err(Failure::protocol(format!("server announced {announced:?}")));
+            }
+            s.write_all(format!("OFFSET {offset}\n").as_bytes())
+                .await
+                .map_err(Failure::io)?;
+            Ok(())
+        }
+        .await;
+        if let Err(f) = attempt {
+            c.failed(f);
+            continue;
+        }
+        let before = c.checker.progress().bytes_received;
+        let r = c.receive(&mut s, size - offset).await;
+        offset += c.checker.progress().bytes_received - before;
+        match r.and(expect_fin(c, &mut s).await) {
+            Ok(()) => {
+                c.meter.on_latency(mono_ns().saturating_sub(sent));
+                return Ok(());
+            }
+            Err(_) if c.stop.is_cancelled() => return Err("stopped".into()),
+            Err(f) => c.failed(f),
+        }
+    }
+}
+
+/// Reads one `\n`-terminated control line byte by byte (the download exchange is tiny).
+async fn read_line(c: &mut Client<'_>, s: &mut TcpStream) -> Result<String, Failure> {
+    let mut line = Vec::new();
+    let idle = Duration::from_millis(c.spec.idle_timeout_ms.max(1));
+    loop {
+        let mut b = [0u8; 1];
+        match tokio::time::timeout(idle, s.read(&mut b)).await {
+            Err(_) => return Err(Failure::idle(c.spec.idle_timeout_ms)),
+            Ok(Err(e)) => return Err(Failure::io(e)),
+            Ok(Ok(0)) => return Err(Failure::fin(0, 1)),
+            Ok(Ok(_)) if b[0] == b'\n' => return Ok(String::from_utf8_lossy(&line).into_owned()),
+            Ok(Ok(_)) if line.len() > 256 => {
+                return Err(Failure::protocol("control line too long".into()));
+            }
+            Ok(Ok(_)) => line.push(b[0]),
+        }
+    }
+}
+
+/// HTTP/1.1 GET of `size` bytes; a failed attempt is re-issued from the start.
+async fn http(c: &mut Client<'_>) -> Result<(), String> {
+    let path = http_path(c.seed);
+    loop {
+        let mut s = c.connect(c.spec.http_port).await?;
+        if c.detect.is_some() {
+            c.checker.restart_at(0);
+        }
+        let sent = mono_ns();
+        let server = c.servers_used.last().cloned().unwrap_or_default();
+        let req = format!(
+            "GET {path}?size={} HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n",
+            c.spec.size
+        );
+        if let Err(e) = s.write_all(req.as_bytes()).await {
+            c.failed(Failure::io(e));
+            continue;
+        }
+        // Response head, then the body; body bytes that came with the head are payload.
+        let mut head = Vec::new();
+        let body_start = loop {
+            match c.read(&mut s).await {
+                Err(f) => break Err(f),
+                Ok(0) => break Err(Failure::fin(0, c.spec.size)),
+                Ok(n) => {
+                    head.extend_from_slice(&c.buf[..n]);
+                    if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break Ok(i + 4);
+                    }
+                    if head.len() > 16 * 1024 {
+                        break Err(Failure::protocol("response head too long".into()));
+                    }
+                }
+            }
+        };
+        let body_start = match body_start {
+            Ok(i) => i,
+            Err(f) => {
+                c.failed(f);
+                continue;
+            }
+        };
+        let head_text = String::from_utf8_lossy(&head[..body_start]).into_owned();
+        if !head_text.starts_with("HTTP/1.1 200") {
+            return Err(format!(
+                "server answered {:?}",
+                head_text.lines().next().unwrap_or("")
+            ));
+        }
+        let early = head.len() - body_start;
+        if early > 0 {
+            let n = early.min(c.buf.len());
+            c.buf[..n].copy_from_slice(&head[body_start..body_start + n]);
+            c.payload(n);
+        }
+        let rest = c.spec.size.saturating_sub(early as u64);
+        match c.receive(&mut s, rest).await {
+            Ok(()) => {
+                c.meter.on_latency(mono_ns().saturating_sub(sent));
+                return Ok(());
+            }
+            Err(_) if c.stop.is_cancelled() => return Err("stopped".into()),
+            Err(f) => c.failed(f),
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! The workloads' wire formats (DESIGN §2 workloads; thesis §3.5; paper 000 §5.1), parsed
+//! without I/O. Every parser takes the bytes received so far and either needs more, returns a
+//! request, or refuses with a reason; none panics on any input.
+//!
+//! halab protocol (port [`WORKLOAD_PORT`]): the client's first line names the workload.
+//! - `HALAB echo seed=<hex> from=<k>`: then 150-byte requests, each echoed back at once
+//!   (thesis §3.5 Echo). `from` is the index of the first exchange, so a reconnecting client
+//!   continues the conversation where it broke off.
+//! - `HALAB interactive seed=<hex> from=<k>`: then 150-byte requests, each answered with a
+//!   10 KB reply (thesis §3.5 Interactive); reply `k` is bytes `[k·10240, (k+1)·10240)` of the
+//!   reply stream.
+//! - `HALAB bulk seed=<hex> size=<n>`: `n` bytes back, then FIN (thesis §3.5 Bulk transfer).
+//! - `HALAB download name=<name> size=<n>`: the server answers `SIZE <n>`, the client answers
+//!   `OFFSET <o>`, the server sends bytes `[o, n)` of the file and closes (paper 000 §5.1; the
+//!   file is virtual: its content is a function of its name).
+//!
+//! HTTP/1.1 (port [`HTTP_PORT`]): `GET /<name>?size=<n>` answers `n` bytes (default 1 MB) with
+//! Content-Length and keep-alive, and no Date header, so replies are deterministic.
+
+pub use halab_protocol::{HTTP_PORT, WORKLOAD_PORT};
+/// Bytes in one echo or interactive request.
+pub const REQUEST_LEN: usize = 150;
+/// Bytes in one interactive reply.
+pub const REPLY_LEN: usize = 10 * 1024;
+/// Exchanges in one echo or interactive run.
+pub const EXCHANGES: u64 = 100;
+/// The longest first line or HTTP request head accepted.
+pub const MAX_HEAD: usize = 8 * 1024;
+/// Size of an HTTP download whose URL names none.
+pub const DEFAULT_HTTP_SIZE: u64 = 1_000_000;
+/// The largest size a request may ask for (1 TB): a bound, not a limit anyone should meet.
+pub const MAX_SIZE: u64 = 1_000_000_000_000;
+
+/// Seed of the interactive reply stream derived from the request stream's seed, so the two
+/// streams differ.
+pub fn reply_seed(seed: u64) -> u64 {
+    seed ^ 0x5245_504c_5953_4545 // "REPLYSEE"
+}
+
+pub use halab_workload::content::name_seed;
+
+/// The first line of a halab-protocol connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Echo { seed: u64, from: u64 },
+    Interactive { seed: u64, from: u64 },
+    Bulk { seed: u64, size: u64 },
+    Download { name: String, size: u64 },
+}
+
+impl Request {
+    /// The line a client sends, newline included.
+    pub fn line(&self) -> String {
+        match self {
+            Request::Echo { seed, from } => format!("HALAB echo seed={seed:x} from={from}\n"),
+            Request::Interactive { seed, from } => {
+                format!("HALAB interactive seed={seed:x} from={from}\n")
+            }
+            Request::Bulk { seed, size } => format!("HALAB bulk seed={seed:x} size={size}\n"),
+            Request::Download { name, size } => format!("HALAB download name={name} size={size}\n"),
+        }
+    }
+}
+
+/// Result of looking for a line in the bytes received so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed<T> {
+    /// No complete line yet.
+    Incomplete,
+    /// A value and how many bytes it used (the line and its newline).
+    Done(T, usize),
+}
+
+/// Takes one `\n`-terminated line from `buf`, refusing lines over [`MAX_HEAD`].
+fn take_line(buf: &[u8]) -> Result<Parsed<&str>, String> {
+    match buf.iter().position(|b| *b == b'\n') {
+        None if buf.len() > MAX_HEAD => Err(format!("no end of line in {MAX_HEAD} bytes")),
+        None => Ok(Parsed::Incomplete),
+        Some(i) => {
+            let line = std::str::from_utf8(&buf[..i])
+                .map_err(|_| "request line is not UTF-8".to_string())?;
+            Ok(Parsed::Done(line.trim_end_matches('\r'), i + 1))
+        }
+    }
+}
+
+/// Parses the first line of a halab-protocol connection.
+pub fn parse_request(buf: &[u8]) -> Result<Parsed<Request>, String> {
+    let (line, used) = match take_line(buf)? {
+        Parsed::Incomplete => return Ok(Parsed::Incomplete),
+        Parsed::Done(l, n) => (l, n),
+    };
+    let mut words = line.split_ascii_whitespace();
+    if words.next() != Some("HALAB") {
+        return Err(format!("not a halab request: {line:?}"));
+    }
+    let kind = words.next().ok_or("request names no workload")?;
+    let mut seed = None;
+    let mut size = None;
+    let mut from = None;
+    let mut name = None;
+    for w in words {
+        let (k, v) = w
+            .split_once('=')
+            .ok_or_else(|| format!("bad field {w:?}"))?;
+        match k {
+            "seed" => {
+                seed = Some(u64::from_str_radix(v, 16).map_err(|_| format!("bad seed {v:?}"))?)
+            }
+            "size" => size = Some(parse_size(v)?),
+            "from" => from = Some(v.parse::<u64>().map_err(|_| format!("bad from {v:?}"))?),
+            "name" if valid_name(v) => name = Some(v.to_string()),
+            "name" => return Err(format!("bad name {v:?}")),
+            _ => return Err(format!("unknown field {k:?}")),
+        }
+    }
+    let need =
+        |v: Option<u64>, what: &str| v.ok_or_else(|| format!("{kind} request without {what}"));
+    let req = match kind {
+        "echo" => Request::Echo {
+            seed: need(seed, "seed")?,
+            from: from.unwrap_or(0),
+        },
+        "interactive" => Request::Interactive {
+            seed: need(seed, "seed")?,
+            from: from.unwrap_or(0),
+        },
+        "bulk" => Request::Bulk {
+            seed: need(seed, "seed")?,
+            size: need(size, "size")?,
+        },
+        "download" => Request::Download {
+            name: name.ok_or("download request without name")?,
+            size: need(size, "size")?,
+        },
+        other => return Err(format!("unknown workload {other:?}")),
+    };
+    Ok(Parsed::Done(req, used))
+}
+
+fn parse_size(v: &str) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(n) if n <= MAX_SIZE => Ok(n),
+        _ => Err(format!("bad size {v:?}")),
+    }
+}
+
+/// File names: 1–128 characters of `[A-Za-z0-9._-]`, not `.` or `..`. Files are virtual (their
+/// content is a function of the name), but a name that reads like a path step is refused all
+/// the same.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Parses a `SIZE <n>` or `OFFSET <n>` line of the download exchange.
+pub fn parse_number_line(buf: &[u8], keyword: &str) -> Result<Parsed<u64>, String> {
+    let (line, used) = match take_line(buf)? {
+        Parsed::Incomplete => return Ok(Parsed::Incomplete),
+        Parsed::Done(l, n) => (l, n),
+    };
+    let v = line
+        .strip_prefix(keyword)
+        .and_then(|rest| rest.strip_prefix(' '))
+        .ok_or_else(|| format!("expected `{keyword} <n>`, got {line:?}"))?;
+    Ok(Parsed::Done(parse_size(v.trim())?, used))
+}
+
+/// An HTTP/1.1 GET the http workload serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpGet {
+    /// The path without query, e.g. `/file.bin`; names the content.
+    pub path: String,
+    pub size: u64,
+    /// False when the client sent `Connection: close` (or spoke HTTP/1.0 without keep-alive).
+    pub keep_alive: bool,
+}
+
+/// Parses an HTTP request head (up to and including the empty line). RFC 9112 §3 (request
+/// line) and §9.3 (persistence); only GET is served.
+pub fn parse_http(buf: &[u8]) -> Result<Parsed<HttpGet>, String> {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return if buf.len() > MAX_HEAD {
+            Err(format!("request head longer than {MAX_HEAD} bytes"))
+        } else {
+            Ok(Parsed::Incomplete)
+        };
+    };
+    let head = std::str::from_utf8(&buf[..end]).map_err(|_| "request head is not UTF-8")?;
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or("");
+    let mut parts = request_line.split(' ');
+    let (method, target, version) = (parts.next(), parts.next(), parts.next());
+    let (Some(method), Some(target), Some(version)) = (method, target, version) else {
+        return Err(format!("bad request line {request_line:?}"));
+    };
+    if method != "GET" {
+        return Err(format!("method {method} not supported"));
+    }
+    let mut keep_alive = version == "HTTP/1.1";
+    for h in lines {
+        if let Some((k, v)) = h.split_once(':')
+            && k.trim().eq_ignore_ascii_case("connection")
+        {
+            let v = v.trim().to_ascii_lowercase();
+            if v.contains("close") {
+                keep_alive = false;
+            } else if v.contains("keep-alive") {
+                keep_alive = true;
+            }
+        }
+    }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if !path.starts_with('/') || !path[1..].split('/').all(valid_name_or_empty) {
+        return Err(format!("bad path {path:?}"));
+    }
+    let mut size = DEFAULT_HTTP_SIZE;
+    for kv in query.split('&').filter(|s| !s.is_empty()) {
+        if let Some(v) = kv.strip_prefix("size=") {
+            size = parse_size(v)?;
+        }
+    }
+    Ok(Parsed::Done(
+        HttpGet {
+            path: path.to_string(),
+            size,
+            keep_alive,
+        },
+        end + 4,
+    ))
+}
+
+fn valid_name_or_empty(s: &str) -> bool {
+    s.is_empty() || valid_name(s)
+}
+
+/// The response head for a GET of `size` bytes.
+pub fn http_response_head(size: u64, keep_alive: bool) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {size}\r\nConnection: {}\r\n\r\n",
+        if keep_alive { "keep-alive" } else { "close" }
+    )
+}
+
+/// The response to a request the server cannot serve.
+pub fn http_error(reason: &str) -> String {
+    let body = format!("{reason}\n");
+    format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn request_lines_round_trip() {
+        for r in [
+            Request::Echo {
+                seed: 0xabc,
+                from: 7,
+            },
+            Request::Interactive { seed: 1, from: 0 },
+            Request::Bulk {
+                seed: u64::MAX,
+                size: 100_000_000,
+            },
+            Request::Download {
+                name: "file-1.bin".into(),
+                size: 5,
+            },
+        ] {
+            let line = r.line();
+            assert_eq!(
+                parse_request(line.as_bytes()),
+                Ok(Parsed::Done(r, line.len()))
+            );
+        }
+    }
+
+    #[test]
+    fn partial_and_bad_requests() {
+        assert_eq!(parse_request(b"HALAB bulk seed=1"), Ok(Parsed::Incomplete));
+        assert!(parse_request(b"GET / HTTP/1.1\n").is_err());
+        assert!(parse_request(b"HALAB bulk seed=zz size=1\n").is_err());
+        assert!(parse_request(b"HALAB bulk seed=1\n").is_err());
+        assert!(parse_request(b"HALAB download name=../etc size=1\n").is_err());
+        assert!(parse_request(&[b'x'; MAX_HEAD + 1]).is_err());
+    }
+
+    #[test]
+    fn http_get_with_size_and_connection() {
+        let req = b"GET /data.bin?size=1234 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nrest";
+        let Ok(Parsed::Done(get, used)) = parse_http(req) else {
+            panic!()
+        };
+        assert_eq!(get.path, "/data.bin");
+        assert_eq!(get.size, 1234);
+        assert!(!get.keep_alive);
+        assert_eq!(&req[used..], b"rest");
+        let Ok(Parsed::Done(get, _)) = parse_http(b"GET / HTTP/1.1\r\n\r\n") else {
+            panic!()
+        };
+        assert_eq!((get.size, get.keep_alive), (DEFAULT_HTTP_SIZE, true));
+        assert!(parse_http(b"POST / HTTP/1.1\r\n\r\n").is_err());
+        assert!(parse_http(b"GET /../x HTTP/1.1\r\n\r\n").is_err());
+        assert_eq!(parse_http(b"GET / HTTP/1.1\r\n"), Ok(Parsed::Incomplete));
+    }
+
+    #[test]
+    fn download_lines() {
+        assert_eq!(
+            parse_number_line(b"SIZE 42\n", "SIZE"),
+            Ok(Parsed::Done(42, 8))
+        );
+        assert_eq!(
+            parse_number_line(b"OFFSET 4", "OFFSET"),
+            Ok(Parsed::Incomplete)
+        );
+        assert!(parse_number_line(b"OFFSET x\n", "OFFSET").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = parse_request(&bytes);
+            let _ = parse_http(&bytes);
+            let _ = parse_number_line(&bytes, "SIZE");
+        }
+    }
+}

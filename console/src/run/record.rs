@@ -1,0 +1,76 @@
+//! The result record of one run: one JSON line in `runs/<id>/results.jsonl` (DESIGN §7).
+//! A value that was not measured is `null`, never zero.
+
+use halab_protocol::{Capabilities, ConnectionResult};
+use halab_workload::{ByteRange, LatencySummary};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One run's record. Field names are the product's interface (issue 3): keep them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub experiment: String,
+    /// 0-based position in the experiment's run list, matrix cell, 1-based repetition.
+    pub run_index: usize,
+    pub cell: usize,
+    pub repetition: u32,
+    pub mode: String,
+    /// heartbeat_ms, missed_heartbeats, trigger: those that are set.
+    pub mode_params: BTreeMap<String, serde_json::Value>,
+    /// This run's matrix values, as written.
+    pub params: BTreeMap<String, String>,
+    pub workload: String,
+    /// Bytes per connection (bulk, download, http), else null.
+    pub size: Option<u64>,
+    pub clients: u32,
+    pub faults: Vec<FaultRecord>,
+    /// T_resume − T_fault of the first fault, worst over connections.
+    pub failover_ms: Option<f64>,
+    /// T_detect − T_fault.
+    pub detect_ms: Option<f64>,
+    /// T_takeover − T_fault (mode none: the client's new connection is established).
+    pub takeover_ms: Option<f64>,
+    /// The longest gap between received bytes, worst over connections.
+    pub stall_ms: Option<f64>,
+    pub bytes_expected: u64,
+    pub bytes_received: u64,
+    pub bytes_lost: u64,
+    pub bytes_duplicated: u64,
+    pub bytes_corrupted: u64,
+    /// Bytes fetched again because the client re-issued its request.
+    pub bytes_refetched: u64,
+    pub integrity_ok: bool,
+    /// Client start to the end of its last connection.
+    pub duration_ms: f64,
+    /// Bytes per 10 ms bucket, all connections summed, from the client's start.
+    pub throughput_10ms: Vec<u64>,
+    pub latency_us: Option<LatencySummary>,
+    pub lost: Vec<ByteRange>,
+    pub duplicated: Vec<ByteRange>,
+    pub corrupted: Vec<ByteRange>,
+    /// Per connection: what it saw, in full.
+    pub connections: Vec<ConnectionResult>,
+    /// Why the run did not complete, if it did not.
+    pub error: Option<String>,
+    pub halab_version: String,
+    pub topology: String,
+    pub kernel: Option<String>,
+    pub capabilities: Option<Capabilities>,
+    pub started_unix_ms: u64,
+}
+
+/// A fault as it happened in a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultRecord {
+    pub kind: String,
+    /// As written in the experiment (a host or a role).
+    pub target: String,
+    /// The host it hit.
+    pub host: String,
+    /// When it was scheduled, ms after the client started.
+    pub scheduled_ms: f64,
+    /// When it took effect, ms after the client started; null if it failed.
+    pub at_ms: Option<f64>,
+    pub detail: String,
+    pub error: Option<String>,
+}

@@ -1,0 +1,619 @@
+//! Executes an experiment's runs on a testbed that is up: servers started per mode, the
+//! workload's clients started on the client host, faults fired on schedule, the client's
+//! result collected and turned into a [`RunRecord`].
+//!
+//! Times: every agent reports CLOCK_MONOTONIC readings of its own host. On provider `local`
+//! all hosts share one clock; elsewhere each reading is moved onto the console's clock with the
+//! offset estimated at hello (DESIGN §4, Clocks) before two hosts' times are subtracted.
+
+use super::record::{FaultRecord, RunRecord};
+use crate::experiment::{Experiment, FaultAt, FaultKind, FaultSpec, FaultTarget, RunPlan};
+use crate::state::{HostRecord, TestbedState};
+use crate::testbed::{Testbed, TestbedError};
+use crate::topology::{Mode, RunSettings, Topology};
+use halab_protocol::{
+    AgentMsg, ClientResult, ClientSpec, ConsoleMsg, FaultAction, HALAB_VERSION, HTTP_PORT, Role,
+    RoleState, WORKLOAD_PORT, Workload,
+};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+/// How long a server role may take to report that it listens.
+const ROLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long an agent may take to answer a fault.
+const FAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Mode `none`: the client's own failure detector — no byte for this long while one is due.
+const NONE_IDLE_TIMEOUT_MS: u64 = 1000;
+const CONNECT_TIMEOUT_MS: u64 = 1000;
+const MAX_ATTEMPTS: u32 = 10;
+/// Bulk size when neither topology nor experiment gives one.
+const DEFAULT_SIZE: u64 = 20_000_000;
+
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Testbed(#[from] TestbedError),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Refuses, before anything is brought up, what this version cannot run.
+pub fn check_supported(exp: &Experiment) -> Result<(), RunError> {
+    for plan in exp.runs() {
+        if plan.settings.mode != Mode::None {
+            return Err(RunError::Unsupported(format!(
+                "mode `{}` cannot be run yet: only `none` is implemented in this version",
+                plan.settings.mode
+            )));
+        }
+        for f in &plan.faults {
+            if !matches!(
+                f.kind,
+                FaultKind::ProcessKill | FaultKind::ProcessHang | FaultKind::ProcessCrash
+            ) {
+                return Err(RunError::Unsupported(format!(
+                    "fault kind `{}` cannot be run yet: process-kill, process-hang and \
+                     process-crash are implemented in this version",
+                    f.kind.as_str()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs plans one after another on one testbed.
+pub struct Runner<'a> {
+    testbed: &'a Testbed,
+    inbox: mpsc::UnboundedReceiver<(String, AgentMsg)>,
+    experiment: &'a Experiment,
+    next_id: u64,
+    /// Failure-free duration per matrix cell, for faults timed as a fraction of it.
+    calibration: BTreeMap<usize, Duration>,
+}
+
+impl<'a> Runner<'a> {
+    pub fn new(
+        testbed: &'a mut Testbed,
+        experiment: &'a Experiment,
+    ) -> Result<Runner<'a>, RunError> {
+        let inbox = testbed
+            .take_inbox()
+            .ok_or_else(|| RunError::Failed("the testbed's inbox is taken".into()))?;
+        Ok(Runner {
+            testbed,
+            inbox,
+            experiment,
+            next_id: 1,
+            calibration: BTreeMap::new(),
+        })
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Executes one plan and returns its record (a failed run is a record with `error` set).
+    pub async fn execute(&mut self, plan: &RunPlan) -> RunRecord {
+        let started_unix_ms = crate::state::unix_ms();
+        let outcome = self.execute_inner(plan).await;
+        let snapshot = self.testbed.snapshot();
+        let mut record = match outcome {
+            Ok((result, faults)) => compose(self.experiment, plan, &snapshot, result, faults),
+            Err(e) => failed_record(self.experiment, plan, &snapshot, crate::error::chain(&e)),
+        };
+        record.started_unix_ms = started_unix_ms;
+        record
+    }
+
+    async fn execute_inner(
+        &mut self,
+        plan: &RunPlan,
+    ) -> Result<(ClientResult, Vec<FaultRecord>), RunError> {
+        self.ensure_servers().await?;
+        let spec = self.client_spec(plan);
+        let needs_calibration = plan
+            .faults
+            .iter()
+            .any(|f| matches!(f.at, FaultAt::Fraction(_)));
+        if needs_calibration && !self.calibration.contains_key(&plan.cell) {
+            tracing::info!(cell = plan.cell, "failure-free calibration run");
+            let (result, _) = self.client_run(&spec, &[], None).await?;
+            let d = Duration::from_nanos(result.ended_ns.saturating_sub(result.started_ns));
+            self.calibration.insert(plan.cell, d);
+            self.ensure_servers().await?;
+        }
+        let base = self.calibration.get(&plan.cell).copied();
+        let outcome = self.client_run(&spec, &plan.faults, base).await;
+        // Revert: every server role runs again for the next run, whatever happened.
+        self.revert(&plan.faults).await;
+        outcome
+    }
+
+    /// Starts every server role (primary, backup) that is not running, and waits until each
+    /// listens.
+    async fn ensure_servers(&mut self) -> Result<(), RunError> {
+        let topo = &self.testbed.topology;
+        let mut waiting: Vec<(String, Role)> = Vec::new();
+        for h in &topo.hosts {
+            for role in [Role::Primary, Role::Backup] {
+                if h.roles.contains(&role) {
+                    self.testbed
+                        .send(&h.name, ConsoleMsg::StartRole { role })
+                        .await?;
+                    waiting.push((h.name.clone(), role));
+                }
+            }
+        }
+        let deadline = tokio::time::Instant::now() + ROLE_TIMEOUT;
+        while !waiting.is_empty() {
+            let msg = tokio::time::timeout_at(deadline, self.inbox.recv())
+                .await
+                .map_err(|_| {
+                    RunError::Failed(format!(
+                        "server roles not running after {ROLE_TIMEOUT:?}: {waiting:?}"
+                    ))
+                })?
+                .ok_or_else(|| RunError::Failed("every agent is gone".into()))?;
+            if let (
+                host,
+                AgentMsg::RoleState {
+                    role,
+                    state,
+                    detail,
+                },
+            ) = msg
+                && let Some(i) = waiting.iter().position(|(h, r)| *h == host && *r == role)
+            {
+                if state != RoleState::Running {
+                    return Err(RunError::Failed(format!(
+                        "{role} on {host} did not start: {}",
+                        detail.unwrap_or_default()
+                    )));
+                }
+                waiting.swap_remove(i);
+            }
+        }
+        Ok(())
+    }
+
+    fn client_spec(&self, plan: &RunPlan) -> ClientSpec {
+        let topo = &self.testbed.topology;
+        let service = topo.service_network();
+        // Mode none: the service address (on the primary) first, then each backup's address on
+        // the service network, the order a traditional client's server list has.
+        let mut servers = vec![topo.service_address.to_string()];
+        for b in topo.hosts_with(Role::Backup) {
+            if let Some(a) = b.addresses.get(&service.name) {
+                servers.push(a.to_string());
+            }
+        }
+        let s = &plan.settings;
+        let seed = seed_for(&self.experiment.name, plan.index, crate::state::unix_ms());
+        ClientSpec {
+            workload: s.workload,
+            seed,
+            size: if s.workload.has_size() {
+                s.size.unwrap_or(DEFAULT_SIZE)
+            } else {
+                0
+            },
+            connections: s.clients.unwrap_or(1),
+            servers,
+            workload_port: WORKLOAD_PORT,
+            http_port: HTTP_PORT,
+            idle_timeout_ms: NONE_IDLE_TIMEOUT_MS,
+            connect_timeout_ms: CONNECT_TIMEOUT_MS,
+            max_attempts: MAX_ATTEMPTS,
+            deadline_ms: self.experiment.run_timeout.as_millis() as u64,
+        }
+    }
+
+    /// Runs the clients once, firing `faults` on schedule; `base` is the failure-free duration
+    /// fractions refer to.
+    async fn client_run(
+        &mut self,
+        spec: &ClientSpec,
+        faults: &[FaultSpec],
+        base: Option<Duration>,
+    ) -> Result<(ClientResult, Vec<FaultRecord>), RunError> {
+        let snapshot = self.testbed.snapshot();
+        let topo = self.testbed.topology.clone();
+        let client_host = topo
+            .hosts_with(Role::Client)
+            .next()
+            .map(|h| h.name.clone())
+            .ok_or_else(|| RunError::Failed("no host holds the client role".into()))?;
+        let run = self.fresh_id();
+        self.testbed
+            .send(
+                &client_host,
+                ConsoleMsg::StartClient {
+                    run,
+                    spec: spec.clone(),
+                },
+            )
+            .await?;
+
+        // Fault schedule, in console time: fire fault i, or resume a hung role (a hang's lease).
+        enum Step {
+            Fire(usize),
+            Resume(String, Role),
+        }
+        let mut pending: Vec<(tokio::time::Instant, Step)> = Vec::new();
+        let mut records: Vec<FaultRecord> = Vec::new();
+        // When each fault took effect, on the console clock.
+        let mut applied_ns: Vec<Option<u64>> = vec![None; faults.len()];
+        let t0 = tokio::time::Instant::now();
+        for (i, f) in faults.iter().enumerate() {
+            let after = match f.at {
+                FaultAt::After(d) => d,
+                FaultAt::Fraction(x) => base.map(|b| b.mul_f64(x)).unwrap_or_default(),
+            };
+            let (host, role) = resolve_target(&topo, &f.target);
+            records.push(FaultRecord {
+                kind: f.kind.as_str().to_string(),
+                target: target_text(&f.target),
+                host: host.clone().unwrap_or_default(),
+                scheduled_ms: after.as_secs_f64() * 1000.0,
+                at_ms: None,
+                detail: String::new(),
+                error: None,
+            });
+            match (host, role) {
+                (Some(_), Some(_)) => pending.push((t0 + after, Step::Fire(i))),
+                _ => records[i].error = Some("no host holds that target now".into()),
+            }
+        }
+        let mut outstanding: BTreeMap<u64, usize> = BTreeMap::new();
+        let deadline = t0 + self.experiment.run_timeout + Duration::from_secs(10);
+
+        let result = loop {
+            pending.sort_by_key(|(t, _)| *t);
+            let next_step = pending.first().map(|(t, _)| *t);
+            tokio::select! {
+                _ = tokio::time::sleep_until(next_step.unwrap_or(deadline)), if next_step.is_some() => {
+                    let (_, step) = pending.remove(0);
+                    match step {
+                        Step::Resume(host, role) => {
+                            let id = self.fresh_id();
+                            let action = FaultAction::ProcessResume { role };
+                            self.testbed.send(&host, ConsoleMsg::InjectFault { id, action }).await?;
+                        }
+                        Step::Fire(i) => {
+                            let f = &faults[i];
+                            let (Some(host), Some(role)) = resolve_target(&topo, &f.target) else {
+                                continue;
+                            };
+                            let action = match f.kind {
+                                FaultKind::ProcessHang => FaultAction::ProcessHang { role },
+                                FaultKind::ProcessCrash => FaultAction::ProcessCrash { role },
+                                _ => FaultAction::ProcessKill { role },
+                            };
+                            let id = self.fresh_id();
+                            outstanding.insert(id, i);
+                            self.testbed.send(&host, ConsoleMsg::InjectFault { id, action }).await?;
+                            if let Some(lease) = f.duration.filter(|_| f.kind == FaultKind::ProcessHang) {
+                                pending.push((tokio::time::Instant::now() + lease, Step::Resume(host, role)));
+                            }
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    let _ = self.testbed.send(&client_host, ConsoleMsg::StopClient { run }).await;
+                    return Err(RunError::Failed(format!(
+                        "the client did not finish within the run timeout of {:?}",
+                        self.experiment.run_timeout
+                    )));
+                }
+                msg = self.inbox.recv() => {
+                    let Some((host, msg)) = msg else {
+                        return Err(RunError::Failed("every agent is gone".into()));
+                    };
+                    match msg {
+                        AgentMsg::ClientDone { run: r, result } if r == run && host == client_host => {
+                            break *result;
+                        }
+                        other => note_fault(&snapshot, &host, other, &mut outstanding, &mut records, &mut applied_ns),
+                    }
+                }
+            }
+        };
+        // Faults still answering when the client finished.
+        let wait_until = tokio::time::Instant::now() + FAULT_TIMEOUT;
+        while !outstanding.is_empty() {
+            match tokio::time::timeout_at(wait_until, self.inbox.recv()).await {
+                Ok(Some((host, msg))) => note_fault(
+                    &snapshot,
+                    &host,
+                    msg,
+                    &mut outstanding,
+                    &mut records,
+                    &mut applied_ns,
+                ),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        // Move the client's times onto the console clock, relative to the run's start.
+        let result = shift_result(result, &snapshot, &client_host);
+        // Fault times relative to the client's start, now that both are on the console clock.
+        for (rec, at) in records.iter_mut().zip(&applied_ns) {
+            rec.at_ms = at.map(|t| ms_between(result.started_ns, t));
+        }
+        Ok((result, records))
+    }
+
+    /// Undoes the run's faults: hung processes resume, killed ones start again.
+    async fn revert(&mut self, faults: &[FaultSpec]) {
+        let topo = self.testbed.topology.clone();
+        for f in faults {
+            if let (Some(host), Some(role)) = resolve_target(&topo, &f.target)
+                && f.kind == FaultKind::ProcessHang
+            {
+                let _ = self
+                    .testbed
+                    .send(
+                        &host,
+                        ConsoleMsg::InjectFault {
+                            id: 0,
+                            action: FaultAction::ProcessResume { role },
+                        },
+                    )
+                    .await;
+            }
+        }
+        if let Err(e) = self.ensure_servers().await {
+            tracing::warn!(error = %crate::error::chain(&e), "could not restart the servers");
+        }
+    }
+}
+
+/// Takes note of a fault's outcome (other messages are not a run's business and are dropped).
+fn note_fault(
+    snapshot: &TestbedState,
+    host: &str,
+    msg: AgentMsg,
+    outstanding: &mut BTreeMap<u64, usize>,
+    records: &mut [FaultRecord],
+    applied_ns: &mut [Option<u64>],
+) {
+    match msg {
+        AgentMsg::FaultApplied { id, at_ns, detail } => {
+            if let Some(i) = outstanding.remove(&id) {
+                applied_ns[i] = Some(to_console_ns(snapshot, host, at_ns));
+                tracing::info!(%host, %detail, "fault applied");
+                records[i].detail = detail;
+            }
+        }
+        AgentMsg::FaultFailed { id, error } => {
+            if let Some(i) = outstanding.remove(&id) {
+                tracing::warn!(%host, %error, "fault failed");
+                records[i].error = Some(error);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The host a fault target names now, and the role whose process it hits there.
+fn resolve_target(topo: &Topology, target: &FaultTarget) -> (Option<String>, Option<Role>) {
+    let server_role = |roles: &[Role]| {
+        [Role::Primary, Role::Backup]
+            .into_iter()
+            .find(|r| roles.contains(r))
+    };
+    match target {
+        FaultTarget::Host(name) => match topo.host(name) {
+            Some(h) => (Some(h.name.clone()), server_role(&h.roles)),
+            None => (None, None),
+        },
+        FaultTarget::Role(role) => match topo.hosts_with(*role).next() {
+            Some(h) => (Some(h.name.clone()), server_role(&h.roles)),
+            None => (None, None),
+        },
+    }
+}
+
+fn target_text(t: &FaultTarget) -> String {
+    match t {
+        FaultTarget::Host(h) => h.clone(),
+        FaultTarget::Role(r) => r.to_string(),
+    }
+}
+
+fn host_record<'s>(snapshot: &'s TestbedState, host: &str) -> Option<&'s HostRecord> {
+    snapshot.hosts.iter().find(|h| h.name == host)
+}
+
+/// An agent's monotonic reading as a console monotonic reading.
+fn to_console_ns(snapshot: &TestbedState, host: &str, agent_ns: u64) -> u64 {
+    let offset = host_record(snapshot, host)
+        .and_then(|h| h.clock_offset_ns)
+        .unwrap_or(0);
+    (agent_ns as i128 - offset as i128).max(0) as u64
+}
+
+fn ms_between(from_ns: u64, to_ns: u64) -> f64 {
+    (to_ns as f64 - from_ns as f64) / 1e6
+}
+
+/// Rewrites the client's readings onto the console clock.
+fn shift_result(mut r: ClientResult, snapshot: &TestbedState, client: &str) -> ClientResult {
+    let f = |t: u64| to_console_ns(snapshot, client, t);
+    r.started_ns = f(r.started_ns);
+    r.ended_ns = f(r.ended_ns);
+    for c in &mut r.connections {
+        c.detect_ns = c.detect_ns.map(f);
+        c.reconnected_ns = c.reconnected_ns.map(f);
+        c.resume_ns = c.resume_ns.map(f);
+    }
+    r
+}
+
+/// A per-run seed: different for every run, reproducible from the record.
+fn seed_for(experiment: &str, index: usize, unix_ms: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in experiment
+        .bytes()
+        .chain(index.to_le_bytes())
+        .chain(unix_ms.to_le_bytes())
+    {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn mode_params(s: &RunSettings) -> BTreeMap<String, serde_json::Value> {
+    let mut m = BTreeMap::new();
+    if let Some(v) = s.heartbeat_ms {
+        m.insert("heartbeat_ms".into(), v.into());
+    }
+    if let Some(v) = s.missed_heartbeats {
+        m.insert("missed_heartbeats".into(), v.into());
+    }
+    if let Some(t) = s.trigger {
+        m.insert(
+            "trigger".into(),
+            serde_json::to_value(t).unwrap_or(serde_json::Value::Null),
+        );
+    }
+    m
+}
+
+fn base_record(exp: &Experiment, plan: &RunPlan, snapshot: &TestbedState) -> RunRecord {
+    let s = &plan.settings;
+    let client = snapshot
+        .hosts
+        .iter()
+        .find(|h| h.roles.contains(&Role::Client));
+    RunRecord {
+        experiment: exp.name.clone(),
+        run_index: plan.index,
+        cell: plan.cell,
+        repetition: plan.repetition,
+        mode: s.mode.as_str().to_string(),
+        mode_params: mode_params(s),
+        params: plan.params.clone(),
+        workload: s.workload.as_str().to_string(),
+        size: s
+            .workload
+            .has_size()
+            .then(|| s.size.unwrap_or(DEFAULT_SIZE)),
+        clients: s.clients.unwrap_or(1),
+        faults: Vec::new(),
+        failover_ms: None,
+        detect_ms: None,
+        takeover_ms: None,
+        stall_ms: None,
+        bytes_expected: 0,
+        bytes_received: 0,
+        bytes_lost: 0,
+        bytes_duplicated: 0,
+        bytes_corrupted: 0,
+        bytes_refetched: 0,
+        integrity_ok: false,
+        duration_ms: 0.0,
+        throughput_10ms: Vec::new(),
+        latency_us: None,
+        lost: Vec::new(),
+        duplicated: Vec::new(),
+        corrupted: Vec::new(),
+        connections: Vec::new(),
+        error: None,
+        halab_version: HALAB_VERSION.to_string(),
+        topology: exp.topology.source.display().to_string(),
+        kernel: client.and_then(|h| h.kernel.clone()),
+        capabilities: client.and_then(|h| h.capabilities.clone()),
+        started_unix_ms: 0,
+    }
+}
+
+fn failed_record(
+    exp: &Experiment,
+    plan: &RunPlan,
+    snapshot: &TestbedState,
+    error: String,
+) -> RunRecord {
+    let mut r = base_record(exp, plan, snapshot);
+    r.error = Some(error);
+    r
+}
+
+/// Builds the record of a run from what the clients saw and when the faults struck.
+pub fn compose(
+    exp: &Experiment,
+    plan: &RunPlan,
+    snapshot: &TestbedState,
+    result: ClientResult,
+    faults: Vec<FaultRecord>,
+) -> RunRecord {
+    let mut r = base_record(exp, plan, snapshot);
+    let start = result.started_ns;
+    // T_fault: the first fault that took effect, on the console clock.
+    let fault_ns = faults
+        .iter()
+        .filter_map(|f| f.at_ms)
+        .reduce(f64::min)
+        .map(|ms| start as f64 + ms * 1e6);
+    let since_fault = |t: Option<u64>| -> Option<f64> {
+        let (t, f) = (t? as f64, fault_ns?);
+        Some((t - f) / 1e6)
+    };
+    let worst = |v: Vec<Option<f64>>| -> Option<f64> { v.into_iter().flatten().reduce(f64::max) };
+    let cs = &result.connections;
+    r.failover_ms = worst(cs.iter().map(|c| since_fault(c.resume_ns)).collect());
+    r.detect_ms = worst(cs.iter().map(|c| since_fault(c.detect_ns)).collect());
+    r.takeover_ms = worst(cs.iter().map(|c| since_fault(c.reconnected_ns)).collect());
+    r.stall_ms = worst(cs.iter().map(|c| c.meter.stall_ms).collect());
+    for c in cs {
+        let i = &c.integrity;
+        r.bytes_expected += i.bytes_expected;
+        r.bytes_received += i.bytes_received;
+        r.bytes_lost += i.bytes_lost;
+        r.bytes_duplicated += i.bytes_duplicated;
+        r.bytes_corrupted += i.bytes_corrupted;
+        r.bytes_refetched += i.bytes_refetched;
+        r.lost.extend(i.lost.iter().cloned());
+        r.duplicated.extend(i.duplicated.iter().cloned());
+        r.corrupted.extend(i.corrupted.iter().cloned());
+        // Buckets of every connection, aligned on the run's start.
+        let shift = (c.meter.start_ns.saturating_sub(start) / 10_000_000) as usize;
+        for (k, b) in c.meter.buckets_10ms.iter().enumerate() {
+            if r.throughput_10ms.len() <= shift + k {
+                r.throughput_10ms.resize(shift + k + 1, 0);
+            }
+            r.throughput_10ms[shift + k] += b;
+        }
+    }
+    r.integrity_ok = !cs.is_empty()
+        && cs
+            .iter()
+            .all(|c| c.integrity.integrity_ok && c.error.is_none());
+    r.error = cs.iter().find_map(|c| {
+        c.error
+            .as_ref()
+            .map(|e| format!("connection {}: {e}", c.index))
+    });
+    r.duration_ms = (result.ended_ns.saturating_sub(start)) as f64 / 1e6;
+    // One connection: its latencies. Several: per connection in `connections` only, as
+    // percentiles do not add up.
+    r.latency_us = match cs.as_slice() {
+        [only] => only.meter.latency_us.clone(),
+        _ => None,
+    };
+    r.faults = faults;
+    r.connections = result.connections;
+    if matches!(
+        plan.settings.workload,
+        Workload::Echo | Workload::Interactive
+    ) {
+        r.size = None;
+    }
+    r
+}

@@ -1,0 +1,248 @@
+//! Workloads, measurement and the `none` baseline end to end, through the real `halab`
+//! binary on namespace testbeds: every workload failure-free, a real curl through the testbed,
+//! the primary killed mid-transfer, and a matrix run producing one record per run.
+//!
+//! Each test copies `topologies/two-server.toml` under its own testbed name, so the tests run
+//! in parallel with each other and with the quick-start test.
+
+mod support;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{halab_bin, netns_available};
+
+/// A temp folder with a renamed copy of two-server.toml; `halab down` on drop.
+struct Lab {
+    dir: tempfile::TempDir,
+    name: String,
+}
+
+impl Lab {
+    fn new(name: &str) -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies/two-server.toml");
+        let text = std::fs::read_to_string(shipped).unwrap();
+        let text = text.replace("name = \"two-server\"", &format!("name = \"{name}\""));
+        assert!(text.contains(name));
+        std::fs::write(dir.path().join("topology.toml"), text).unwrap();
+        Lab {
+            dir,
+            name: name.to_string(),
+        }
+    }
+
+    fn path(&self, f: &str) -> PathBuf {
+        self.dir.path().join(f)
+    }
+
+    fn halab(&self) -> Command {
+        let mut c = Command::new(halab_bin());
+        c.env("HALAB_STATE_DIR", self.path("state"))
+            .env("HALAB_RUNS_DIR", self.path("runs"));
+        c
+    }
+
+    /// Writes an experiment on this lab's topology and runs it; returns its records.
+    fn run(&self, experiment: &str) -> Vec<Value> {
+        let file = self.path("experiment.toml");
+        std::fs::write(&file, format!("topology = \"topology.toml\"\n{experiment}")).unwrap();
+        let out = self.halab().arg("run").arg(&file).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "halab run failed:\n{stderr}");
+        eprintln!("{stderr}");
+        let runs = std::fs::read_dir(self.path("runs")).unwrap();
+        let run_dir = runs
+            .map(|e| e.unwrap().path())
+            .find(|p| p.join("results.jsonl").exists())
+            .expect("a results.jsonl");
+        std::fs::read_to_string(run_dir.join("results.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is a JSON record"))
+            .collect()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.halab().args(["down", "--name", &self.name]).output();
+    }
+}
+
+fn assert_clean(r: &Value) {
+    assert_eq!(r["error"], Value::Null, "{r}");
+    assert_eq!(r["integrity_ok"], true, "{r}");
+    assert_eq!(r["bytes_lost"], 0, "{r}");
+    assert_eq!(r["bytes_duplicated"], 0, "{r}");
+    assert_eq!(r["bytes_corrupted"], 0, "{r}");
+}
+
+#[test]
+fn all_five_workloads_run_failure_free_under_none() {
+    if !netns_available("all_five_workloads_run_failure_free_under_none") {
+        return;
+    }
+    let lab = Lab::new("t-wl");
+    let records = lab.run(
+        // No size here: bulk, download and http take the topology's 20MB; echo and
+        // interactive have none.
+        "name = \"workloads\"\n[run]\nmode = \"none\"\n\
+         [matrix]\nworkload = [\"echo\", \"interactive\", \"bulk\", \"download\", \"http\"]\n",
+    );
+    assert_eq!(records.len(), 5);
+    for (r, w) in records
+        .iter()
+        .zip(["echo", "interactive", "bulk", "download", "http"])
+    {
+        assert_eq!(r["workload"], w);
+        assert_eq!(r["mode"], "none");
+        assert_clean(r);
+        let expected = match w {
+            "echo" => 100 * 150,
+            "interactive" => 100 * 10240,
+            _ => 20_000_000,
+        };
+        assert_eq!(r["bytes_expected"], expected, "{w}");
+        assert_eq!(r["bytes_received"], expected, "{w}");
+        // No fault: the failover figures are null, not zero.
+        assert_eq!(r["failover_ms"], Value::Null);
+        assert_eq!(r["detect_ms"], Value::Null);
+        assert!(r["duration_ms"].as_f64().unwrap() > 0.0);
+        assert!(!r["throughput_10ms"].as_array().unwrap().is_empty());
+        assert!(r["kernel"].is_string() && r["halab_version"].is_string());
+    }
+}
+
+#[test]
+fn curl_downloads_the_http_content_byte_exact() {
+    if !netns_available("curl_downloads_the_http_content_byte_exact") {
+        return;
+    }
+    let lab = Lab::new("t-curl");
+    let mut console = lab
+        .halab()
+        .args(["up", "--no-tui"])
+        .arg(lab.path("topology.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out_file = lab.path("curl.out");
+    let size = 7_654_321u64;
+    let url = format!("http://10.10.0.100:8080/paper.pdf?size={size}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        // Until the testbed and its servers are up, curl finds no namespace or no listener.
+        let st = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                "hl.t-curl.client",
+                "curl",
+                "-sS",
+                "--fail",
+                "-o",
+            ])
+            .arg(&out_file)
+            .arg(&url)
+            .status();
+        if matches!(st, Ok(s) if s.success()) || Instant::now() > deadline {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    unsafe { libc::kill(console.id() as i32, libc::SIGINT) };
+    let _ = console.wait();
+    assert!(status.unwrap().success(), "curl failed");
+    let got = std::fs::read(&out_file).unwrap();
+    let mut want = vec![0u8; size as usize];
+    halab_workload::content::fill(
+        halab_workload::content::name_seed("/paper.pdf"),
+        0,
+        &mut want,
+    );
+    assert_eq!(got.len(), want.len());
+    assert!(
+        got == want,
+        "curl's file differs from the generator's bytes"
+    );
+}
+
+#[test]
+fn killing_the_primary_at_40_percent_fails_over_to_the_backup() {
+    if !netns_available("killing_the_primary_at_40_percent_fails_over_to_the_backup") {
+        return;
+    }
+    let lab = Lab::new("t-kill40");
+    let records = lab.run(
+        "name = \"baseline\"\n[run]\nmode = \"none\"\nworkload = \"bulk\"\nsize = \"100MB\"\n\
+         [[faults]]\nat = \"40%\"\nkind = \"process-kill\"\ntarget = \"primary\"\n",
+    );
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    eprintln!(
+        "record: {}",
+        serde_json::to_string_pretty(&r["faults"]).unwrap()
+    );
+    // What the client kept is exact, and it was fetched again from the backup.
+    assert_clean(r);
+    assert_eq!(r["bytes_expected"], 100_000_000);
+    let refetched = r["bytes_refetched"].as_u64().unwrap();
+    assert!(
+        refetched > 0,
+        "the bytes before the failure were re-downloaded: {r}"
+    );
+    assert_eq!(
+        r["bytes_received"].as_u64().unwrap(),
+        100_000_000 + refetched
+    );
+    let failover = r["failover_ms"].as_f64().expect("failover_ms");
+    let detect = r["detect_ms"].as_f64().expect("detect_ms");
+    let takeover = r["takeover_ms"].as_f64().expect("takeover_ms");
+    assert!(
+        0.0 <= detect && detect <= takeover && takeover <= failover,
+        "{r}"
+    );
+    assert!(failover < 5000.0, "{failover}");
+    let c = &r["connections"][0];
+    assert_eq!(
+        c["servers_used"],
+        serde_json::json!(["10.10.0.100", "10.10.0.2"]),
+        "the client moved from the service address to the backup"
+    );
+    assert_eq!(r["faults"][0]["kind"], "process-kill");
+    assert_eq!(r["faults"][0]["host"], "primary");
+    assert!(r["faults"][0]["at_ms"].is_number());
+}
+
+#[test]
+fn a_2x2_matrix_with_2_repetitions_gives_8_records() {
+    if !netns_available("a_2x2_matrix_with_2_repetitions_gives_8_records") {
+        return;
+    }
+    let lab = Lab::new("t-matrix");
+    let records = lab.run(
+        "name = \"matrix\"\nrepetitions = 2\n[run]\nmode = \"none\"\n\
+         [matrix]\nworkload = [\"echo\", \"interactive\"]\nclients = [1, 2]\n",
+    );
+    assert_eq!(records.len(), 8);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r["run_index"], i);
+        assert_clean(r);
+        let clients = r["clients"].as_u64().unwrap();
+        assert_eq!(r["connections"].as_array().unwrap().len() as u64, clients);
+    }
+    let cells: Vec<(String, u64)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["workload"].as_str().unwrap().to_string(),
+                r["clients"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(cells[0], ("echo".to_string(), 1));
+    assert_eq!(cells[7], ("interactive".to_string(), 2));
+}
