@@ -1,5 +1,9 @@
 //! The agent binary against its control channel: a real `halab-agent` process driven through
 //! its stdin/stdout, well-formed and malformed.
+//!
+//! These agents run in the test's own network namespace, so the role lifecycle is exercised
+//! with roles that start no process (logger, client): the server roles would listen on the
+//! machine's ports. Server roles are tested inside testbed namespaces (console tests).
 
 use halab_protocol::frame::{HEADER_LEN, MAGIC, MAX_PAYLOAD, PROTOCOL_VERSION, encode_frame};
 use halab_protocol::{AgentMsg, ConsoleMsg, FrameDecoder, Role, RoleState};
@@ -85,10 +89,10 @@ fn hello_ping_clock_roles_and_shutdown() {
         ConsoleMsg::Ping { id: 5 },
         ConsoleMsg::ClockProbe { id: 6 },
         ConsoleMsg::StartRole {
-            role: Role::Primary,
+            role: Role::Logger,
         },
         ConsoleMsg::StopRole {
-            role: Role::Primary,
+            role: Role::Logger,
         },
         ConsoleMsg::Shutdown,
     ]);
@@ -109,7 +113,7 @@ fn hello_ping_clock_roles_and_shutdown() {
     assert!(matches!(
         replies[3],
         AgentMsg::RoleState {
-            role: Role::Primary,
+            role: Role::Logger,
             state: RoleState::Running,
             ..
         }
@@ -117,7 +121,7 @@ fn hello_ping_clock_roles_and_shutdown() {
     assert!(matches!(
         replies[4],
         AgentMsg::RoleState {
-            role: Role::Primary,
+            role: Role::Logger,
             state: RoleState::Stopped,
             detail: None
         }
@@ -162,7 +166,7 @@ fn closed_channel_makes_the_agent_exit_at_once() {
         .unwrap()
         .write_all(&frames(&[
             hello(),
-            ConsoleMsg::StartRole { role: Role::Backup },
+            ConsoleMsg::StartRole { role: Role::Client },
         ]))
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
