@@ -24,16 +24,8 @@ fn main() {
         }
         None => {}
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("halab-agent: cannot start runtime: {e}");
-            std::process::exit(1);
-        }
+    let Some(runtime) = runtime("halab-agent") else {
+        std::process::exit(1);
     };
     let code = runtime.block_on(halab_agent::run());
     // Exit without waiting for the runtime: its blocking stdin reader may still be parked in
@@ -62,16 +54,8 @@ fn serve(args: &[String]) -> i32 {
             return 2;
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("halab-agent serve: cannot start runtime: {e}");
-            return 1;
-        }
+    let Some(runtime) = runtime("halab-agent serve") else {
+        return 1;
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let code = runtime.block_on(async {
@@ -97,4 +81,19 @@ fn serve(args: &[String]) -> i32 {
     });
     runtime.shutdown_background();
     code
+}
+
+/// The runtime both modes use: two workers, as agents share small hosts with their workloads.
+fn runtime(who: &str) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("{who}: cannot start runtime: {e}");
+            None
+        }
+    }
 }

@@ -6,7 +6,9 @@ use crate::capabilities;
 use crate::roles::RoleSet;
 use crate::workload::client;
 use halab_protocol::io::{FrameReader, write_frame};
-use halab_protocol::{AGENT_SILENCE_LIMIT, AgentMsg, ConsoleMsg, FaultAction, HALAB_VERSION};
+use halab_protocol::{
+    AGENT_SILENCE_LIMIT, AgentMsg, ConsoleMsg, FaultAction, HALAB_VERSION, mono_ns,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -290,15 +292,4 @@ fn kind(msg: &ConsoleMsg) -> &'static str {
         ConsoleMsg::InjectFault { .. } => "inject-fault",
         ConsoleMsg::Shutdown => "shutdown",
     }
-}
-
-/// CLOCK_MONOTONIC in nanoseconds, the clock every agent on one machine shares.
-pub fn mono_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we pass; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -88,12 +88,8 @@ fn hello_ping_clock_roles_and_shutdown() {
         hello(),
         ConsoleMsg::Ping { id: 5 },
         ConsoleMsg::ClockProbe { id: 6 },
-        ConsoleMsg::StartRole {
-            role: Role::Logger,
-        },
-        ConsoleMsg::StopRole {
-            role: Role::Logger,
-        },
+        ConsoleMsg::StartRole { role: Role::Logger },
+        ConsoleMsg::StopRole { role: Role::Logger },
         ConsoleMsg::Shutdown,
     ]);
     let (msgs, stderr, code) = exchange(&input);

@@ -5,16 +5,10 @@
 //! Run as root: `cargo build --release -p halab-agent && cargo bench -p halab --bench testbed_up_down`
 //! Environment: HALAB_BENCH_HOSTS (default 20), HALAB_BENCH_ROUNDS (default 5).
 
-use halab::testbed::{Testbed, UpOptions};
-use std::path::PathBuf;
-use std::time::Duration;
+mod common;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use halab::testbed::{Testbed, UpOptions};
+use std::time::Duration;
 
 fn stats(name: &str, v: &mut [Duration], target: Option<Duration>) {
     v.sort();
@@ -33,25 +27,12 @@ fn stats(name: &str, v: &mut [Duration], target: Option<Duration>) {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; any other argument is a filter we do not use.
-    if unsafe { libc::geteuid() } != 0 {
-        println!("testbed_up_down: skipped, needs root (network namespaces)");
+    if !common::root_or_skip("testbed_up_down") {
         return;
     }
-    let hosts = env_usize("HALAB_BENCH_HOSTS", 20);
-    let rounds = env_usize("HALAB_BENCH_ROUNDS", 5).max(1);
-    let agent = std::env::var_os("HALAB_AGENT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_BIN_EXE_halab")).with_file_name("halab-agent")
-        });
-    if !agent.is_file() {
-        eprintln!(
-            "testbed_up_down: {} missing; build it first: cargo build --release -p halab-agent",
-            agent.display()
-        );
-        std::process::exit(1);
-    }
+    let hosts = common::env_u64("HALAB_BENCH_HOSTS", 20) as usize;
+    let rounds = common::env_u64("HALAB_BENCH_ROUNDS", 5).max(1);
+    let agent = common::agent_binary("testbed_up_down");
     let name = format!("bench-{}", std::process::id());
     let text = halab::topology::synthetic::local_topology(&name, hosts);
     let topo = halab::topology::parse_str(&text, std::path::Path::new("bench.toml"))

@@ -5,6 +5,8 @@
 //! `HALAB_BLESS=1 cargo test -p halab --test experiment_fixtures` rewrites the `.expected`
 //! files from the current output; review the diff before committing it.
 
+mod support;
+
 use halab::experiment::{
     self, Direction, Experiment, ExperimentError, FaultAt, FaultKind, FaultTarget, MatrixValue,
     RunPlan, load, parse_str,
@@ -13,114 +15,47 @@ use halab::topology::{Mode, RunSettings, Trigger, Workload};
 use halab_protocol::Role;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
+use support::fixtures::{Located, check_invalid_fixtures, check_location};
 
 /// Relative to the crate folder, where cargo runs integration tests, so the paths in the
 /// rendered errors (and so the `.expected` files) are the same on every machine.
 const FIXTURES: &str = "tests/fixtures/experiments";
 const INVALID: &str = "tests/fixtures/experiments/invalid";
 
-fn invalid_fixtures() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(INVALID)
-        .expect("fixture folder")
-        .map(|e| Path::new(INVALID).join(e.expect("dir entry").file_name()))
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
-    files
-}
-
-/// `Ok` when the error's line and column lie inside the file it names (the experiment's
-/// `text`, or the topology file for a topology's own error; a column may be one past the end
-/// of its line) and the rendering names them, with a hint.
-fn check_location(err: &ExperimentError, text: &str, path: &str) -> Result<(), String> {
-    let (Some(line), Some(column)) = (err.line(), err.column()) else {
-        return Err(format!("no line/column in:\n{err}"));
-    };
+/// The error as [`check_location`] checks it: pointing into the experiment's `text`, the file
+/// `path`, or into the topology file for a topology's own error.
+fn located(err: &ExperimentError, text: &str, path: &str) -> Located {
+    let rendered = err.to_string();
     let (text, path) = match err.topology_error() {
         Some(_) => (
-            std::fs::read_to_string(err.path()).map_err(|e| format!("{e}: {err}"))?,
+            std::fs::read_to_string(err.path()).map_err(|e| format!("{e}: {rendered}")),
             err.path().display().to_string(),
         ),
-        None => (text.to_string(), path.to_string()),
+        None if err.path() != Path::new(path) => (
+            Err(format!("error names {} not {path}", err.path().display())),
+            path.to_string(),
+        ),
+        None => (Ok(text.to_string()), path.to_string()),
     };
-    if err.topology_error().is_none() && err.path() != Path::new(&path) {
-        return Err(format!("error names {} not {path}", err.path().display()));
+    Located {
+        path,
+        text,
+        line: err.line(),
+        column: err.column(),
+        rendered,
     }
-    let lines: Vec<&str> = text.split('\n').collect();
-    if line == 0 || line > lines.len() {
-        return Err(format!("line {line} outside 1..={}:\n{err}", lines.len()));
-    }
-    let chars = lines[line - 1].chars().count();
-    if column == 0 || column > chars + 1 {
-        return Err(format!(
-            "column {column} outside 1..={} of line {line}:\n{err}",
-            chars + 1
-        ));
-    }
-    let rendered = err.to_string();
-    let position = format!("{path}:{line}:{column}:");
-    if !rendered.contains(&position) {
-        return Err(format!("`{position}` missing from:\n{rendered}"));
-    }
-    if !rendered.contains("hint: ") {
-        return Err(format!("no hint in:\n{rendered}"));
-    }
-    Ok(())
 }
 
 #[test]
 fn invalid_fixtures_fail_with_the_expected_error() {
-    let bless = std::env::var_os("HALAB_BLESS").is_some_and(|v| v == "1");
-    let fixtures = invalid_fixtures();
-    assert!(
-        fixtures.len() >= 20,
-        "only {} invalid fixtures",
-        fixtures.len()
-    );
-    let mut failures = Vec::new();
-    for path in &fixtures {
-        let shown = path.display().to_string();
+    check_invalid_fixtures(INVALID, 20, |path| {
         let text = std::fs::read_to_string(path).expect("fixture");
-        let err = match load(path) {
-            Ok(_) => {
-                failures.push(format!("{shown}: loaded without error"));
-                continue;
-            }
-            Err(e) => e,
-        };
-        if let Err(problem) = check_location(&err, &text, &shown) {
-            failures.push(format!("{shown}: {problem}"));
-        }
-        let rendered = format!("{err}\n");
-        let expected_path = path.with_extension("expected");
-        if bless {
-            std::fs::write(&expected_path, &rendered).expect("write .expected");
-            continue;
-        }
-        match std::fs::read_to_string(&expected_path) {
-            Ok(expected) if expected == rendered => {}
-            Ok(expected) => failures.push(format!(
-                "{shown}: error differs from {}\n--- expected\n{expected}--- got\n{rendered}",
-                expected_path.display()
-            )),
-            Err(e) => failures.push(format!(
-                "{}: {e} (run with HALAB_BLESS=1 to create it); got\n{rendered}",
-                expected_path.display()
-            )),
-        }
-    }
-    // No stale .expected files without a fixture.
-    for entry in std::fs::read_dir(INVALID).expect("fixture folder") {
-        let path = entry.expect("dir entry").path();
-        if path.extension().is_some_and(|e| e == "expected")
-            && !path.with_extension("toml").exists()
-        {
-            failures.push(format!("{}: no matching .toml", path.display()));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+        load(path)
+            .map(drop)
+            .map_err(|e| located(&e, &text, &path.display().to_string()))
+    });
 }
 
 #[test]
@@ -617,7 +552,7 @@ fn check_any(text: &str) -> Result<(), TestCaseError> {
             check_invariants(&e);
             Ok(())
         }
-        Err(e) => check_location(&e, text, FUZZ_PATH)
+        Err(e) => check_location(&located(&e, text, FUZZ_PATH))
             .map_err(|p| TestCaseError::fail(format!("{p}\ninput: {text:?}"))),
     }
 }

@@ -27,3 +27,16 @@ pub const AGENT_SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_s
 pub const WORKLOAD_PORT: u16 = 7070;
 /// TCP port of the http workload on every server host.
 pub const HTTP_PORT: u16 = 8080;
+
+/// CLOCK_MONOTONIC in nanoseconds. Every reading a console or agent exchanges is on this clock
+/// (DESIGN §4, Clocks): shared by every host of a local testbed, and mapped between machines
+/// with the offsets the console estimates.
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -9,8 +9,7 @@
 //! that broke, download from its byte offset (paper 000 §5.1).
 
 use super::request::{EXCHANGES, REPLY_LEN, REQUEST_LEN, Request, name_seed, reply_seed};
-use crate::session::mono_ns;
-use halab_protocol::{ClientResult, ClientSpec, ConnectionResult, Workload};
+use halab_protocol::{ClientResult, ClientSpec, ConnectionResult, Workload, mono_ns};
 use halab_workload::content;
 use halab_workload::integrity::StreamChecker;
 use halab_workload::meter::{ConnEvent, Meter};

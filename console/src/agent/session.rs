@@ -3,7 +3,7 @@
 //! written to the run's log with the host's name.
 
 use super::link::{AgentLink, LinkError, LinkEvent};
-use halab_protocol::{AgentMsg, Capabilities, ConsoleMsg, HALAB_VERSION, LogLevel, Role};
+use halab_protocol::{AgentMsg, Capabilities, ConsoleMsg, HALAB_VERSION, LogLevel, Role, mono_ns};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -300,15 +300,4 @@ impl AgentSession {
             },
         }
     }
-}
-
-/// CLOCK_MONOTONIC in nanoseconds: the clock agents on this machine share (DESIGN §4).
-pub fn mono_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we pass; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

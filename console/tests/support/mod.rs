@@ -168,5 +168,6 @@ pub fn in_netns<T: Send + 'static>(
     .expect("test thread panicked")
 }
 
+pub mod fixtures;
 pub mod sshd;
 pub mod topology;
