@@ -161,7 +161,12 @@ where
                 }
                 continue;
             }
-            ConsoleMsg::InjectFault { id, action } => inject(&roles, id, action),
+            ConsoleMsg::InjectFault {
+                id,
+                action,
+                lease_ms: _,
+            } => inject(&roles, id, action),
+            ConsoleMsg::RevertFault { .. } => continue,
             ConsoleMsg::Shutdown => break Exit::Shutdown,
         };
         if tx.send(reply).await.is_err() {
@@ -255,6 +260,12 @@ fn inject(roles: &RoleSet, id: u64, action: FaultAction) -> AgentMsg {
         FaultAction::ProcessHang { role } => (role, libc::SIGSTOP, "SIGSTOP"),
         FaultAction::ProcessResume { role } => (role, libc::SIGCONT, "SIGCONT"),
         FaultAction::ProcessCrash { role } => (role, libc::SIGTERM, "SIGTERM"),
+        other => {
+            return AgentMsg::FaultFailed {
+                id,
+                error: format!("fault {other:?} is not implemented by this agent"),
+            };
+        }
     };
     match roles.signal(role, signal) {
         Ok(pid) => {
@@ -290,6 +301,7 @@ fn kind(msg: &ConsoleMsg) -> &'static str {
         ConsoleMsg::StartClient { .. } => "start-client",
         ConsoleMsg::StopClient { .. } => "stop-client",
         ConsoleMsg::InjectFault { .. } => "inject-fault",
+        ConsoleMsg::RevertFault { .. } => "revert-fault",
         ConsoleMsg::Shutdown => "shutdown",
     }
 }

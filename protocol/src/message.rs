@@ -132,7 +132,7 @@ pub struct ClientSpec {
 }
 
 /// A fault an agent executes on its own host (DESIGN §6).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum FaultAction {
     /// SIGKILL of the role's process: the kernel closes its sockets (FIN/RST).
@@ -143,6 +143,24 @@ pub enum FaultAction {
     ProcessResume { role: Role },
     /// SIGTERM: the process exits and closes its connections cleanly.
     ProcessCrash { role: Role },
+    /// Link(s) down in the host's namespace: one interface, or every one but `lo`.
+    NicDown { interface: Option<String> },
+    /// Random loss of `percent` % of the host's packets in `direction` (nftables `numgen
+    /// random`).
+    Loss { percent: f64, direction: Direction },
+    /// Every packet to and from these addresses dropped (nftables).
+    Partition { peers: Vec<String> },
+    /// Every packet leaving the host delayed (netem; refused where the kernel has none).
+    Delay { delay_ms: u64 },
+}
+
+/// Which packets a loss fault drops, seen from the faulted host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    In,
+    Out,
+    Both,
 }
 
 /// One probed capability of a host: whether it is there, and a short reason either way.
@@ -201,7 +219,7 @@ impl Capabilities {
 }
 
 /// Messages from the console to an agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum ConsoleMsg {
     /// First message on a channel. The agent answers with [`AgentMsg::Hello`].
@@ -236,9 +254,17 @@ pub enum ConsoleMsg {
         run: u64,
     },
     /// Execute a fault now; answered by [`AgentMsg::FaultApplied`] or [`AgentMsg::FaultFailed`].
+    /// With a lease the agent reverts it by itself after `lease_ms` (answering
+    /// [`AgentMsg::FaultReverted`]); every fault is also reverted when the channel closes.
     InjectFault {
         id: u64,
         action: FaultAction,
+        lease_ms: Option<u64>,
+    },
+    /// Revert fault `id` now; answered by [`AgentMsg::FaultReverted`] (or nothing, if the
+    /// agent holds no such fault).
+    RevertFault {
+        id: u64,
     },
     /// Stop roles, revert everything held, answer [`AgentMsg::Bye`] and exit.
     Shutdown,
@@ -316,6 +342,13 @@ pub enum AgentMsg {
     FaultFailed {
         id: u64,
         error: String,
+    },
+    /// Fault `id` was undone at `at_ns`: `reason` is "requested", "lease expired" or
+    /// "channel closed".
+    FaultReverted {
+        id: u64,
+        at_ns: u64,
+        reason: String,
     },
     /// A fatal error: the agent closes the channel after sending it.
     Error {

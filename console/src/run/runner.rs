@@ -283,7 +283,7 @@ impl<'a> Runner<'a> {
                         Step::Resume(host, role) => {
                             let id = self.fresh_id();
                             let action = FaultAction::ProcessResume { role };
-                            self.testbed.send(&host, ConsoleMsg::InjectFault { id, action }).await?;
+                            self.testbed.send(&host, ConsoleMsg::InjectFault { id, action, lease_ms: None }).await?;
                         }
                         Step::Fire(i) => {
                             let f = &faults[i];
@@ -297,7 +297,7 @@ impl<'a> Runner<'a> {
                             };
                             let id = self.fresh_id();
                             outstanding.insert(id, i);
-                            self.testbed.send(&host, ConsoleMsg::InjectFault { id, action }).await?;
+                            self.testbed.send(&host, ConsoleMsg::InjectFault { id, action, lease_ms: None }).await?;
                             if let Some(lease) = f.duration.filter(|_| f.kind == FaultKind::ProcessHang) {
                                 pending.push((tokio::time::Instant::now() + lease, Step::Resume(host, role)));
                             }
@@ -362,6 +362,7 @@ impl<'a> Runner<'a> {
                         ConsoleMsg::InjectFault {
                             id: 0,
                             action: FaultAction::ProcessResume { role },
+                            lease_ms: None,
                         },
                     )
                     .await;
