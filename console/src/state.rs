@@ -45,6 +45,8 @@ pub enum HostState {
     Lost,
     /// Shut down by the console.
     Stopped,
+    /// Powered off by a fault or a fence: links down, every process killed.
+    PoweredOff,
 }
 
 impl std::fmt::Display for HostState {
@@ -54,6 +56,7 @@ impl std::fmt::Display for HostState {
             HostState::Connected => "connected",
             HostState::Lost => "lost",
             HostState::Stopped => "stopped",
+            HostState::PoweredOff => "powered-off",
         })
     }
 }

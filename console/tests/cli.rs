@@ -110,6 +110,21 @@ fn check_probes_this_machine_for_a_local_topology() {
             "{cap} missing: {text}"
         );
     }
+    // Which fault kinds this machine supports, with the reason for each.
+    assert!(text.contains("fault kinds on this machine:"), "{text}");
+    for kind in [
+        "process-kill",
+        "nic-down",
+        "loss",
+        "partition",
+        "power-off",
+        "delay",
+    ] {
+        assert!(
+            text.lines().any(|l| l.trim_start().starts_with(kind)),
+            "{kind} missing: {text}"
+        );
+    }
     let out = halab(dir.path())
         .args(["check", "--json", "../topologies/two-server.toml"])
         .output()

@@ -205,6 +205,36 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
+    /// Each fault kind (DESIGN §6) and whether this host can suffer it, with the reason.
+    pub fn fault_support(&self) -> Vec<(&'static str, bool, String)> {
+        let needs = |p: &Probe, what: &str| {
+            if p.ok {
+                (true, format!("{what}: {}", p.detail))
+            } else {
+                (false, format!("needs {what}: {}", p.detail))
+            }
+        };
+        let mut out = Vec::new();
+        for kind in [
+            "process-kill",
+            "process-hang",
+            "process-crash",
+            "nic-down",
+            "power-off",
+            "power-on",
+        ] {
+            let (ok, why) = needs(&self.root, "root");
+            out.push((kind, ok, why));
+        }
+        for kind in ["loss", "partition"] {
+            let (ok, why) = needs(&self.nftables, "nftables");
+            out.push((kind, ok, why));
+        }
+        let (ok, why) = needs(&self.netem, "the netem qdisc");
+        out.push(("delay", ok, why));
+        out
+    }
+
     /// Name and probe of each capability, in table order.
     pub fn entries(&self) -> [(&'static str, &Probe); 6] {
         [

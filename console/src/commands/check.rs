@@ -218,5 +218,12 @@ fn print_table(probes: &[ProbeResult]) {
             })
             .collect();
         print!("{}", table(&["CAPABILITY", "OK", "DETAIL"], &rows));
+        let faults: Vec<[String; 3]> = caps
+            .fault_support()
+            .into_iter()
+            .map(|(kind, ok, why)| [kind.to_string(), if ok { "yes" } else { "no" }.into(), why])
+            .collect();
+        println!("fault kinds on {}:", p.target);
+        print!("{}", table(&["FAULT", "OK", "WHY"], &faults));
     }
 }

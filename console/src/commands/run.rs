@@ -4,7 +4,7 @@
 use super::{CommandError, Context, require_local_privileges};
 use crate::experiment;
 use crate::logging;
-use crate::run::runner::{Runner, check_supported};
+use crate::run::runner::{Runner, check_capabilities, check_supported};
 use crate::run::{append_record, record::RunRecord};
 use crate::testbed::{Testbed, UpOptions};
 use std::path::Path;
@@ -53,6 +53,11 @@ pub async fn run(ctx: &Context, file: &Path) -> Result<ExitCode, CommandError> {
         ssh: super::check::ssh_options(&exp.topology, false),
     };
     let mut testbed = Testbed::up(exp.topology.clone(), &opts).await?;
+    // Faults a host cannot do are refused now, before the first run, naming what is missing.
+    if let Err(e) = check_capabilities(&exp, &testbed.snapshot()) {
+        testbed.down().await?;
+        return Err(CommandError::Message(e.to_string()));
+    }
     let mut failed = 0usize;
     let mut interrupted = false;
     {

@@ -281,6 +281,41 @@ pub fn pids_in_namespaces(namespaces: &[String]) -> BTreeMap<String, Vec<i32>> {
     out
 }
 
+/// Power-off of a host (DESIGN §6): every link of its namespace down first, so that nothing —
+/// not a FIN, not an RST — leaves it, then SIGKILL of every process in it. Returns the moment
+/// the links were down (T_fault) and the processes killed.
+pub fn power_off(ns: &str) -> Result<(u64, usize), LocalError> {
+    let links = links_in(ns);
+    let cmds: Vec<String> = links
+        .iter()
+        .map(|l| format!("link set dev {l} down"))
+        .collect();
+    if !cmds.is_empty() {
+        ip_batch(Some(ns), &cmds, false)?;
+    }
+    let at_ns = halab_protocol::mono_ns();
+    let pids = pids_in_namespaces(&[ns.to_string()])
+        .remove(ns)
+        .unwrap_or_default();
+    for &pid in &pids {
+        // SAFETY: kill(2) on pids read from /proc as members of this namespace just now.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    Ok((at_ns, pids.len()))
+}
+
+/// Power-on of a host: its links up again (the agent is restarted by the orchestrator).
+pub fn power_on(ns: &str) -> Result<(), LocalError> {
+    let cmds: Vec<String> = links_in(ns)
+        .iter()
+        .map(|l| format!("link set dev {l} up"))
+        .collect();
+    if cmds.is_empty() {
+        return Ok(());
+    }
+    ip_batch(Some(ns), &cmds, false)
+}
+
 /// Non-loopback links in namespace `ns` (empty when it cannot be read).
 fn links_in(ns: &str) -> Vec<String> {
     let Ok(out) = Command::new("ip")

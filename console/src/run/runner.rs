@@ -12,8 +12,8 @@ use crate::state::{HostRecord, TestbedState};
 use crate::testbed::{Testbed, TestbedError};
 use crate::topology::{Mode, RunSettings, Topology};
 use halab_protocol::{
-    AgentMsg, ClientResult, ClientSpec, ConsoleMsg, FaultAction, HALAB_VERSION, HTTP_PORT, Role,
-    RoleState, WORKLOAD_PORT, Workload,
+    AgentMsg, ClientResult, ClientSpec, ConsoleMsg, Direction, FaultAction, HALAB_VERSION,
+    HTTP_PORT, Role, RoleState, WORKLOAD_PORT, Workload,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -50,15 +50,30 @@ pub fn check_supported(exp: &Experiment) -> Result<(), RunError> {
                 plan.settings.mode
             )));
         }
+    }
+    Ok(())
+}
+
+/// Refuses, once the testbed is up and its hosts probed, faults a target host cannot do:
+/// before the first run starts, naming the missing capability (DESIGN §6, §9).
+pub fn check_capabilities(exp: &Experiment, snapshot: &TestbedState) -> Result<(), RunError> {
+    for plan in exp.runs() {
         for f in &plan.faults {
-            if !matches!(
-                f.kind,
-                FaultKind::ProcessKill | FaultKind::ProcessHang | FaultKind::ProcessCrash
-            ) {
+            let (Some(host), _) = resolve_target(&exp.topology, &f.target) else {
+                continue;
+            };
+            let Some(caps) = host_record(snapshot, &host).and_then(|h| h.capabilities.as_ref())
+            else {
+                continue;
+            };
+            let refusal = caps
+                .fault_support()
+                .into_iter()
+                .find(|(kind, ok, _)| *kind == f.kind.as_str() && !ok);
+            if let Some((kind, _, why)) = refusal {
                 return Err(RunError::Unsupported(format!(
-                    "fault kind `{}` cannot be run yet: process-kill, process-hang and \
-                     process-crash are implemented in this version",
-                    f.kind.as_str()
+                    "fault `{kind}` cannot run on host {host}: it {why}; remove the fault or \
+                     use a host that has it"
                 )));
             }
         }
@@ -68,12 +83,28 @@ pub fn check_supported(exp: &Experiment) -> Result<(), RunError> {
 
 /// Runs plans one after another on one testbed.
 pub struct Runner<'a> {
-    testbed: &'a Testbed,
+    testbed: &'a mut Testbed,
     inbox: mpsc::UnboundedReceiver<(String, AgentMsg)>,
     experiment: &'a Experiment,
     next_id: u64,
     /// Failure-free duration per matrix cell, for faults timed as a fraction of it.
     calibration: BTreeMap<usize, Duration>,
+    /// Faults held by agents in the current run, reverted when it ends.
+    active: Vec<(String, u64)>,
+    /// Hosts powered off in the current run, powered on when it ends.
+    powered_off: Vec<String>,
+}
+
+/// What firing a fault led to.
+enum Fired {
+    /// An agent executes it; `FaultApplied` will say when.
+    Agent { host: String, id: u64 },
+    /// The console executed it (power).
+    Done {
+        at_ns: u64,
+        detail: String,
+        host: String,
+    },
 }
 
 impl<'a> Runner<'a> {
@@ -90,6 +121,8 @@ impl<'a> Runner<'a> {
             experiment,
             next_id: 1,
             calibration: BTreeMap::new(),
+            active: Vec::new(),
+            powered_off: Vec::new(),
         })
     }
 
@@ -240,10 +273,11 @@ impl<'a> Runner<'a> {
             )
             .await?;
 
-        // Fault schedule, in console time: fire fault i, or resume a hung role (a hang's lease).
+        // Fault schedule, in console time: fire fault i, or power a host on again when a
+        // power-off's lease ends. Faults on agents carry their lease themselves.
         enum Step {
             Fire(usize),
-            Resume(String, Role),
+            PowerOn(String),
         }
         let mut pending: Vec<(tokio::time::Instant, Step)> = Vec::new();
         let mut records: Vec<FaultRecord> = Vec::new();
@@ -255,7 +289,7 @@ impl<'a> Runner<'a> {
                 FaultAt::After(d) => d,
                 FaultAt::Fraction(x) => base.map(|b| b.mul_f64(x)).unwrap_or_default(),
             };
-            let (host, role) = resolve_target(&topo, &f.target);
+            let (host, _) = resolve_target(&topo, &f.target);
             records.push(FaultRecord {
                 kind: f.kind.as_str().to_string(),
                 target: target_text(&f.target),
@@ -265,9 +299,9 @@ impl<'a> Runner<'a> {
                 detail: String::new(),
                 error: None,
             });
-            match (host, role) {
-                (Some(_), Some(_)) => pending.push((t0 + after, Step::Fire(i))),
-                _ => records[i].error = Some("no host holds that target now".into()),
+            match host {
+                Some(_) => pending.push((t0 + after, Step::Fire(i))),
+                None => records[i].error = Some("no host holds that target now".into()),
             }
         }
         let mut outstanding: BTreeMap<u64, usize> = BTreeMap::new();
@@ -280,26 +314,29 @@ impl<'a> Runner<'a> {
                 _ = tokio::time::sleep_until(next_step.unwrap_or(deadline)), if next_step.is_some() => {
                     let (_, step) = pending.remove(0);
                     match step {
-                        Step::Resume(host, role) => {
-                            let id = self.fresh_id();
-                            let action = FaultAction::ProcessResume { role };
-                            self.testbed.send(&host, ConsoleMsg::InjectFault { id, action, lease_ms: None }).await?;
+                        Step::PowerOn(host) => {
+                            if let Err(e) = self.testbed.power_on(&host).await {
+                                tracing::warn!(%host, error = %crate::error::chain(&e), "power-on failed");
+                            }
                         }
                         Step::Fire(i) => {
                             let f = &faults[i];
-                            let (Some(host), Some(role)) = resolve_target(&topo, &f.target) else {
-                                continue;
-                            };
-                            let action = match f.kind {
-                                FaultKind::ProcessHang => FaultAction::ProcessHang { role },
-                                FaultKind::ProcessCrash => FaultAction::ProcessCrash { role },
-                                _ => FaultAction::ProcessKill { role },
-                            };
-                            let id = self.fresh_id();
-                            outstanding.insert(id, i);
-                            self.testbed.send(&host, ConsoleMsg::InjectFault { id, action, lease_ms: None }).await?;
-                            if let Some(lease) = f.duration.filter(|_| f.kind == FaultKind::ProcessHang) {
-                                pending.push((tokio::time::Instant::now() + lease, Step::Resume(host, role)));
+                            match self.fire(&topo, f).await {
+                                Err(e) => records[i].error = Some(e),
+                                Ok(Fired::Agent { host, id }) => {
+                                    outstanding.insert(id, i);
+                                    self.active.push((host, id));
+                                }
+                                Ok(Fired::Done { at_ns, detail, host }) => {
+                                    applied_ns[i] = Some(at_ns);
+                                    records[i].detail = detail;
+                                    if f.kind == FaultKind::PowerOff {
+                                        match f.duration {
+                                            Some(lease) => pending.push((tokio::time::Instant::now() + lease, Step::PowerOn(host))),
+                                            None => self.powered_off.push(host),
+                                        }
+                                    }
+                                }
                             }
                         }
                     }
@@ -324,6 +361,12 @@ impl<'a> Runner<'a> {
                 }
             }
         };
+        // Power-offs whose lease had not ended when the client finished are undone in revert.
+        for (_, step) in pending {
+            if let Step::PowerOn(host) = step {
+                self.powered_off.push(host);
+            }
+        }
         // Faults still answering when the client finished.
         let wait_until = tokio::time::Instant::now() + FAULT_TIMEOUT;
         while !outstanding.is_empty() {
@@ -348,30 +391,107 @@ impl<'a> Runner<'a> {
         Ok((result, records))
     }
 
-    /// Undoes the run's faults: hung processes resume, killed ones start again.
-    async fn revert(&mut self, faults: &[FaultSpec]) {
-        let topo = self.testbed.topology.clone();
-        for f in faults {
-            if let (Some(host), Some(role)) = resolve_target(&topo, &f.target)
-                && f.kind == FaultKind::ProcessHang
-            {
-                let _ = self
+    /// Fires fault `f` at the host its target names now.
+    async fn fire(&mut self, topo: &Topology, f: &FaultSpec) -> Result<Fired, String> {
+        let (Some(host), server_role) = resolve_target(topo, &f.target) else {
+            return Err("no host holds that target now".into());
+        };
+        let role = || server_role.ok_or_else(|| format!("host {host} runs no server process"));
+        let action = match f.kind {
+            FaultKind::PowerOff => {
+                let at_ns = self
                     .testbed
-                    .send(
-                        &host,
-                        ConsoleMsg::InjectFault {
-                            id: 0,
-                            action: FaultAction::ProcessResume { role },
-                            lease_ms: None,
-                        },
-                    )
-                    .await;
+                    .power_off(&host)
+                    .await
+                    .map_err(|e| crate::error::chain(&e))?;
+                return Ok(Fired::Done {
+                    at_ns,
+                    detail: format!("{host} powered off: links down, then every process killed"),
+                    host,
+                });
+            }
+            FaultKind::PowerOn => {
+                self.testbed
+                    .power_on(&host)
+                    .await
+                    .map_err(|e| crate::error::chain(&e))?;
+                return Ok(Fired::Done {
+                    at_ns: halab_protocol::mono_ns(),
+                    detail: format!("{host} powered on"),
+                    host,
+                });
+            }
+            FaultKind::ProcessKill => FaultAction::ProcessKill { role: role()? },
+            FaultKind::ProcessHang => FaultAction::ProcessHang { role: role()? },
+            FaultKind::ProcessCrash => FaultAction::ProcessCrash { role: role()? },
+            FaultKind::NicDown => FaultAction::NicDown {
+                interface: f.interface.clone(),
+            },
+            FaultKind::Loss => FaultAction::Loss {
+                percent: f.percent.unwrap_or(100.0),
+                direction: match f.direction {
+                    Some(crate::experiment::Direction::In) => Direction::In,
+                    Some(crate::experiment::Direction::Out) => Direction::Out,
+                    _ => Direction::Both,
+                },
+            },
+            FaultKind::Partition => FaultAction::Partition {
+                peers: partition_peers(topo, f.peer.as_deref().unwrap_or_default()),
+            },
+            FaultKind::Delay => FaultAction::Delay {
+                delay_ms: f.delay_ms.unwrap_or(0),
+            },
+        };
+        let id = self.fresh_id();
+        let lease_ms = f.duration.map(|d| d.as_millis() as u64);
+        self.testbed
+            .send(
+                &host,
+                ConsoleMsg::InjectFault {
+                    id,
+                    action,
+                    lease_ms,
+                },
+            )
+            .await
+            .map_err(|e| crate::error::chain(&e))?;
+        Ok(Fired::Agent { host, id })
+    }
+
+    /// Undoes the run's faults: agents revert what they still hold (a killed server starts
+    /// again, a hung one resumes, links come up, rules go), powered-off hosts come back, and
+    /// every server role runs again for the next run.
+    async fn revert(&mut self, _faults: &[FaultSpec]) {
+        for (host, id) in std::mem::take(&mut self.active) {
+            let _ = self
+                .testbed
+                .send(&host, ConsoleMsg::RevertFault { id })
+                .await;
+        }
+        for host in std::mem::take(&mut self.powered_off) {
+            if let Err(e) = self.testbed.power_on(&host).await {
+                tracing::warn!(%host, error = %crate::error::chain(&e), "could not power on");
             }
         }
         if let Err(e) = self.ensure_servers().await {
             tracing::warn!(error = %crate::error::chain(&e), "could not restart the servers");
         }
     }
+}
+
+/// Addresses a partition cuts a host off from: every address of a host (named, or holding a
+/// role), or a whole network's subnet.
+fn partition_peers(topo: &Topology, peer: &str) -> Vec<String> {
+    if let Some(n) = topo.network(peer) {
+        return vec![n.subnet.to_string()];
+    }
+    let host = topo.host(peer).or_else(|| {
+        peer.parse::<Role>()
+            .ok()
+            .and_then(|r| topo.hosts_with(r).next())
+    });
+    host.map(|h| h.addresses.values().map(|a| a.to_string()).collect())
+        .unwrap_or_default()
 }
 
 /// Takes note of a fault's outcome (other messages are not a run's business and are dropped).

@@ -123,6 +123,10 @@ pub struct Testbed {
     _lock: TestbedLock,
     /// Per host, in topology order: messages for its agent.
     commands: Vec<mpsc::Sender<ConsoleMsg>>,
+    /// For the host tasks of agents started later (power-on).
+    inbox_tx: mpsc::UnboundedSender<(String, AgentMsg)>,
+    options: UpOptions,
+    local: Option<LocalResources>,
     /// Messages from every agent that are not the host task's own business (client telemetry
     /// and results, fault outcomes, role changes), tagged with the host's name.
     inbox: Option<mpsc::UnboundedReceiver<(String, AgentMsg)>>,
@@ -301,6 +305,9 @@ impl Testbed {
             writer: Some(writer),
             _lock: lock,
             commands,
+            inbox_tx,
+            options: opts.clone(),
+            local: local_res,
             inbox: Some(inbox),
             up_timings: Timings {
                 provider: provider_time,
@@ -327,6 +334,120 @@ impl Testbed {
             .send(msg)
             .await
             .map_err(|_| TestbedError::Internal(format!("host `{host}` is no longer watched")))
+    }
+
+    fn host_index(&self, host: &str) -> Result<usize, TestbedError> {
+        self.topology
+            .hosts
+            .iter()
+            .position(|h| h.name == host)
+            .ok_or_else(|| TestbedError::Internal(format!("no host `{host}`")))
+    }
+
+    /// Powers host `host` off (DESIGN §6): on provider local every link of its namespace goes
+    /// down first — so not even a FIN leaves it — then every process in it is killed, its agent
+    /// included; on provider ssh the topology's `power_command` runs on this machine. Returns
+    /// T_fault on the console's clock. Idempotent: a host already off is left as it is.
+    pub async fn power_off(&self, host: &str) -> Result<u64, TestbedError> {
+        let index = self.host_index(host)?;
+        if self.snapshot().hosts[index].state == HostState::PoweredOff {
+            return Ok(halab_protocol::mono_ns());
+        }
+        // Marked first, so its watcher takes the agent's death for what it is.
+        self.shared.update_host(index, |h| {
+            h.state = HostState::PoweredOff;
+            h.reason = Some("powered off".into());
+        });
+        let h = &self.topology.hosts[index];
+        match &h.ssh {
+            None => {
+                let ns = local::host_ns(&self.topology.name, host);
+                let (at, killed) = tokio::task::spawn_blocking(move || local::power_off(&ns))
+                    .await
+                    .map_err(|e| TestbedError::Internal(e.to_string()))??;
+                tracing::info!(%host, killed, "powered off: links down, processes killed");
+                Ok(at)
+            }
+            Some(ssh) => {
+                let cmd = ssh
+                    .power_command
+                    .as_ref()
+                    .ok_or_else(|| TestbedError::Ssh {
+                        host: host.into(),
+                        message: "no power_command in the topology: cannot power it off".into(),
+                    })?;
+                let cmd = cmd.replace("{name}", host);
+                let status = tokio::process::Command::new("sh")
+                    .args(["-c", &cmd])
+                    .status()
+                    .await
+                    .map_err(|e| TestbedError::Internal(format!("{cmd}: {e}")))?;
+                let at = halab_protocol::mono_ns();
+                if !status.success() {
+                    return Err(TestbedError::Ssh {
+                        host: host.into(),
+                        message: format!("power command `{cmd}` failed: {status}"),
+                    });
+                }
+                tracing::info!(%host, %cmd, "powered off");
+                Ok(at)
+            }
+        }
+    }
+
+    /// Fences host `host` (a mode's guarantee that a presumed-dead primary is really dead):
+    /// a power-off, idempotent, logged.
+    pub async fn fence(&self, host: &str, why: &str) -> Result<u64, TestbedError> {
+        tracing::warn!(%host, %why, "fencing");
+        self.power_off(host).await
+    }
+
+    /// Powers host `host` on again: links up, a new agent started and connected, its roles
+    /// started. Provider local only.
+    pub async fn power_on(&mut self, host: &str) -> Result<(), TestbedError> {
+        let index = self.host_index(host)?;
+        if self.snapshot().hosts[index].state != HostState::PoweredOff {
+            return Ok(());
+        }
+        let h = self.topology.hosts[index].clone();
+        if h.ssh.is_some() {
+            return Err(TestbedError::Ssh {
+                host: host.into(),
+                message: "power-on of ssh hosts is not supported (no power-on command)".into(),
+            });
+        }
+        let ns = local::host_ns(&self.topology.name, host);
+        tokio::task::spawn_blocking(move || local::power_on(&ns))
+            .await
+            .map_err(|e| TestbedError::Internal(e.to_string()))??;
+        let (session, keep) =
+            start_agent(&self.topology, &h, self.local.as_ref(), &self.options).await?;
+        self.shared.update_host(index, |r| {
+            r.state = HostState::Connected;
+            r.reason = None;
+            r.agent_pid = Some(session.info.pid);
+            r.last_seen_unix_ms = Some(state::unix_ms());
+            r.clock_offset_ns = session.clock.map(|c| c.offset_ns as i64);
+            r.clock_uncertainty_ns = session.clock.map(|c| c.uncertainty_ns);
+        });
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        self.commands[index] = tx;
+        self.host_tasks.spawn(host_task(
+            session,
+            keep,
+            HostWiring {
+                shared: self.shared.clone(),
+                index,
+                cancel: self.cancel.clone(),
+                commands: rx,
+                inbox: self.inbox_tx.clone(),
+            },
+        ));
+        for &role in &h.roles {
+            self.send(host, ConsoleMsg::StartRole { role }).await?;
+        }
+        tracing::info!(%host, "powered on");
+        Ok(())
     }
 
     /// Asks every host's agent to start each of the host's roles (the agents report back
@@ -500,8 +621,11 @@ async fn host_task(mut session: AgentSession, keep: Keepalive, wiring: HostWirin
         let reason = chain(&e);
         tracing::warn!(host = %session_host(&shared, index), %reason, "agent lost");
         shared.update_host(index, |h| {
-            h.state = HostState::Lost;
-            h.reason = Some(reason);
+            // A host powered off on purpose lost its agent as planned: it stays powered off.
+            if h.state != HostState::PoweredOff {
+                h.state = HostState::Lost;
+                h.reason = Some(reason);
+            }
         });
     };
     loop {
