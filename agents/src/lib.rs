@@ -3,6 +3,7 @@
 //! own (DESIGN §3).
 
 pub mod capabilities;
+pub mod faults;
 pub mod log_forward;
 pub mod roles;
 pub mod session;

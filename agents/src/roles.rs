@@ -132,6 +132,37 @@ impl RoleSet {
         }
     }
 
+    /// Starts `role` again after a fault killed (or terminated) its process `pid`: waits, at
+    /// most [`ROLE_STOP_GRACE`], for the role's task to see that process end, stops the role if
+    /// it does not, then starts it. A role that runs another process already (the console
+    /// started it again meanwhile) is left alone.
+    pub async fn restart_after(
+        &mut self,
+        role: Role,
+        pid: u32,
+        parent: &CancellationToken,
+    ) -> (RoleState, Option<String>) {
+        if let Some(r) = self.running.get_mut(&role) {
+            let current = r.pid.load(Ordering::SeqCst);
+            if current != 0 && current != pid && !r.task.is_finished() {
+                return (
+                    RoleState::Running,
+                    Some(format!("already running again (pid {current})")),
+                );
+            }
+            if !r.task.is_finished()
+                && tokio::time::timeout(ROLE_STOP_GRACE, &mut r.task)
+                    .await
+                    .is_err()
+            {
+                // The process outlived its signal (SIGTERM ignored, or a role with no
+                // process): replace it.
+                self.stop(role).await;
+            }
+        }
+        self.start(role, parent).await
+    }
+
     /// Sends `signal` to the process of `role`; returns its pid.
     pub fn signal(&self, role: Role, signal: i32) -> Result<u32, String> {
         let r = self

@@ -3,12 +3,11 @@
 //! everything held before exiting (the dead-man switch of DESIGN §3).
 
 use crate::capabilities;
+use crate::faults::{self, FaultLedger, Reverted};
 use crate::roles::RoleSet;
 use crate::workload::client;
 use halab_protocol::io::{FrameReader, write_frame};
-use halab_protocol::{
-    AGENT_SILENCE_LIMIT, AgentMsg, ConsoleMsg, FaultAction, HALAB_VERSION, mono_ns,
-};
+use halab_protocol::{AGENT_SILENCE_LIMIT, AgentMsg, ConsoleMsg, HALAB_VERSION, mono_ns};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,6 +64,8 @@ where
     let writer = tokio::spawn(write_loop(output, rx));
     let roles_token = CancellationToken::new();
     let mut roles = RoleSet::new(tx.clone());
+    // Every fault this agent holds; reverted on every way out of the loop below.
+    let mut ledger = FaultLedger::new();
     // Client runs in progress: their cancellation tokens, and the tasks (owned here).
     let mut client_runs: BTreeMap<u64, CancellationToken> = BTreeMap::new();
     let mut client_tasks = tokio::task::JoinSet::new();
@@ -78,8 +79,29 @@ where
     let mut greeted = false;
 
     let exit = loop {
+        // The next lease to run out, if any (a far-away instant keeps the branch valid while it
+        // is disabled).
+        let expiry = ledger.next_expiry();
         let msg = tokio::select! {
             _ = stop.cancelled() => break Exit::Signal,
+            _ = tokio::time::sleep_until(
+                expiry.unwrap_or_else(|| tokio::time::Instant::now() + HELLO_TIMEOUT)
+            ), if expiry.is_some() => {
+                let mut gone = false;
+                for id in ledger.expired(tokio::time::Instant::now()) {
+                    if let Some(r) = ledger
+                        .revert(id, faults::REVERT_LEASE_EXPIRED, &mut roles, Some(&roles_token))
+                        .await
+                        && !send_reverted(&tx, r, faults::REVERT_LEASE_EXPIRED).await
+                    {
+                        gone = true;
+                    }
+                }
+                if gone {
+                    break Exit::ChannelClosed;
+                }
+                continue;
+            }
             _ = &mut hello_deadline, if !greeted => {
                 break Exit::ProtocolError(format!("no hello from the console within {HELLO_TIMEOUT:?}"))
             }
@@ -164,9 +186,30 @@ where
             ConsoleMsg::InjectFault {
                 id,
                 action,
-                lease_ms: _,
-            } => inject(&roles, id, action),
-            ConsoleMsg::RevertFault { .. } => continue,
+                lease_ms,
+            } => {
+                let lease = lease_ms.map(Duration::from_millis);
+                match ledger.apply(id, action, lease, &roles).await {
+                    Ok((at_ns, detail)) => AgentMsg::FaultApplied { id, at_ns, detail },
+                    Err(error) => {
+                        tracing::warn!(id, %error, "fault failed");
+                        AgentMsg::FaultFailed { id, error }
+                    }
+                }
+            }
+            ConsoleMsg::RevertFault { id } => {
+                // Nothing to answer for a fault this agent does not hold (any more).
+                let Some(r) = ledger
+                    .revert(id, faults::REVERT_REQUESTED, &mut roles, Some(&roles_token))
+                    .await
+                else {
+                    continue;
+                };
+                if !send_reverted(&tx, r, faults::REVERT_REQUESTED).await {
+                    break Exit::ChannelClosed;
+                }
+                continue;
+            }
             ConsoleMsg::Shutdown => break Exit::Shutdown,
         };
         if tx.send(reply).await.is_err() {
@@ -178,6 +221,20 @@ where
     // The dead-man switch and orderly shutdown take the same path: stop every role and revert
     // what the agent holds, then say goodbye (if anyone still listens).
     tracing::info!(%host, reason = ?exit, "agent stopping");
+    // Faults first, so the network is whole again at once (stopping roles can take a grace
+    // period); killed roles are not restarted, as every role is stopped next. The console may be
+    // gone: telling it is best effort.
+    for r in ledger
+        .revert_all(faults::REVERT_CHANNEL_CLOSED, &mut roles, None)
+        .await
+    {
+        let msg = AgentMsg::FaultReverted {
+            id: r.id,
+            at_ns: r.at_ns,
+            reason: faults::REVERT_CHANNEL_CLOSED.into(),
+        };
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, tx.send(msg)).await;
+    }
     roles.stop_all().await;
     roles_token.cancel();
     // Client runs were cancelled with the roles' token; give them a moment to report.
@@ -252,32 +309,20 @@ async fn client_run(
         .await;
 }
 
-/// Executes a process fault on one of this host's roles; the reply carries the moment the
-/// signal was delivered (DESIGN §6: T_fault).
-fn inject(roles: &RoleSet, id: u64, action: FaultAction) -> AgentMsg {
-    let (role, signal, what) = match action {
-        FaultAction::ProcessKill { role } => (role, libc::SIGKILL, "SIGKILL"),
-        FaultAction::ProcessHang { role } => (role, libc::SIGSTOP, "SIGSTOP"),
-        FaultAction::ProcessResume { role } => (role, libc::SIGCONT, "SIGCONT"),
-        FaultAction::ProcessCrash { role } => (role, libc::SIGTERM, "SIGTERM"),
-        other => {
-            return AgentMsg::FaultFailed {
-                id,
-                error: format!("fault {other:?} is not implemented by this agent"),
-            };
-        }
+/// Tells the console that a fault was reverted (and, when the revert restarted a role, the
+/// role's new state). False when the channel is gone.
+async fn send_reverted(tx: &mpsc::Sender<AgentMsg>, r: Reverted, reason: &str) -> bool {
+    let msg = AgentMsg::FaultReverted {
+        id: r.id,
+        at_ns: r.at_ns,
+        reason: reason.to_string(),
     };
-    match roles.signal(role, signal) {
-        Ok(pid) => {
-            let at_ns = mono_ns();
-            tracing::info!(%role, pid, signal = what, "fault applied");
-            AgentMsg::FaultApplied {
-                id,
-                at_ns,
-                detail: format!("{what} to the {role} process (pid {pid})"),
-            }
-        }
-        Err(error) => AgentMsg::FaultFailed { id, error },
+    if tx.send(msg).await.is_err() {
+        return false;
+    }
+    match r.role_state {
+        Some(state) => tx.send(state).await.is_ok(),
+        None => true,
     }
 }
 

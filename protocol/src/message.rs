@@ -206,33 +206,50 @@ pub struct Capabilities {
 
 impl Capabilities {
     /// Each fault kind (DESIGN §6) and whether this host can suffer it, with the reason.
+    /// Process faults signal the agent's own role processes and need no privilege; nic-down
+    /// and power need root (CAP_NET_ADMIN; power is done by the console for provider local);
+    /// loss and partition need root and nftables; delay needs root and the netem qdisc.
     pub fn fault_support(&self) -> Vec<(&'static str, bool, String)> {
-        let needs = |p: &Probe, what: &str| {
-            if p.ok {
-                (true, format!("{what}: {}", p.detail))
-            } else {
-                (false, format!("needs {what}: {}", p.detail))
+        let needs = |what: &[(&str, &Probe)]| -> (bool, String) {
+            match what.iter().find(|(_, p)| !p.ok) {
+                Some((name, p)) => (false, format!("needs {name}: {}", p.detail)),
+                None => (
+                    true,
+                    what.iter()
+                        .map(|(name, p)| format!("{name}: {}", p.detail))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
             }
         };
-        let mut out = Vec::new();
-        for kind in [
+        const KINDS: [&str; 9] = [
             "process-kill",
             "process-hang",
             "process-crash",
             "nic-down",
+            "loss",
+            "partition",
+            "delay",
             "power-off",
             "power-on",
-        ] {
-            let (ok, why) = needs(&self.root, "root");
-            out.push((kind, ok, why));
-        }
-        for kind in ["loss", "partition"] {
-            let (ok, why) = needs(&self.nftables, "nftables");
-            out.push((kind, ok, why));
-        }
-        let (ok, why) = needs(&self.netem, "the netem qdisc");
-        out.push(("delay", ok, why));
-        out
+        ];
+        KINDS
+            .iter()
+            .map(|&kind| {
+                let (ok, why) = match kind {
+                    "nic-down" | "power-off" | "power-on" => needs(&[("root", &self.root)]),
+                    "loss" | "partition" => {
+                        needs(&[("root", &self.root), ("nftables", &self.nftables)])
+                    }
+                    "delay" => needs(&[("root", &self.root), ("netem", &self.netem)]),
+                    _ => (
+                        true,
+                        "signals the agent's own role processes (no privilege needed)".to_string(),
+                    ),
+                };
+                (kind, ok, why)
+            })
+            .collect()
     }
 
     /// Name and probe of each capability, in table order.
@@ -420,4 +437,54 @@ pub struct ClientResult {
     pub started_ns: u64,
     pub ended_ns: u64,
     pub connections: Vec<ConnectionResult>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn caps(root: bool, nft: bool, netem: bool) -> Capabilities {
+        let p = |ok: bool, what: &str| {
+            if ok {
+                Probe::yes(format!("{what} ok"))
+            } else {
+                Probe::no(format!("{what} missing"))
+            }
+        };
+        Capabilities {
+            root: p(root, "root"),
+            namespaces: p(true, "ns"),
+            af_packet: p(true, "packet"),
+            tcp_repair: p(true, "repair"),
+            nftables: p(nft, "nft"),
+            netem: p(netem, "netem"),
+        }
+    }
+
+    #[test]
+    fn fault_kinds_follow_the_probes() {
+        let all: BTreeMap<&str, (bool, String)> = caps(true, true, false)
+            .fault_support()
+            .into_iter()
+            .map(|(k, ok, w)| (k, (ok, w)))
+            .collect();
+        assert!(all["loss"].0 && all["partition"].0 && all["nic-down"].0);
+        assert!(!all["delay"].0);
+        assert!(all["delay"].1.contains("netem"), "{}", all["delay"].1);
+        for (kind, ok, why) in caps(false, false, false).fault_support() {
+            if kind.starts_with("process-") {
+                assert!(ok, "{kind}");
+            } else {
+                assert!(!ok, "{kind}");
+                assert!(why.contains("root"), "{kind}: {why}");
+            }
+        }
+        assert!(
+            caps(true, false, true)
+                .fault_support()
+                .iter()
+                .any(|(k, ok, why)| *k == "loss" && !ok && why.contains("nftables"))
+        );
+    }
 }

@@ -1,0 +1,552 @@
+//! The agent's fault ledger (DESIGN §6): every fault this agent executed and still holds, with
+//! what it takes to undo it.
+//!
+//! The agent runs inside its host's network namespace (`ip netns exec <ns> halab-agent` on the
+//! local provider, a login shell on the ssh provider), so every command it runs here (`ip`,
+//! `nft`, `tc`) acts on its own host only.
+//!
+//! | kind | effect | revert |
+//! |---|---|---|
+//! | process-kill / process-crash | SIGKILL / SIGTERM to the role's process | start the role again |
+//! | process-hang | SIGSTOP | SIGCONT |
+//! | process-resume | SIGCONT | nothing |
+//! | nic-down | `ip link set dev X down` (one link, or every link but `lo` that is up) | links up, then the addresses and routes the kernel dropped restored |
+//! | loss | nftables table `inet halab_fault_<id>`, `numgen random mod 10000 < p·100 drop` on input and/or output | delete the table |
+//! | partition | nftables table `inet halab_fault_<id>` dropping the peers on input, output and forward | delete the table |
+//! | delay | `tc qdisc add dev X root netem delay Nms` on every link but `lo` | `tc qdisc del dev X root` |
+//!
+//! A fault is undone when the console asks ([`REVERT_REQUESTED`]), when its lease runs out
+//! ([`REVERT_LEASE_EXPIRED`]) and on every way out of the agent's session ([`REVERT_CHANNEL_CLOSED`]):
+//! shutdown, end of stdin, a silent console, a signal, a protocol error.
+//!
+//! What cannot be covered: an agent killed with SIGKILL (or OOM-killed, or losing its host) runs
+//! no code. Its process faults die with it (the role processes are its children, killed on its
+//! exit), but links it took down stay down and its `halab_fault_*` nftables tables stay loaded.
+//! On the local provider they live in the host's namespace and disappear with it at `halab down`
+//! (which deletes the namespaces); on an ssh host, `halab down` must remove them. The agent
+//! never leaves anything behind on any exit it gets to run code for.
+//!
+//! Why nic-down snapshots addresses and routes: on link down Linux drops every route through the
+//! link and every IPv6 address on it (unless `keep_addr_on_down`), and on link up it restores
+//! only the connected (prefix) routes of the IPv4 addresses that stayed and the IPv6 link-local
+//! address. Gateway routes and static IPv6 addresses would be lost for good; the ledger saves them
+//! (`ip addr save`, `ip route save`) before the link goes down and restores them after it is up.
+
+mod net;
+
+use crate::roles::RoleSet;
+use halab_protocol::{AgentMsg, FaultAction, Role, RoleState, mono_ns};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Revert reason: the console sent `RevertFault`.
+pub const REVERT_REQUESTED: &str = "requested";
+/// Revert reason: the fault's lease ran out.
+pub const REVERT_LEASE_EXPIRED: &str = "lease expired";
+/// Revert reason: the session ended (any way: the dead-man switch and orderly exits alike).
+pub const REVERT_CHANNEL_CLOSED: &str = "channel closed";
+
+/// How long the revert of a nic-down waits for its links to carry traffic again.
+const LINK_UP_WAIT: Duration = Duration::from_secs(1);
+
+/// The fault kinds this agent executes, as the console and the experiment files name them.
+pub const KINDS: [&str; 8] = [
+    "process-kill",
+    "process-hang",
+    "process-resume",
+    "process-crash",
+    "nic-down",
+    "loss",
+    "partition",
+    "delay",
+];
+
+/// The kind name of `action` (one of [`KINDS`]).
+pub fn kind_name(action: &FaultAction) -> &'static str {
+    match action {
+        FaultAction::ProcessKill { .. } => "process-kill",
+        FaultAction::ProcessHang { .. } => "process-hang",
+        FaultAction::ProcessResume { .. } => "process-resume",
+        FaultAction::ProcessCrash { .. } => "process-crash",
+        FaultAction::NicDown { .. } => "nic-down",
+        FaultAction::Loss { .. } => "loss",
+        FaultAction::Partition { .. } => "partition",
+        FaultAction::Delay { .. } => "delay",
+    }
+}
+
+/// One fault the agent holds.
+struct ActiveFault {
+    action: FaultAction,
+    /// When it took effect (CLOCK_MONOTONIC, ns): the T_fault reported to the console.
+    applied_ns: u64,
+    /// When its lease runs out, if it has one.
+    deadline: Option<Instant>,
+    undo: Undo,
+}
+
+/// What it takes to revert one fault.
+enum Undo {
+    Nothing,
+    /// SIGCONT to the role's process.
+    Resume {
+        role: Role,
+    },
+    /// The role's process `pid` was killed or terminated: start the role again.
+    Restart {
+        role: Role,
+        pid: u32,
+    },
+    /// Links this fault holds down (see [`FaultLedger::links`]).
+    Links(Vec<String>),
+    /// An nftables table of this fault: `inet <name>`.
+    NftTable(String),
+    /// netem root qdiscs this fault added, by link.
+    Qdiscs(Vec<String>),
+}
+
+/// A link held down by one or more nic-down faults, and what to restore when the last lets go.
+struct LinkHold {
+    holders: BTreeSet<u64>,
+    snapshot: net::LinkSnapshot,
+}
+
+/// The outcome of reverting one fault.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reverted {
+    pub id: u64,
+    /// When the revert took effect (CLOCK_MONOTONIC, ns).
+    pub at_ns: u64,
+    /// What was done; problems met on the way (they are logged as errors too).
+    pub detail: String,
+    /// Whether every step of the revert succeeded.
+    pub clean: bool,
+    /// A role restarted by the revert: the `RoleState` message to send the console.
+    pub role_state: Option<AgentMsg>,
+}
+
+/// The faults this agent holds, by id.
+#[derive(Default)]
+pub struct FaultLedger {
+    active: BTreeMap<u64, ActiveFault>,
+    /// Links taken down by nic-down faults, by name. A link is brought up again only when no
+    /// fault holds it any more, so overlapping nic-down faults do not undo each other.
+    links: BTreeMap<String, LinkHold>,
+}
+
+impl FaultLedger {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ids of the faults held, in order.
+    pub fn ids(&self) -> Vec<u64> {
+        self.active.keys().copied().collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.active.is_empty()
+    }
+
+    /// The action of fault `id`, and when it took effect, while it is held.
+    pub fn get(&self, id: u64) -> Option<(&FaultAction, u64)> {
+        self.active.get(&id).map(|f| (&f.action, f.applied_ns))
+    }
+
+    /// Executes `action` as fault `id` and holds it until it is reverted; with a lease, it is
+    /// due for revert `lease` after it took effect. Returns the moment it took effect (taken
+    /// right after the kill(2), or after `ip`/`nft`/`tc` returned) and a description.
+    pub async fn apply(
+        &mut self,
+        id: u64,
+        action: FaultAction,
+        lease: Option<Duration>,
+        roles: &RoleSet,
+    ) -> Result<(u64, String), String> {
+        if self.active.contains_key(&id) {
+            return Err(format!("fault {id} is already active on this host"));
+        }
+        let (at_ns, detail, undo) = match &action {
+            FaultAction::ProcessKill { role } => signal(roles, *role, libc::SIGKILL, "SIGKILL")
+                .map(|(at, pid, d)| (at, d, Undo::Restart { role: *role, pid }))?,
+            FaultAction::ProcessCrash { role } => signal(roles, *role, libc::SIGTERM, "SIGTERM")
+                .map(|(at, pid, d)| (at, d, Undo::Restart { role: *role, pid }))?,
+            FaultAction::ProcessHang { role } => signal(roles, *role, libc::SIGSTOP, "SIGSTOP")
+                .map(|(at, _, d)| (at, d, Undo::Resume { role: *role }))?,
+            FaultAction::ProcessResume { role } => signal(roles, *role, libc::SIGCONT, "SIGCONT")
+                .map(|(at, _, d)| (at, d, Undo::Nothing))?,
+            FaultAction::NicDown { interface } => self.nic_down(id, interface.as_deref()).await?,
+            FaultAction::Loss { percent, direction } => {
+                let table = table_name(id);
+                let script = net::loss_script(&table, *percent, *direction)?;
+                net::nft_load(&table, &script).await?;
+                let at = mono_ns();
+                (
+                    at,
+                    format!(
+                        "nftables table inet {table}: {percent}% random drop, direction {}",
+                        net::direction_name(*direction)
+                    ),
+                    Undo::NftTable(table),
+                )
+            }
+            FaultAction::Partition { peers } => {
+                let table = table_name(id);
+                let (script, peers) = net::partition_script(&table, peers)?;
+                net::nft_load(&table, &script).await?;
+                let at = mono_ns();
+                (
+                    at,
+                    format!(
+                        "nftables table inet {table}: every packet to or from {} dropped",
+                        peers.join(", ")
+                    ),
+                    Undo::NftTable(table),
+                )
+            }
+            FaultAction::Delay { delay_ms } => {
+                let links = net::delay_add(*delay_ms).await?;
+                let at = mono_ns();
+                (
+                    at,
+                    format!("netem delay {delay_ms} ms on {}", links.join(", ")),
+                    Undo::Qdiscs(links),
+                )
+            }
+        };
+        tracing::info!(id, kind = kind_name(&action), %detail, "fault applied");
+        self.active.insert(
+            id,
+            ActiveFault {
+                action,
+                applied_ns: at_ns,
+                deadline: lease.map(|l| Instant::now() + l),
+                undo,
+            },
+        );
+        Ok((at_ns, detail))
+    }
+
+    /// Takes `interface` (or every link but `lo` that is up) down and records the hold.
+    async fn nic_down(
+        &mut self,
+        id: u64,
+        interface: Option<&str>,
+    ) -> Result<(u64, String, Undo), String> {
+        let links = net::links().await?;
+        let targets: Vec<&net::Link> = match interface {
+            Some(name) => {
+                net::check_link_name(name)?;
+                let link = links
+                    .iter()
+                    .find(|l| l.name == name)
+                    .ok_or_else(|| format!("no interface {name} on this host"))?;
+                if !link.up && !self.links.contains_key(name) {
+                    return Err(format!("interface {name} is down already"));
+                }
+                vec![link]
+            }
+            None => {
+                let all: Vec<&net::Link> = links
+                    .iter()
+                    .filter(|l| l.name != "lo" && (l.up || self.links.contains_key(&l.name)))
+                    .collect();
+                if all.is_empty() {
+                    return Err("no interface but lo is up on this host".into());
+                }
+                all
+            }
+        };
+        // Links another nic-down fault holds down already are shared; the others go down now.
+        let mut fresh = Vec::new();
+        for link in &targets {
+            if !self.links.contains_key(&link.name) {
+                fresh.push((link.name.clone(), net::snapshot(&link.name).await?));
+            }
+        }
+        let names: Vec<String> = fresh.iter().map(|(n, _)| n.clone()).collect();
+        if let Err(e) = net::set_links(&names, false).await {
+            // Some may have gone down before the failure: undo those.
+            let _ = net::set_links_each(&names, true).await;
+            for (name, snap) in &fresh {
+                net::restore(name, snap).await;
+            }
+            return Err(e);
+        }
+        let at = mono_ns();
+        let all: Vec<String> = targets.iter().map(|l| l.name.clone()).collect();
+        let shared: Vec<&String> = all.iter().filter(|n| !names.contains(n)).collect();
+        for (name, snapshot) in fresh {
+            self.links.insert(
+                name,
+                LinkHold {
+                    holders: BTreeSet::new(),
+                    snapshot,
+                },
+            );
+        }
+        for name in &all {
+            if let Some(h) = self.links.get_mut(name) {
+                h.holders.insert(id);
+            }
+        }
+        let mut detail = if names.is_empty() {
+            String::from("no link taken down")
+        } else {
+            format!("link down: {}", names.join(", "))
+        };
+        if !shared.is_empty() {
+            detail.push_str(&format!(
+                " (held down already by another fault: {})",
+                shared
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Ok((at, detail, Undo::Links(all)))
+    }
+
+    /// When the next lease runs out, if any fault has one.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.active.values().filter_map(|f| f.deadline).min()
+    }
+
+    /// The faults whose lease has run out at `now`, earliest deadline first.
+    pub fn expired(&self, now: Instant) -> Vec<u64> {
+        let mut due: Vec<(Instant, u64)> = self
+            .active
+            .iter()
+            .filter_map(|(id, f)| f.deadline.filter(|d| *d <= now).map(|d| (d, *id)))
+            .collect();
+        due.sort();
+        due.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// Reverts fault `id`; `None` if the ledger does not hold it (reverting twice is harmless).
+    /// `restart` is the token role restarts run under; `None` when the agent is stopping its
+    /// roles anyway, so a killed role is not started again only to be stopped.
+    pub async fn revert(
+        &mut self,
+        id: u64,
+        reason: &str,
+        roles: &mut RoleSet,
+        restart: Option<&CancellationToken>,
+    ) -> Option<Reverted> {
+        let fault = self.active.remove(&id)?;
+        let mut problems: Vec<String> = Vec::new();
+        let mut role_state = None;
+        let done = match fault.undo {
+            Undo::Nothing => "nothing to undo".to_string(),
+            Undo::Resume { role } => match roles.signal(role, libc::SIGCONT) {
+                Ok(pid) => format!("SIGCONT to the {role} process (pid {pid})"),
+                Err(e) => {
+                    // A process that is gone is not hung any more: not a failed revert.
+                    format!("nothing to resume: {e}")
+                }
+            },
+            Undo::Restart { role, pid } => match restart {
+                None => format!("{role} not restarted: the agent is stopping its roles"),
+                Some(token) => {
+                    let (state, detail) = roles.restart_after(role, pid, token).await;
+                    if state != RoleState::Running {
+                        problems.push(format!(
+                            "restarting {role}: {}",
+                            detail.as_deref().unwrap_or("failed")
+                        ));
+                    }
+                    let text = format!(
+                        "{role} started again{}",
+                        detail
+                            .as_deref()
+                            .map(|d| format!(" ({d})"))
+                            .unwrap_or_default()
+                    );
+                    role_state = Some(AgentMsg::RoleState {
+                        role,
+                        state,
+                        detail,
+                    });
+                    text
+                }
+            },
+            Undo::Links(names) => {
+                let mut freed = Vec::new();
+                for name in &names {
+                    if let Some(h) = self.links.get_mut(name) {
+                        h.holders.remove(&id);
+                        if h.holders.is_empty()
+                            && let Some(h) = self.links.remove(name)
+                        {
+                            freed.push((name.clone(), h.snapshot));
+                        }
+                    }
+                }
+                let up: Vec<String> = freed.iter().map(|(n, _)| n.clone()).collect();
+                problems.extend(net::set_links_each(&up, true).await);
+                for (name, snap) in &freed {
+                    problems.extend(net::restore(name, snap).await);
+                }
+                // Report the revert once the links carry traffic again, not when `ip` returned.
+                let dark = net::wait_operational(&up, LINK_UP_WAIT).await;
+                if up.is_empty() {
+                    "links stay down: another fault holds them".to_string()
+                } else if dark.is_empty() {
+                    format!("link up: {}", up.join(", "))
+                } else {
+                    // Not the revert's failure: the link is up, the carrier is not there (yet).
+                    tracing::warn!(links = %dark.join(", "), "link up but no carrier yet");
+                    format!(
+                        "link up: {}; no carrier within {LINK_UP_WAIT:?} on {}",
+                        up.join(", "),
+                        dark.join(", ")
+                    )
+                }
+            }
+            Undo::NftTable(table) => match net::nft_delete(&table).await {
+                Ok(()) => format!("nftables table inet {table} deleted"),
+                Err(e) => {
+                    problems.push(e);
+                    format!("nftables table inet {table} not deleted")
+                }
+            },
+            Undo::Qdiscs(links) => {
+                problems.extend(net::delay_del(&links).await);
+                format!("netem removed from {}", links.join(", "))
+            }
+        };
+        let at_ns = mono_ns();
+        let clean = problems.is_empty();
+        let detail = if clean {
+            done
+        } else {
+            format!("{done}; problems: {}", problems.join("; "))
+        };
+        if clean {
+            tracing::info!(id, kind = kind_name(&fault.action), reason, %detail, "fault reverted");
+        } else {
+            tracing::error!(id, kind = kind_name(&fault.action), reason, %detail, "fault revert incomplete");
+        }
+        Some(Reverted {
+            id,
+            at_ns,
+            detail,
+            clean,
+            role_state,
+        })
+    }
+
+    /// Reverts every fault held, newest first.
+    pub async fn revert_all(
+        &mut self,
+        reason: &str,
+        roles: &mut RoleSet,
+        restart: Option<&CancellationToken>,
+    ) -> Vec<Reverted> {
+        let mut out = Vec::new();
+        let ids: Vec<u64> = self.active.keys().rev().copied().collect();
+        for id in ids {
+            if let Some(r) = self.revert(id, reason, roles, restart).await {
+                out.push(r);
+            }
+        }
+        out
+    }
+}
+
+/// The nftables table of fault `id` (family inet).
+pub fn table_name(id: u64) -> String {
+    format!("halab_fault_{id}")
+}
+
+/// Signals `role`'s process; (T_fault, pid, detail).
+fn signal(roles: &RoleSet, role: Role, sig: i32, what: &str) -> Result<(u64, u32, String), String> {
+    let pid = roles.signal(role, sig)?;
+    let at = mono_ns();
+    Ok((at, pid, format!("{what} to the {role} process (pid {pid})")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_names_match_the_protocol() {
+        let action = FaultAction::Loss {
+            percent: 1.0,
+            direction: halab_protocol::Direction::In,
+        };
+        let json = serde_json::to_value(&action).unwrap();
+        assert_eq!(json["kind"], kind_name(&action));
+        let action = FaultAction::NicDown { interface: None };
+        assert_eq!(
+            serde_json::to_value(&action).unwrap()["kind"],
+            kind_name(&action)
+        );
+        assert!(KINDS.contains(&kind_name(&action)));
+    }
+
+    #[tokio::test]
+    async fn leases_come_due_in_deadline_order() {
+        let mut ledger = FaultLedger::new();
+        let roles = RoleSet::new(tokio::sync::mpsc::channel(8).0);
+        // Process faults on roles that are not running fail and leave nothing held.
+        let err = ledger
+            .apply(
+                1,
+                FaultAction::ProcessKill {
+                    role: Role::Primary,
+                },
+                None,
+                &roles,
+            )
+            .await
+            .unwrap_err();
+        assert!(err.contains("not running"), "{err}");
+        assert!(ledger.is_empty());
+        assert_eq!(ledger.next_expiry(), None);
+
+        let now = Instant::now();
+        for (id, ms) in [(1u64, Some(300u64)), (2, Some(100)), (3, None)] {
+            ledger.active.insert(
+                id,
+                ActiveFault {
+                    action: FaultAction::ProcessResume { role: Role::Logger },
+                    applied_ns: 0,
+                    deadline: ms.map(|ms| now + Duration::from_millis(ms)),
+                    undo: Undo::Nothing,
+                },
+            );
+        }
+        assert_eq!(ledger.next_expiry(), Some(now + Duration::from_millis(100)));
+        assert!(ledger.expired(now).is_empty());
+        assert_eq!(ledger.expired(now + Duration::from_millis(150)), vec![2]);
+        assert_eq!(ledger.expired(now + Duration::from_secs(1)), vec![2, 1]);
+        // Duplicate ids are refused.
+        let err = ledger
+            .apply(3, FaultAction::Delay { delay_ms: 1 }, None, &roles)
+            .await
+            .unwrap_err();
+        assert!(err.contains("already active"), "{err}");
+
+        let mut roles = roles;
+        let r = ledger
+            .revert(2, REVERT_LEASE_EXPIRED, &mut roles, None)
+            .await
+            .unwrap();
+        assert!(r.clean && r.at_ns > 0);
+        assert_eq!(
+            ledger.revert(2, REVERT_REQUESTED, &mut roles, None).await,
+            None
+        );
+        let rest = ledger
+            .revert_all(REVERT_CHANNEL_CLOSED, &mut roles, None)
+            .await;
+        assert_eq!(rest.iter().map(|r| r.id).collect::<Vec<_>>(), vec![3, 1]);
+        assert!(ledger.is_empty());
+        assert_eq!(ledger.next_expiry(), None);
+    }
+}
