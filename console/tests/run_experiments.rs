@@ -246,3 +246,114 @@ fn a_2x2_matrix_with_2_repetitions_gives_8_records() {
     assert_eq!(cells[0], ("echo".to_string(), 1));
     assert_eq!(cells[7], ("interactive".to_string(), 2));
 }
+
+/// Output of `cmd` inside namespace `ns`, or empty when it cannot run (namespace gone).
+fn in_ns(ns: &str, cmd: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(cmd)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn kill_9_of_the_console_reverts_every_fault_within_2_s() {
+    if !netns_available("kill_9_of_the_console_reverts_every_fault_within_2_s") {
+        return;
+    }
+    let lab = Lab::new("t-k9f");
+    let file = lab.path("experiment.toml");
+    std::fs::write(
+        &file,
+        "topology = \"topology.toml\"\nname = \"k9\"\n[run]\nmode = \"none\"\nworkload = \"bulk\"\n\
+         size = \"1000GB\"\n\
+         [[faults]]\nat = \"100ms\"\nkind = \"loss\"\npercent = 100\ntarget = \"backup\"\n\
+         [[faults]]\nat = \"100ms\"\nkind = \"nic-down\"\ntarget = \"logger\"\n",
+    )
+    .unwrap();
+    let mut console = lab
+        .halab()
+        .arg("run")
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until both faults hold: the backup has a fault table, the logger's link is down.
+    let (backup, logger) = ("hl.t-k9f.backup", "hl.t-k9f.logger");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let tables = in_ns(backup, &["nft", "list", "tables"]);
+        let link = in_ns(logger, &["ip", "-o", "link", "show", "service"]);
+        if tables.contains("halab_fault_") && link.contains("state DOWN") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "faults never applied: {tables} {link}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    console.kill().unwrap(); // SIGKILL: the console gets no chance to revert anything
+    console.wait().unwrap();
+    let killed = Instant::now();
+    loop {
+        let tables = in_ns(backup, &["nft", "list", "tables"]);
+        let link = in_ns(logger, &["ip", "-o", "link", "show", "service"]);
+        if !tables.contains("halab_fault_") && !link.contains("state DOWN") {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(2),
+            "faults still in place 2 s after the console died: {tables} {link}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!(
+        "faults reverted {:?} after kill -9 of the console",
+        killed.elapsed()
+    );
+}
+
+#[test]
+fn power_off_of_the_primary_is_detected_by_the_client_s_timeout_and_undone_between_runs() {
+    if !netns_available("power_off_of_the_primary_is_detected_by_the_client_s_timeout") {
+        return;
+    }
+    let lab = Lab::new("t-power");
+    // Two repetitions: the second only works if the first run's power-off was undone (links
+    // up, agent back, server restarted).
+    let records = lab.run(
+        "name = \"power\"\nrepetitions = 2\n[run]\nmode = \"none\"\nworkload = \"bulk\"\n\
+         size = \"100MB\"\n\
+         [[faults]]\nat = \"40%\"\nkind = \"power-off\"\ntarget = \"primary\"\n",
+    );
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        assert_clean(r);
+        // A powered-off server sends nothing, not even a FIN: the client only learns of it
+        // from its own idle timeout (1 s).
+        let detect = r["detect_ms"].as_f64().expect("detect_ms");
+        assert!(
+            (1000.0..1300.0).contains(&detect),
+            "detected after {detect} ms: {r}"
+        );
+        assert!(
+            r["connections"][0]["detect_reason"]
+                .as_str()
+                .unwrap()
+                .contains("no data for 1000 ms")
+        );
+        assert_eq!(
+            r["connections"][0]["servers_used"],
+            serde_json::json!(["10.10.0.100", "10.10.0.2"])
+        );
+        assert!(
+            r["faults"][0]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("powered off")
+        );
+    }
+}

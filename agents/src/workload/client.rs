@@ -343,11 +343,13 @@ async fn bulk(c: &mut Client<'_>) -> Result<(), String> {
             c.failed(Failure::io(e));
             continue;
         }
-        match c
-            .receive(&mut s, c.spec.size)
-            .await
-            .and(expect_fin(c, &mut s).await)
-        {
+        // The FIN is awaited only once every byte is in: `Result::and` would evaluate (and
+        // wait for) it even after a failed receive, doubling the detection time.
+        let outcome = match c.receive(&mut s, c.spec.size).await {
+            Ok(()) => expect_fin(c, &mut s).await,
+            Err(f) => Err(f),
+        };
+        match outcome {
             Ok(()) => {
                 c.meter.on_latency(mono_ns().saturating_sub(sent));
                 return Ok(());
@@ -405,7 +407,11 @@ async fn download(c: &mut Client<'_>) -> Result<(), String> {
         let before = c.checker.progress().bytes_received;
         let r = c.receive(&mut s, size - offset).await;
         offset += c.checker.progress().bytes_received - before;
-        match r.and(expect_fin(c, &mut s).await) {
+        let outcome = match r {
+            Ok(()) => expect_fin(c, &mut s).await,
+            Err(f) => Err(f),
+        };
+        match outcome {
             Ok(()) => {
                 c.meter.on_latency(mono_ns().saturating_sub(sent));
                 return Ok(());
