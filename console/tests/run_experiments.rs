@@ -334,11 +334,20 @@ fn power_off_of_the_primary_is_detected_by_the_client_s_timeout_and_undone_betwe
         assert_clean(r);
         // A powered-off server sends nothing, not even a FIN: the client only learns of it
         // from its own idle timeout (1 s).
+        // The client's timer runs from its last received byte, which can precede T_fault by
+        // the time the links take to go down: the gap itself is at least the timeout.
+        let stall = r["stall_ms"].as_f64().expect("stall_ms");
+        assert!(
+            (1000.0..1300.0).contains(&stall),
+            "stall of {stall} ms: {r}"
+        );
         let detect = r["detect_ms"].as_f64().expect("detect_ms");
         assert!(
-            (1000.0..1300.0).contains(&detect),
+            (950.0..1300.0).contains(&detect),
             "detected after {detect} ms: {r}"
         );
+        assert!(r["faults"][0]["reverted_ms"].as_f64().unwrap() > detect);
+        assert_eq!(r["faults"][0]["revert_reason"], "end of run");
         assert!(
             r["connections"][0]["detect_reason"]
                 .as_str()
@@ -356,4 +365,43 @@ fn power_off_of_the_primary_is_detected_by_the_client_s_timeout_and_undone_betwe
                 .contains("powered off")
         );
     }
+}
+
+#[test]
+fn delay_is_refused_before_the_first_run_on_a_kernel_without_netem() {
+    if !netns_available("delay_is_refused_before_the_first_run_on_a_kernel_without_netem") {
+        return;
+    }
+    let lab = Lab::new("t-delay");
+    let file = lab.path("experiment.toml");
+    std::fs::write(
+        &file,
+        "topology = \"topology.toml\"\nname = \"delay\"\n[run]\nmode = \"none\"\n\
+         [[faults]]\nat = \"1s\"\nkind = \"delay\"\ndelay_ms = 50\ntarget = \"primary\"\n",
+    )
+    .unwrap();
+    let out = lab.halab().arg("run").arg(&file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let netem = Command::new("unshare")
+        .args([
+            "--net", "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if netem {
+        eprintln!("this kernel has netem: the refusal cannot be shown here");
+        return;
+    }
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("fault `delay` cannot run on host primary") && stderr.contains("netem"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("run 1/"),
+        "refused before the first run: {stderr}"
+    );
+    // Nothing left: the testbed was taken down again.
+    let left = support::run("ip", &["netns", "list"]);
+    assert!(!left.contains("hl.t-delay."), "{left}");
 }

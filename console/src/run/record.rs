@@ -71,6 +71,12 @@ pub struct FaultRecord {
     pub scheduled_ms: f64,
     /// When it took effect, ms after the client started; null if it failed.
     pub at_ms: Option<f64>,
+    /// When it was undone, ms after the client started; null if it was not (a kill that the
+    /// run's end undid counts: the role restarted).
+    pub reverted_ms: Option<f64>,
+    /// Why it was undone: "lease expired", "requested" (end of run), "end of run",
+    /// "channel closed".
+    pub revert_reason: Option<String>,
     pub detail: String,
     pub error: Option<String>,
 }

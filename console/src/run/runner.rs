@@ -89,10 +89,6 @@ pub struct Runner<'a> {
     next_id: u64,
     /// Failure-free duration per matrix cell, for faults timed as a fraction of it.
     calibration: BTreeMap<usize, Duration>,
-    /// Faults held by agents in the current run, reverted when it ends.
-    active: Vec<(String, u64)>,
-    /// Hosts powered off in the current run, powered on when it ends.
-    powered_off: Vec<String>,
 }
 
 /// What firing a fault led to.
@@ -121,8 +117,6 @@ impl<'a> Runner<'a> {
             experiment,
             next_id: 1,
             calibration: BTreeMap::new(),
-            active: Vec::new(),
-            powered_off: Vec::new(),
         })
     }
 
@@ -156,16 +150,20 @@ impl<'a> Runner<'a> {
             .any(|f| matches!(f.at, FaultAt::Fraction(_)));
         if needs_calibration && !self.calibration.contains_key(&plan.cell) {
             tracing::info!(cell = plan.cell, "failure-free calibration run");
-            let (result, _) = self.client_run(&spec, &[], None).await?;
+            let mut log = FaultLog::default();
+            let result = self.client_run(&spec, &[], None, &mut log).await?;
             let d = Duration::from_nanos(result.ended_ns.saturating_sub(result.started_ns));
             self.calibration.insert(plan.cell, d);
             self.ensure_servers().await?;
         }
         let base = self.calibration.get(&plan.cell).copied();
-        let outcome = self.client_run(&spec, &plan.faults, base).await;
-        // Revert: every server role runs again for the next run, whatever happened.
-        self.revert(&plan.faults).await;
-        outcome
+        let mut log = FaultLog::default();
+        let outcome = self.client_run(&spec, &plan.faults, base, &mut log).await;
+        // Revert: every fault undone and every server role running for the next run,
+        // whatever happened; the revert times go into the record.
+        self.revert(&mut log).await;
+        let result = outcome?;
+        Ok((result.clone(), log.finish(result.started_ns)))
     }
 
     /// Starts every server role (primary, backup) that is not running, and waits until each
@@ -254,7 +252,8 @@ impl<'a> Runner<'a> {
         spec: &ClientSpec,
         faults: &[FaultSpec],
         base: Option<Duration>,
-    ) -> Result<(ClientResult, Vec<FaultRecord>), RunError> {
+        log: &mut FaultLog,
+    ) -> Result<ClientResult, RunError> {
         let snapshot = self.testbed.snapshot();
         let topo = self.testbed.topology.clone();
         let client_host = topo
@@ -277,12 +276,9 @@ impl<'a> Runner<'a> {
         // power-off's lease ends. Faults on agents carry their lease themselves.
         enum Step {
             Fire(usize),
-            PowerOn(String),
+            PowerOn(String, usize),
         }
         let mut pending: Vec<(tokio::time::Instant, Step)> = Vec::new();
-        let mut records: Vec<FaultRecord> = Vec::new();
-        // When each fault took effect, on the console clock.
-        let mut applied_ns: Vec<Option<u64>> = vec![None; faults.len()];
         let t0 = tokio::time::Instant::now();
         for (i, f) in faults.iter().enumerate() {
             let after = match f.at {
@@ -290,21 +286,22 @@ impl<'a> Runner<'a> {
                 FaultAt::Fraction(x) => base.map(|b| b.mul_f64(x)).unwrap_or_default(),
             };
             let (host, _) = resolve_target(&topo, &f.target);
-            records.push(FaultRecord {
+            log.add(FaultRecord {
                 kind: f.kind.as_str().to_string(),
                 target: target_text(&f.target),
                 host: host.clone().unwrap_or_default(),
                 scheduled_ms: after.as_secs_f64() * 1000.0,
                 at_ms: None,
+                reverted_ms: None,
+                revert_reason: None,
                 detail: String::new(),
                 error: None,
             });
             match host {
                 Some(_) => pending.push((t0 + after, Step::Fire(i))),
-                None => records[i].error = Some("no host holds that target now".into()),
+                None => log.records[i].error = Some("no host holds that target now".into()),
             }
         }
-        let mut outstanding: BTreeMap<u64, usize> = BTreeMap::new();
         let deadline = t0 + self.experiment.run_timeout + Duration::from_secs(10);
 
         let result = loop {
@@ -314,26 +311,19 @@ impl<'a> Runner<'a> {
                 _ = tokio::time::sleep_until(next_step.unwrap_or(deadline)), if next_step.is_some() => {
                     let (_, step) = pending.remove(0);
                     match step {
-                        Step::PowerOn(host) => {
-                            if let Err(e) = self.testbed.power_on(&host).await {
-                                tracing::warn!(%host, error = %crate::error::chain(&e), "power-on failed");
-                            }
-                        }
+                        Step::PowerOn(host, i) => self.power_on(&host, i, "lease expired", log).await,
                         Step::Fire(i) => {
                             let f = &faults[i];
                             match self.fire(&topo, f).await {
-                                Err(e) => records[i].error = Some(e),
-                                Ok(Fired::Agent { host, id }) => {
-                                    outstanding.insert(id, i);
-                                    self.active.push((host, id));
-                                }
+                                Err(e) => log.records[i].error = Some(e),
+                                Ok(Fired::Agent { host, id }) => log.sent(id, host, i),
                                 Ok(Fired::Done { at_ns, detail, host }) => {
-                                    applied_ns[i] = Some(at_ns);
-                                    records[i].detail = detail;
+                                    log.applied_ns[i] = Some(at_ns);
+                                    log.records[i].detail = detail;
                                     if f.kind == FaultKind::PowerOff {
                                         match f.duration {
-                                            Some(lease) => pending.push((tokio::time::Instant::now() + lease, Step::PowerOn(host))),
-                                            None => self.powered_off.push(host),
+                                            Some(lease) => pending.push((tokio::time::Instant::now() + lease, Step::PowerOn(host, i))),
+                                            None => log.powered_off.push((host, i)),
                                         }
                                     }
                                 }
@@ -356,39 +346,27 @@ impl<'a> Runner<'a> {
                         AgentMsg::ClientDone { run: r, result } if r == run && host == client_host => {
                             break *result;
                         }
-                        other => note_fault(&snapshot, &host, other, &mut outstanding, &mut records, &mut applied_ns),
+                        other => log.note(&snapshot, &host, other),
                     }
                 }
             }
         };
         // Power-offs whose lease had not ended when the client finished are undone in revert.
         for (_, step) in pending {
-            if let Step::PowerOn(host) = step {
-                self.powered_off.push(host);
+            if let Step::PowerOn(host, i) = step {
+                log.powered_off.push((host, i));
             }
         }
         // Faults still answering when the client finished.
         let wait_until = tokio::time::Instant::now() + FAULT_TIMEOUT;
-        while !outstanding.is_empty() {
+        while log.awaiting_applied() {
             match tokio::time::timeout_at(wait_until, self.inbox.recv()).await {
-                Ok(Some((host, msg))) => note_fault(
-                    &snapshot,
-                    &host,
-                    msg,
-                    &mut outstanding,
-                    &mut records,
-                    &mut applied_ns,
-                ),
+                Ok(Some((host, msg))) => log.note(&snapshot, &host, msg),
                 Ok(None) | Err(_) => break,
             }
         }
-        // Move the client's times onto the console clock, relative to the run's start.
-        let result = shift_result(result, &snapshot, &client_host);
-        // Fault times relative to the client's start, now that both are on the console clock.
-        for (rec, at) in records.iter_mut().zip(&applied_ns) {
-            rec.at_ms = at.map(|t| ms_between(result.started_ns, t));
-        }
-        Ok((result, records))
+        // Move the client's times onto the console clock.
+        Ok(shift_result(result, &snapshot, &client_host))
     }
 
     /// Fires fault `f` at the host its target names now.
@@ -460,22 +438,122 @@ impl<'a> Runner<'a> {
 
     /// Undoes the run's faults: agents revert what they still hold (a killed server starts
     /// again, a hung one resumes, links come up, rules go), powered-off hosts come back, and
-    /// every server role runs again for the next run.
-    async fn revert(&mut self, _faults: &[FaultSpec]) {
-        for (host, id) in std::mem::take(&mut self.active) {
+    /// every server role runs again for the next run. Revert times go into `log`.
+    async fn revert(&mut self, log: &mut FaultLog) {
+        let snapshot = self.testbed.snapshot();
+        for (id, host) in log.held() {
             let _ = self
                 .testbed
                 .send(&host, ConsoleMsg::RevertFault { id })
                 .await;
         }
-        for host in std::mem::take(&mut self.powered_off) {
-            if let Err(e) = self.testbed.power_on(&host).await {
-                tracing::warn!(%host, error = %crate::error::chain(&e), "could not power on");
+        let wait_until = tokio::time::Instant::now() + FAULT_TIMEOUT;
+        while !log.held().is_empty() {
+            match tokio::time::timeout_at(wait_until, self.inbox.recv()).await {
+                Ok(Some((host, msg))) => log.note(&snapshot, &host, msg),
+                Ok(None) | Err(_) => break,
             }
+        }
+        for (host, i) in std::mem::take(&mut log.powered_off) {
+            self.power_on(&host, i, "end of run", log).await;
         }
         if let Err(e) = self.ensure_servers().await {
             tracing::warn!(error = %crate::error::chain(&e), "could not restart the servers");
         }
+    }
+
+    /// Powers `host` on again, the revert of power-off fault `i`.
+    async fn power_on(&mut self, host: &str, i: usize, reason: &str, log: &mut FaultLog) {
+        match self.testbed.power_on(host).await {
+            Ok(()) => {
+                log.reverted_ns[i] = Some(halab_protocol::mono_ns());
+                log.records[i].revert_reason = Some(reason.to_string());
+            }
+            Err(e) => {
+                let e = crate::error::chain(&e);
+                tracing::warn!(%host, error = %e, "power-on failed");
+                log.records[i].error = Some(format!("power-on failed: {e}"));
+            }
+        }
+    }
+}
+
+/// What happened to one run's faults, on the console's clock.
+#[derive(Default)]
+struct FaultLog {
+    records: Vec<FaultRecord>,
+    applied_ns: Vec<Option<u64>>,
+    reverted_ns: Vec<Option<u64>>,
+    /// Agent fault ids sent and not yet answered, by fault index.
+    awaiting: BTreeMap<u64, usize>,
+    /// Agent fault ids applied and not yet reverted: (host, fault index).
+    holding: BTreeMap<u64, (String, usize)>,
+    /// Hosts powered off and not yet on again: (host, fault index).
+    powered_off: Vec<(String, usize)>,
+}
+
+impl FaultLog {
+    fn add(&mut self, record: FaultRecord) {
+        self.records.push(record);
+        self.applied_ns.push(None);
+        self.reverted_ns.push(None);
+    }
+
+    /// Fault `i` was sent to `host`'s agent as `id`.
+    fn sent(&mut self, id: u64, host: String, i: usize) {
+        self.awaiting.insert(id, i);
+        self.holding.insert(id, (host, i));
+    }
+
+    fn awaiting_applied(&self) -> bool {
+        !self.awaiting.is_empty()
+    }
+
+    /// Agent faults still held: (id, host).
+    fn held(&self) -> Vec<(u64, String)> {
+        self.holding
+            .iter()
+            .map(|(id, (h, _))| (*id, h.clone()))
+            .collect()
+    }
+
+    /// Takes note of an agent's answer about a fault (other messages are not a run's
+    /// business and are dropped).
+    fn note(&mut self, snapshot: &TestbedState, host: &str, msg: AgentMsg) {
+        match msg {
+            AgentMsg::FaultApplied { id, at_ns, detail } => {
+                if let Some(i) = self.awaiting.remove(&id) {
+                    self.applied_ns[i] = Some(to_console_ns(snapshot, host, at_ns));
+                    tracing::info!(%host, %detail, "fault applied");
+                    self.records[i].detail = detail;
+                }
+            }
+            AgentMsg::FaultFailed { id, error } => {
+                if let Some(i) = self.awaiting.remove(&id) {
+                    tracing::warn!(%host, %error, "fault failed");
+                    self.records[i].error = Some(error);
+                    self.holding.remove(&id);
+                }
+            }
+            AgentMsg::FaultReverted { id, at_ns, reason } => {
+                if let Some((_, i)) = self.holding.remove(&id) {
+                    tracing::info!(%host, %reason, "fault reverted");
+                    self.reverted_ns[i] = Some(to_console_ns(snapshot, host, at_ns));
+                    self.records[i].revert_reason = Some(reason);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The records, with times in ms after `start_ns` (the client's start).
+    fn finish(self, start_ns: u64) -> Vec<FaultRecord> {
+        let mut records = self.records;
+        for (i, r) in records.iter_mut().enumerate() {
+            r.at_ms = self.applied_ns[i].map(|t| ms_between(start_ns, t));
+            r.reverted_ms = self.reverted_ns[i].map(|t| ms_between(start_ns, t));
+        }
+        records
     }
 }
 
@@ -492,33 +570,6 @@ fn partition_peers(topo: &Topology, peer: &str) -> Vec<String> {
     });
     host.map(|h| h.addresses.values().map(|a| a.to_string()).collect())
         .unwrap_or_default()
-}
-
-/// Takes note of a fault's outcome (other messages are not a run's business and are dropped).
-fn note_fault(
-    snapshot: &TestbedState,
-    host: &str,
-    msg: AgentMsg,
-    outstanding: &mut BTreeMap<u64, usize>,
-    records: &mut [FaultRecord],
-    applied_ns: &mut [Option<u64>],
-) {
-    match msg {
-        AgentMsg::FaultApplied { id, at_ns, detail } => {
-            if let Some(i) = outstanding.remove(&id) {
-                applied_ns[i] = Some(to_console_ns(snapshot, host, at_ns));
-                tracing::info!(%host, %detail, "fault applied");
-                records[i].detail = detail;
-            }
-        }
-        AgentMsg::FaultFailed { id, error } => {
-            if let Some(i) = outstanding.remove(&id) {
-                tracing::warn!(%host, %error, "fault failed");
-                records[i].error = Some(error);
-            }
-        }
-        _ => {}
-    }
 }
 
 /// The host a fault target names now, and the role whose process it hits there.
