@@ -168,6 +168,7 @@ pub fn in_netns<T: Send + 'static>(
     .expect("test thread panicked")
 }
 
+pub mod capture;
 pub mod fixtures;
 pub mod sshd;
 pub mod topology;
