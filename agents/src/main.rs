@@ -54,8 +54,17 @@ fn serve(args: &[String]) -> i32 {
             return 2;
         }
     }
-    let Some(runtime) = runtime("halab-agent serve") else {
-        return 1;
+    // One thread: a killed server is torn down, and its sockets closed, sooner than one with
+    // several workers, which keeps T_fault close to the FIN/RST the client sees.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("halab-agent serve: cannot start runtime: {e}");
+            return 1;
+        }
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let code = runtime.block_on(async {

@@ -163,6 +163,21 @@ impl RoleSet {
         self.start(role, parent).await
     }
 
+    /// Pid of `role`'s process, if it has one now.
+    pub fn pid(&self, role: Role) -> Result<u32, String> {
+        let r = self
+            .running
+            .get(&role)
+            .ok_or_else(|| format!("role {role} is not running on this host"))?;
+        match r.pid.load(Ordering::SeqCst) {
+            0 => Err(format!("role {role} has no process")),
+            pid if r.task.is_finished() => {
+                Err(format!("role {role} has no process (pid {pid} ended)"))
+            }
+            pid => Ok(pid),
+        }
+    }
+
     /// Sends `signal` to the process of `role`; returns its pid.
     pub fn signal(&self, role: Role, signal: i32) -> Result<u32, String> {
         let r = self

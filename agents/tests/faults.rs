@@ -335,6 +335,8 @@ struct Agent {
     rx: mpsc::Receiver<AgentMsg>,
     /// Everything received, for failure messages.
     seen: Vec<AgentMsg>,
+    /// Messages received while waiting for another, not yet matched by any `expect`.
+    unclaimed: Vec<AgentMsg>,
 }
 
 impl Agent {
@@ -375,6 +377,7 @@ impl Agent {
             stdin: stdin.clone(),
             rx,
             seen: Vec::new(),
+            unclaimed: Vec::new(),
         };
         agent.send(&ConsoleMsg::Hello {
             console_version: "test".into(),
@@ -417,6 +420,11 @@ impl Agent {
         limit: Duration,
         pred: impl Fn(&AgentMsg) -> bool,
     ) -> AgentMsg {
+        // A message that arrived while the test waited for another (a role's failure report
+        // can overtake the fault's own answer) is claimed first.
+        if let Some(i) = self.unclaimed.iter().position(&pred) {
+            return self.unclaimed.remove(i);
+        }
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -426,6 +434,7 @@ impl Agent {
                     if pred(&m) {
                         return m;
                     }
+                    self.unclaimed.push(m);
                 }
                 Err(_) => panic!(
                     "no {what} from the agent within {limit:?}; received: {:#?}",

@@ -637,6 +637,15 @@ fn power_off_sends_nothing_and_kills_every_process() {
     );
     assert_t_fault_at(last_down, "power-off");
 
+    // Fencing a host that is already off is a logged no-op: it stays off, nothing fails.
+    lab.rt
+        .block_on(lab.tb().fence("primary", "test: fence after power-off"))
+        .unwrap_or_else(|e| panic!("fence: {}", halab::error::chain(&e)));
+    assert_eq!(
+        lab.tb().snapshot().hosts[0].state,
+        halab::state::HostState::PoweredOff
+    );
+
     // Power-on: links up, a new agent connected, its role running and reachable again.
     {
         let Lab { rt, tb, .. } = &mut lab;

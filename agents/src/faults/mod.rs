@@ -169,10 +169,16 @@ impl FaultLedger {
             return Err(format!("fault {id} is already active on this host"));
         }
         let (at_ns, detail, undo) = match &action {
-            FaultAction::ProcessKill { role } => signal(roles, *role, libc::SIGKILL, "SIGKILL")
-                .map(|(at, pid, d)| (at, d, Undo::Restart { role: *role, pid }))?,
-            FaultAction::ProcessCrash { role } => signal(roles, *role, libc::SIGTERM, "SIGTERM")
-                .map(|(at, pid, d)| (at, d, Undo::Restart { role: *role, pid }))?,
+            FaultAction::ProcessKill { role } => {
+                signal_and_wait(roles, *role, libc::SIGKILL, "SIGKILL")
+                    .await
+                    .map(|(at, pid, d)| (at, d, Undo::Restart { role: *role, pid }))?
+            }
+            FaultAction::ProcessCrash { role } => {
+                signal_and_wait(roles, *role, libc::SIGTERM, "SIGTERM")
+                    .await
+                    .map(|(at, pid, d)| (at, d, Undo::Restart { role: *role, pid }))?
+            }
             FaultAction::ProcessHang { role } => signal(roles, *role, libc::SIGSTOP, "SIGSTOP")
                 .map(|(at, _, d)| (at, d, Undo::Resume { role: *role }))?,
             FaultAction::ProcessResume { role } => signal(roles, *role, libc::SIGCONT, "SIGCONT")
@@ -460,6 +466,64 @@ impl FaultLedger {
 /// The nftables table of fault `id` (family inet).
 pub fn table_name(id: u64) -> String {
     format!("halab_fault_{id}")
+}
+
+/// How long a signalled process is watched for its end.
+const EXIT_WAIT_MS: i32 = 2000;
+
+/// Signals `role`'s process with a signal that ends it. T_fault is the moment kill(2)
+/// returned, so every effect the client sees comes after it; how long the process then took to
+/// be gone (its sockets close, and the kernel sends FIN/RST, as its threads are torn down) is
+/// measured through a pidfd taken before the signal — so the pid cannot be reused in between —
+/// and reported in the detail.
+async fn signal_and_wait(
+    roles: &RoleSet,
+    role: Role,
+    sig: i32,
+    what: &str,
+) -> Result<(u64, u32, String), String> {
+    let pid = roles.pid(role)?;
+    // SAFETY: pidfd_open(2) on the pid of our own unreaped child; the descriptor is wrapped
+    // below and closed when dropped.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    let pidfd = (raw >= 0).then(|| {
+        use std::os::fd::FromRawFd;
+        // SAFETY: a fresh descriptor owned by nobody else.
+        unsafe { std::os::fd::OwnedFd::from_raw_fd(raw as i32) }
+    });
+    let signalled = roles.signal(role, sig)?;
+    let at_signal = mono_ns();
+    let Some(pidfd) = pidfd else {
+        return Ok((
+            at_signal,
+            signalled,
+            format!("{what} to the {role} process (pid {pid})"),
+        ));
+    };
+    let gone = tokio::task::spawn_blocking(move || {
+        use std::os::fd::AsRawFd;
+        let mut p = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll(2) on one pollfd we own; a pidfd becomes readable when the process exits.
+        let n = unsafe { libc::poll(&mut p, 1, EXIT_WAIT_MS) };
+        (n == 1).then(mono_ns)
+    })
+    .await
+    .ok()
+    .flatten();
+    let detail = match gone {
+        Some(at) => format!(
+            "{what} to the {role} process (pid {pid}); it was gone {:.3} ms later",
+            at.saturating_sub(at_signal) as f64 / 1e6
+        ),
+        None => format!(
+            "{what} to the {role} process (pid {pid}); still running {EXIT_WAIT_MS} ms later"
+        ),
+    };
+    Ok((at_signal, signalled, detail))
 }
 
 /// Signals `role`'s process; (T_fault, pid, detail).

@@ -286,14 +286,7 @@ pub fn pids_in_namespaces(namespaces: &[String]) -> BTreeMap<String, Vec<i32>> {
 /// the links were down (T_fault) and the processes killed.
 pub fn power_off(ns: &str) -> Result<(u64, usize), LocalError> {
     let links = links_in(ns);
-    let cmds: Vec<String> = links
-        .iter()
-        .map(|l| format!("link set dev {l} down"))
-        .collect();
-    if !cmds.is_empty() {
-        ip_batch(Some(ns), &cmds, false)?;
-    }
-    let at_ns = halab_protocol::mono_ns();
+    let at_ns = links_down_now(ns, links)?;
     let pids = pids_in_namespaces(&[ns.to_string()])
         .remove(ns)
         .unwrap_or_default();
@@ -302,6 +295,67 @@ pub fn power_off(ns: &str) -> Result<(u64, usize), LocalError> {
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
     Ok((at_ns, pids.len()))
+}
+
+/// Takes `links` of namespace `ns` down with SIOCSIFFLAGS from a thread that entered the
+/// namespace, and returns the moment the last one was down: the ioctl returns once the kernel
+/// has stopped the device, so the timestamp is within microseconds of the fault taking effect
+/// (an `ip` process would add its own exit and reaping to T_fault).
+fn links_down_now(ns: &str, links: Vec<String>) -> Result<u64, LocalError> {
+    let path = netns_path(ns);
+    let thread = std::thread::spawn(move || -> Result<u64, String> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // SAFETY: setns(2) on this thread only, with a namespace file we hold open; the thread
+        // ends right after, so no other work runs in the testbed's namespace.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("setns: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: a plain datagram socket, closed below, used only for interface ioctls.
+        let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if sock < 0 {
+            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+        }
+        let mut result = Ok(());
+        for link in &links {
+            if let Err(e) = set_down(sock, link) {
+                result = Err(format!("{link}: {e}"));
+                break;
+            }
+        }
+        let at = halab_protocol::mono_ns();
+        // SAFETY: closing the socket opened above.
+        unsafe { libc::close(sock) };
+        result.map(|()| at)
+    });
+    thread
+        .join()
+        .map_err(|_| LocalError::Io("link-down thread panicked".into()))?
+        .map_err(|e| LocalError::Io(format!("taking the links of {ns} down: {e}")))
+}
+
+/// Clears IFF_UP on interface `name` (SIOCGIFFLAGS, then SIOCSIFFLAGS).
+fn set_down(sock: libc::c_int, name: &str) -> std::io::Result<()> {
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.len() >= req.ifr_name.len() {
+        return Err(std::io::Error::other("interface name too long"));
+    }
+    for (d, b) in req.ifr_name.iter_mut().zip(bytes) {
+        *d = *b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the flags member of the ifreq we own.
+    unsafe {
+        if libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags &= !(libc::IFF_UP as libc::c_short);
+        if libc::ioctl(sock, libc::SIOCSIFFLAGS, &req) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Power-on of a host: its links up again (the agent is restarted by the orchestrator).
