@@ -204,6 +204,34 @@ impl Client<'_> {
         Ok(())
     }
 
+    /// Receives the rest of a stream: `want` bytes, then the server's FIN. `Some` ends the
+    /// connection's work (done, or stopped); `None` means the attempt failed and was recorded,
+    /// and the caller tries the next server.
+    async fn finish_stream(
+        &mut self,
+        s: &mut TcpStream,
+        want: u64,
+        sent: u64,
+    ) -> Option<Result<(), String>> {
+        // The FIN is awaited only once every byte is in: `Result::and` would evaluate (and
+        // wait for) it even after a failed receive, doubling the detection time.
+        let outcome = match self.receive(s, want).await {
+            Ok(()) => expect_fin(self, s).await,
+            Err(f) => Err(f),
+        };
+        match outcome {
+            Ok(()) => {
+                self.meter.on_latency(mono_ns().saturating_sub(sent));
+                Some(Ok(()))
+            }
+            Err(_) if self.stop.is_cancelled() => Some(Err("stopped".into())),
+            Err(f) => {
+                self.failed(f);
+                None
+            }
+        }
+    }
+
     fn finish(self, error: Option<String>) -> ConnectionResult {
         let (detect_ns, detect_reason) = match self.detect {
             Some((t, r)) => (Some(t), Some(r)),
@@ -343,19 +371,8 @@ async fn bulk(c: &mut Client<'_>) -> Result<(), String> {
             c.failed(Failure::io(e));
             continue;
         }
-        // The FIN is awaited only once every byte is in: `Result::and` would evaluate (and
-        // wait for) it even after a failed receive, doubling the detection time.
-        let outcome = match c.receive(&mut s, c.spec.size).await {
-            Ok(()) => expect_fin(c, &mut s).await,
-            Err(f) => Err(f),
-        };
-        match outcome {
-            Ok(()) => {
-                c.meter.on_latency(mono_ns().saturating_sub(sent));
-                return Ok(());
-            }
-            Err(_) if c.stop.is_cancelled() => return Err("stopped".into()),
-            Err(f) => c.failed(f),
+        if let Some(done) = c.finish_stream(&mut s, c.spec.size, sent).await {
+            return done;
         }
     }
 }
@@ -405,19 +422,11 @@ async fn download(c: &mut Client<'_>) -> Result<(), String> {
             continue;
         }
         let before = c.checker.progress().bytes_received;
-        let r = c.receive(&mut s, size - offset).await;
-        offset += c.checker.progress().bytes_received - before;
-        let outcome = match r {
-            Ok(()) => expect_fin(c, &mut s).await,
-            Err(f) => Err(f),
-        };
-        match outcome {
-            Ok(()) => {
-                c.meter.on_latency(mono_ns().saturating_sub(sent));
-                return Ok(());
-            }
-            Err(_) if c.stop.is_cancelled() => return Err("stopped".into()),
-            Err(f) => c.failed(f),
+        let done = c.finish_stream(&mut s, size - offset, sent).await;
+        // Every byte received in order moves the resume point; never past the end.
+        offset = (offset + c.checker.progress().bytes_received - before).min(size);
+        if let Some(done) = done {
+            return done;
         }
     }
 }
