@@ -689,8 +689,36 @@ fn process_kill_sends_fin_or_rst_at_t_fault() {
     if !netns_available("process_kill_sends_fin_or_rst_at_t_fault") {
         return;
     }
+    process_end_sends_fin_or_rst(
+        "t-f-kill",
+        "process-kill",
+        FaultAction::ProcessKill {
+            role: Role::Primary,
+        },
+    );
+}
+
+/// Process crash with cleanup: SIGTERM ends the server, and the kernel closes its connections
+/// with FIN/RST as for a kill (DESIGN §6: the fault ST-TCP must hold the FIN back for).
+#[test]
+fn process_crash_sends_fin_or_rst_at_t_fault() {
+    if !netns_available("process_crash_sends_fin_or_rst_at_t_fault") {
+        return;
+    }
+    process_end_sends_fin_or_rst(
+        "t-f-crash",
+        "process-crash",
+        FaultAction::ProcessCrash {
+            role: Role::Primary,
+        },
+    );
+}
+
+/// A fault that ends the primary's server process (`action`): FIN or RST on the wire at
+/// T_fault, the client notices the close and moves to the backup.
+fn process_end_sends_fin_or_rst(testbed: &str, what: &str, action: FaultAction) {
     let _serial = serial();
-    let mut lab = Lab::up("t-f-kill");
+    let mut lab = Lab::up(testbed);
     let agent = lab.tb().snapshot().hosts[0].agent_pid.expect("agent pid") as i32;
     let server: Vec<i32> = lab
         .pids("primary")
@@ -705,16 +733,7 @@ fn process_kill_sends_fin_or_rst_at_t_fault() {
     let exited = watch_exit(server[0]);
     let cap = Capture::start(&lab.ns("client"), WORKLOAD_PORT);
     lab.start_client(1, 1000);
-    let t_fault = lab
-        .inject(
-            "primary",
-            1,
-            FaultAction::ProcessKill {
-                role: Role::Primary,
-            },
-            None,
-        )
-        .expect("process kill");
+    let t_fault = lab.inject("primary", 1, action, None).expect(what);
     // The client sees the close and goes on at the backup at once.
     std::thread::sleep(Duration::from_millis(500));
     lab.wait_bytes_above(lab.bytes + 1_000_000, Duration::from_secs(5), "resumed");
@@ -724,7 +743,10 @@ fn process_kill_sends_fin_or_rst_at_t_fault() {
 
     let primary = from_primary(&packets);
     let closing: Vec<&Packet> = primary.iter().copied().filter(|p| p.fin_or_rst()).collect();
-    assert!(!closing.is_empty(), "no FIN or RST from the killed primary");
+    assert!(
+        !closing.is_empty(),
+        "{what}: no FIN or RST from the primary"
+    );
     let first = closing[0];
     let delay = diff(first.at_ns, t_fault);
     let last_data = primary
@@ -738,7 +760,7 @@ fn process_kill_sends_fin_or_rst_at_t_fault() {
         .sum();
     let c = &result.connections[0];
     eprintln!(
-        "process-kill: first {} from the primary at T_fault {:+.3} ms (kernel stamp; {:+.3} ms \
+        "{what}: first {} from the primary at T_fault {:+.3} ms (kernel stamp; {:+.3} ms \
          by receipt), after {drained} bytes of queued data sent since T_fault; the server \
          process gone at T_fault {:+.3} ms (pidfd); {} FIN/RST in all; last data before it at \
          T_fault {:+.3} ms; client: {:?} at T_fault {:+.3} ms, servers {:?}; FIN within 1 ms \
