@@ -10,7 +10,7 @@ use halab_protocol::io::{FrameReader, write_frame};
 use halab_protocol::{AGENT_SILENCE_LIMIT, AgentMsg, ConsoleMsg, HALAB_VERSION, mono_ns};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -284,8 +284,8 @@ async fn client_run(
     cancel: CancellationToken,
     tx: mpsc::Sender<AgentMsg>,
 ) {
-    let progress = Arc::new(AtomicU64::new(0));
-    let work = client::run(spec, cancel, progress.clone());
+    let live = Arc::new(client::Live::default());
+    let work = client::run(spec, cancel, live.clone());
     tokio::pin!(work);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -293,11 +293,16 @@ async fn client_run(
         tokio::select! {
             r = &mut work => break r,
             _ = tick.tick() => {
-                let _ = tx.try_send(AgentMsg::ClientTelemetry {
-                    run,
-                    at_ns: mono_ns(),
-                    bytes: progress.load(Ordering::Relaxed),
-                });
+                // Events are taken only when there is room to send them: a full queue skips
+                // this sample, and its events go with the next.
+                if let Ok(permit) = tx.try_reserve() {
+                    permit.send(AgentMsg::ClientTelemetry {
+                        run,
+                        at_ns: mono_ns(),
+                        bytes: live.bytes.load(Ordering::Relaxed),
+                        events: live.take_events(),
+                    });
+                }
             }
         }
     };

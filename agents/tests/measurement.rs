@@ -8,7 +8,6 @@ use halab_workload::ByteRange;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -88,7 +87,12 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 async fn run_client(spec: ClientSpec) -> ClientResult {
-    client::run(spec, CancellationToken::new(), Arc::new(AtomicU64::new(0))).await
+    client::run(
+        spec,
+        CancellationToken::new(),
+        Arc::new(client::Live::default()),
+    )
+    .await
 }
 
 /// What the relay does to the server→client byte stream, by stream offset.
@@ -254,10 +258,10 @@ fn a_server_paused_500_ms_gives_a_500_ms_stall() {
     // could arrive during the pause, so the client's longest gap is the pause itself.
     let server = Server::start();
     let rt = rt();
-    let progress = Arc::new(AtomicU64::new(0));
+    let live = Arc::new(client::Live::default());
     let s = spec(Workload::Interactive, 0, server.port, server.http_port);
-    let run = rt.spawn(client::run(s, CancellationToken::new(), progress.clone()));
-    while progress.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+    let run = rt.spawn(client::run(s, CancellationToken::new(), live.clone()));
+    while live.bytes.load(std::sync::atomic::Ordering::Relaxed) == 0 {
         std::hint::spin_loop();
     }
     server.signal(libc::SIGSTOP);

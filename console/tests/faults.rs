@@ -77,6 +77,8 @@ struct Lab {
     bytes: u64,
     /// Every client telemetry report: (at_ns, bytes).
     telemetry: Vec<(u64, u64)>,
+    /// Connection events streamed with the telemetry, as they came.
+    streamed_events: Vec<halab_protocol::ClientEvent>,
     _dir: tempfile::TempDir,
 }
 
@@ -115,6 +117,7 @@ impl Lab {
             inbox,
             bytes: 0,
             telemetry: Vec::new(),
+            streamed_events: Vec::new(),
             _dir: dir,
         };
         lab.rt
@@ -168,6 +171,7 @@ impl Lab {
             inbox,
             bytes,
             telemetry,
+            streamed_events,
             ..
         } = self;
         rt.block_on(async {
@@ -179,10 +183,14 @@ impl Lab {
                     Ok(Some((host, msg))) => {
                         match &msg {
                             AgentMsg::ClientTelemetry {
-                                bytes: b, at_ns, ..
+                                bytes: b,
+                                at_ns,
+                                events,
+                                ..
                             } => {
                                 *bytes = *b;
                                 telemetry.push((*at_ns, *b));
+                                streamed_events.extend(events.iter().cloned());
                             }
                             AgentMsg::Log {
                                 level: LogLevel::Error | LogLevel::Warn,
@@ -777,6 +785,15 @@ fn process_end_sends_fin_or_rst(testbed: &str, what: &str, action: FaultAction) 
         if delay.abs() <= ONE_MS { "yes" } else { "no" },
     );
     assert!(c.detect_ns.is_some(), "the client noticed the close: {c:?}");
+    // The close and the reconnect were streamed live with the telemetry, not only recorded.
+    assert!(
+        lab.streamed_events.iter().any(|e| matches!(
+            &e.event,
+            halab_workload::ConnEvent::Reconnect { to } if to == "10.10.0.2"
+        )),
+        "no reconnect among the streamed events: {:?}",
+        lab.streamed_events
+    );
     assert!(
         c.servers_used.iter().skip(1).any(|s| s == "10.10.0.2"),
         "{:?}",

@@ -11,8 +11,8 @@ pub mod message;
 
 pub use frame::{FrameDecoder, FrameError, MAX_PAYLOAD, PROTOCOL_VERSION};
 pub use message::{
-    AgentMsg, Capabilities, ClientResult, ClientSpec, ConnectionResult, ConsoleMsg, Direction,
-    FaultAction, LogLevel, Probe, Role, RoleState, Workload,
+    AgentMsg, Capabilities, ClientEvent, ClientResult, ClientSpec, ConnectionResult, ConsoleMsg,
+    Direction, FaultAction, LogLevel, Probe, Role, RoleState, Workload,
 };
 
 /// The version of halab this crate was built as; console and agent report it in their hellos.

@@ -2,7 +2,7 @@
 //! tag. Unknown tags and unknown fields are errors: a peer that sends something this side does
 //! not understand is a different protocol version, however it labelled itself.
 
-use halab_workload::{IntegrityReport, MeterSummary};
+use halab_workload::{ConnEvent, IntegrityReport, MeterSummary};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -374,6 +374,9 @@ pub enum AgentMsg {
         run: u64,
         at_ns: u64,
         bytes: u64,
+        /// Connection events (connected, reset, FIN, timeout, reconnect) since the last
+        /// telemetry message.
+        events: Vec<ClientEvent>,
     },
     /// A run's clients have finished (or given up).
     ClientDone {
@@ -405,6 +408,15 @@ pub enum AgentMsg {
     Bye {
         reason: String,
     },
+}
+
+/// A connection event of a run's client, as it happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientEvent {
+    pub connection: u32,
+    pub at_ns: u64,
+    pub event: ConnEvent,
 }
 
 /// What one client connection saw over a run.

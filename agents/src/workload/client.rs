@@ -9,7 +9,7 @@
 //! that broke, download from its byte offset (paper 000 §5.1).
 
 use super::request::{EXCHANGES, REPLY_LEN, REQUEST_LEN, Request, name_seed, reply_seed};
-use halab_protocol::{ClientResult, ClientSpec, ConnectionResult, Workload, mono_ns};
+use halab_protocol::{ClientEvent, ClientResult, ClientSpec, ConnectionResult, Workload, mono_ns};
 use halab_workload::content;
 use halab_workload::integrity::StreamChecker;
 use halab_workload::meter::{ConnEvent, Meter};
@@ -24,18 +24,41 @@ use tokio_util::sync::CancellationToken;
 /// Read buffer per connection.
 const READ_BUF: usize = 256 * 1024;
 
-/// Runs every connection of `spec` to completion, failure or `stop`; `progress` counts the
-/// bytes received by all of them, for telemetry.
-pub async fn run(
-    spec: ClientSpec,
-    stop: CancellationToken,
-    progress: Arc<AtomicU64>,
-) -> ClientResult {
+/// What a run's clients report while they run, for telemetry: the bytes all connections
+/// have received, and connection events not yet sent.
+#[derive(Debug, Default)]
+pub struct Live {
+    pub bytes: AtomicU64,
+    events: std::sync::Mutex<Vec<ClientEvent>>,
+}
+
+impl Live {
+    /// The events since the last call.
+    pub fn take_events(&self) -> Vec<ClientEvent> {
+        // A poisoned lock only means a client task panicked while pushing; the list is intact.
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn push(&self, connection: u32, at_ns: u64, event: ConnEvent) {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(ClientEvent {
+                connection,
+                at_ns,
+                event,
+            });
+    }
+}
+
+/// Runs every connection of `spec` to completion, failure or `stop`, reporting progress and
+/// events through `live` as they happen.
+pub async fn run(spec: ClientSpec, stop: CancellationToken, live: Arc<Live>) -> ClientResult {
     let started_ns = mono_ns();
     let mut set = JoinSet::new();
     for index in 0..spec.connections.max(1) {
-        let (spec, stop, progress) = (spec.clone(), stop.clone(), progress.clone());
-        set.spawn(async move { connection(index, &spec, stop, progress).await });
+        let (spec, stop, live) = (spec.clone(), stop.clone(), live.clone());
+        set.spawn(async move { connection(index, &spec, stop, live).await });
     }
     let mut connections = Vec::new();
     while let Some(r) = set.join_next().await {
@@ -93,7 +116,7 @@ struct Client<'a> {
     seed: u64,
     meter: Meter,
     checker: StreamChecker,
-    progress: Arc<AtomicU64>,
+    live: Arc<Live>,
     stop: CancellationToken,
     deadline: tokio::time::Instant,
     server: usize,
@@ -129,12 +152,13 @@ impl Client<'_> {
                 Ok(Ok(s)) => {
                     let _ = s.set_nodelay(true);
                     let now = mono_ns();
-                    if self.detect.is_some() {
+                    let event = if self.detect.is_some() {
                         self.reconnected_ns.get_or_insert(now);
-                        self.meter.on_event(now, ConnEvent::Reconnect { to: addr });
+                        ConnEvent::Reconnect { to: addr }
                     } else {
-                        self.meter.on_event(now, ConnEvent::Connected);
-                    }
+                        ConnEvent::Connected
+                    };
+                    self.event(now, event);
                     return Ok(s);
                 }
                 Ok(Err(e)) => self.failed(Failure::io(e)),
@@ -146,11 +170,17 @@ impl Client<'_> {
         }
     }
 
+    /// Records a connection event, in the meter and live.
+    fn event(&mut self, now: u64, event: ConnEvent) {
+        self.live.push(self.index, now, event.clone());
+        self.meter.on_event(now, event);
+    }
+
     /// Records a failure and moves to the next server.
     fn failed(&mut self, f: Failure) {
         let now = mono_ns();
         tracing::info!(connection = self.index, reason = %f.reason, "client connection failed");
-        self.meter.on_event(now, f.event);
+        self.event(now, f.event);
         if self.detect.is_none() {
             self.detect = Some((now, f.reason));
         }
@@ -165,7 +195,7 @@ impl Client<'_> {
         }
         self.meter.on_bytes(now, n as u64);
         self.checker.push(&self.buf[..n]);
-        self.progress.fetch_add(n as u64, Ordering::Relaxed);
+        self.live.bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// One read with the idle timeout; `Ok(0)` is end of stream.
@@ -257,7 +287,7 @@ async fn connection(
     index: u32,
     spec: &ClientSpec,
     stop: CancellationToken,
-    progress: Arc<AtomicU64>,
+    live: Arc<Live>,
 ) -> ConnectionResult {
     let seed = spec.seed.wrapping_add(index as u64);
     let (check_seed, expected) = match spec.workload {
@@ -273,7 +303,7 @@ async fn connection(
         seed,
         meter: Meter::new(mono_ns()),
         checker: StreamChecker::new(check_seed, expected),
-        progress,
+        live,
         stop,
         deadline: tokio::time::Instant::now() + Duration::from_millis(spec.deadline_ms),
         server: 0,
