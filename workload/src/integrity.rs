@@ -82,7 +82,7 @@ pub struct ByteRange {
 }
 
 /// What a checker concluded about a whole stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct IntegrityReport {
     /// The stream's length: offsets `[0, bytes_expected)`.
     pub bytes_expected: u64,
@@ -109,6 +109,42 @@ pub struct IntegrityReport {
     pub ranges_truncated: bool,
     /// No byte lost, duplicated, corrupted or in excess, and every expected byte received.
     pub integrity_ok: bool,
+}
+
+impl IntegrityReport {
+    /// Several streams taken together (a run's connections): the counters add up, the ranges
+    /// are listed together (each list cut at [`MAX_RANGES`]), and the whole is ok only when
+    /// there is at least one stream and every one is.
+    pub fn combine<'a>(parts: impl IntoIterator<Item = &'a IntegrityReport>) -> IntegrityReport {
+        let mut all = IntegrityReport {
+            integrity_ok: true,
+            ..IntegrityReport::default()
+        };
+        let mut any = false;
+        for p in parts {
+            any = true;
+            all.bytes_expected += p.bytes_expected;
+            all.bytes_received += p.bytes_received;
+            all.bytes_lost += p.bytes_lost;
+            all.bytes_duplicated += p.bytes_duplicated;
+            all.bytes_corrupted += p.bytes_corrupted;
+            all.bytes_refetched += p.bytes_refetched;
+            all.bytes_excess += p.bytes_excess;
+            for (into, from) in [
+                (&mut all.lost, &p.lost),
+                (&mut all.duplicated, &p.duplicated),
+                (&mut all.corrupted, &p.corrupted),
+            ] {
+                let room = MAX_RANGES.saturating_sub(into.len());
+                all.ranges_truncated |= from.len() > room;
+                into.extend(from.iter().take(room).cloned());
+            }
+            all.ranges_truncated |= p.ranges_truncated;
+            all.integrity_ok &= p.integrity_ok;
+        }
+        all.integrity_ok &= any;
+        all
+    }
 }
 
 /// Running counters, cheap to take, for telemetry.

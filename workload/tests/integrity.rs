@@ -372,3 +372,36 @@ fn report_round_trips_through_json() {
     let back: IntegrityReport = serde_json::from_str(&json).unwrap();
     assert_eq!(back, r);
 }
+
+#[test]
+fn combined_reports_add_up_and_are_ok_only_when_every_part_is() {
+    let clean = |len: u64| {
+        let mut c = StreamChecker::new(7, len);
+        let mut buf = vec![0u8; len as usize];
+        halab_workload::content::fill(7, 0, &mut buf);
+        c.push(&buf);
+        c.finish()
+    };
+    let a = clean(5000);
+    let mut short = StreamChecker::new(9, 4000);
+    let mut buf = vec![0u8; 3000];
+    halab_workload::content::fill(9, 0, &mut buf);
+    short.push(&buf);
+    let b = short.finish();
+    assert!(a.integrity_ok && !b.integrity_ok);
+
+    let both = IntegrityReport::combine([&a, &b]);
+    assert_eq!(both.bytes_expected, 9000);
+    assert_eq!(both.bytes_received, 8000);
+    assert_eq!(both.bytes_lost, 1000);
+    assert_eq!(both.lost, b.lost);
+    assert!(!both.integrity_ok);
+
+    let one = IntegrityReport::combine([&a]);
+    assert!(one.integrity_ok);
+    assert_eq!(one.bytes_received, 5000);
+    assert!(
+        !IntegrityReport::combine([]).integrity_ok,
+        "no stream is no proof"
+    );
+}

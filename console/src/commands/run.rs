@@ -72,7 +72,7 @@ pub async fn run(ctx: &Context, file: &Path) -> Result<ExitCode, CommandError> {
                 _ = sigterm.recv() => { interrupted = true; break; }
             };
             eprintln!("  {}", summary(&record));
-            if record.error.is_some() || !record.integrity_ok {
+            if record.error.is_some() || !record.integrity.integrity_ok {
                 failed += 1;
             }
             append_record(&results, &record).map_err(|e| {
@@ -122,7 +122,7 @@ pub fn summary(r: &RunRecord) -> String {
     let ms = |v: Option<f64>| v.map(|x| format!("{x:.1} ms")).unwrap_or("-".into());
     let mut s = format!(
         "{} in {:.0} ms; failover {}, detect {}, stall {}; {} of {} bytes, lost {}, duplicated {}, corrupted {}, refetched {}",
-        if r.integrity_ok {
+        if r.integrity.integrity_ok {
             "integrity ok"
         } else {
             "INTEGRITY FAILED"
@@ -131,12 +131,12 @@ pub fn summary(r: &RunRecord) -> String {
         ms(r.failover_ms),
         ms(r.detect_ms),
         ms(r.stall_ms),
-        r.bytes_received,
-        r.bytes_expected,
-        r.bytes_lost,
-        r.bytes_duplicated,
-        r.bytes_corrupted,
-        r.bytes_refetched
+        r.integrity.bytes_received,
+        r.integrity.bytes_expected,
+        r.integrity.bytes_lost,
+        r.integrity.bytes_duplicated,
+        r.integrity.bytes_corrupted,
+        r.integrity.bytes_refetched
     );
     if let Some(e) = &r.error {
         s.push_str(&format!("; error: {e}"));

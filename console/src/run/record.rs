@@ -2,7 +2,7 @@
 //! A value that was not measured is `null`, never zero.
 
 use halab_protocol::{Capabilities, ConnectionResult};
-use halab_workload::{ByteRange, LatencySummary};
+use halab_workload::{IntegrityReport, LatencySummary};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -32,22 +32,18 @@ pub struct RunRecord {
     pub takeover_ms: Option<f64>,
     /// The longest gap between received bytes, worst over connections.
     pub stall_ms: Option<f64>,
-    pub bytes_expected: u64,
-    pub bytes_received: u64,
-    pub bytes_lost: u64,
-    pub bytes_duplicated: u64,
-    pub bytes_corrupted: u64,
-    /// Bytes fetched again because the client re-issued its request.
-    pub bytes_refetched: u64,
-    pub integrity_ok: bool,
+    /// What every connection received, taken together: `bytes_expected`, `bytes_received`,
+    /// `bytes_lost`, `bytes_duplicated`, `bytes_corrupted`, `bytes_refetched` (fetched again
+    /// because the client re-issued its request), `bytes_excess`, the `lost`, `duplicated`
+    /// and `corrupted` ranges, `ranges_truncated` and `integrity_ok` (false too when a
+    /// connection gave up), all at the top level of the record.
+    #[serde(flatten)]
+    pub integrity: IntegrityReport,
     /// Client start to the end of its last connection.
     pub duration_ms: f64,
     /// Bytes per 10 ms bucket, all connections summed, from the client's start.
     pub throughput_10ms: Vec<u64>,
     pub latency_us: Option<LatencySummary>,
-    pub lost: Vec<ByteRange>,
-    pub duplicated: Vec<ByteRange>,
-    pub corrupted: Vec<ByteRange>,
     /// Per connection: what it saw, in full.
     pub connections: Vec<ConnectionResult>,
     /// Why the run did not complete, if it did not.

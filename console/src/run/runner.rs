@@ -683,19 +683,10 @@ fn base_record(exp: &Experiment, plan: &RunPlan, snapshot: &TestbedState) -> Run
         detect_ms: None,
         takeover_ms: None,
         stall_ms: None,
-        bytes_expected: 0,
-        bytes_received: 0,
-        bytes_lost: 0,
-        bytes_duplicated: 0,
-        bytes_corrupted: 0,
-        bytes_refetched: 0,
-        integrity_ok: false,
+        integrity: halab_workload::IntegrityReport::default(),
         duration_ms: 0.0,
         throughput_10ms: Vec::new(),
         latency_us: None,
-        lost: Vec::new(),
-        duplicated: Vec::new(),
-        corrupted: Vec::new(),
         connections: Vec::new(),
         error: None,
         halab_version: HALAB_VERSION.to_string(),
@@ -743,17 +734,10 @@ pub fn compose(
     r.detect_ms = worst(cs.iter().map(|c| since_fault(c.detect_ns)).collect());
     r.takeover_ms = worst(cs.iter().map(|c| since_fault(c.reconnected_ns)).collect());
     r.stall_ms = worst(cs.iter().map(|c| c.meter.stall_ms).collect());
+    r.integrity = halab_workload::IntegrityReport::combine(cs.iter().map(|c| &c.integrity));
+    // A connection that gave up did not get its bytes, whatever its checker saw.
+    r.integrity.integrity_ok &= cs.iter().all(|c| c.error.is_none());
     for c in cs {
-        let i = &c.integrity;
-        r.bytes_expected += i.bytes_expected;
-        r.bytes_received += i.bytes_received;
-        r.bytes_lost += i.bytes_lost;
-        r.bytes_duplicated += i.bytes_duplicated;
-        r.bytes_corrupted += i.bytes_corrupted;
-        r.bytes_refetched += i.bytes_refetched;
-        r.lost.extend(i.lost.iter().cloned());
-        r.duplicated.extend(i.duplicated.iter().cloned());
-        r.corrupted.extend(i.corrupted.iter().cloned());
         // Buckets of every connection, aligned on the run's start.
         let shift = (c.meter.start_ns.saturating_sub(start) / 10_000_000) as usize;
         for (k, b) in c.meter.buckets_10ms.iter().enumerate() {
@@ -763,10 +747,6 @@ pub fn compose(
             r.throughput_10ms[shift + k] += b;
         }
     }
-    r.integrity_ok = !cs.is_empty()
-        && cs
-            .iter()
-            .all(|c| c.integrity.integrity_ok && c.error.is_none());
     r.error = cs.iter().find_map(|c| {
         c.error
             .as_ref()
