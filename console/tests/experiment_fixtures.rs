@@ -17,7 +17,8 @@ use proptest::prelude::*;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
-use support::fixtures::{Located, check_invalid_fixtures, check_location};
+use support::fixtures::{Located, check_invalid_fixtures};
+use support::toml_gen::TomlGen;
 
 /// Relative to the crate folder, where cargo runs integration tests, so the paths in the
 /// rendered errors (and so the `.expected` files) are the same on every machine.
@@ -546,170 +547,45 @@ fn check_settings(e: &Experiment, s: &RunSettings) {
 /// In `experiments/`, so the shipped files' `../topologies/...` resolve when mutated.
 const FUZZ_PATH: &str = "../experiments/fuzz.toml";
 
-fn check_any(text: &str) -> Result<(), TestCaseError> {
-    match experiment::parse_str(text, Path::new(FUZZ_PATH)) {
-        Ok(e) => {
-            check_invariants(&e);
-            Ok(())
-        }
-        Err(e) => check_location(&located(&e, text, FUZZ_PATH))
-            .map_err(|p| TestCaseError::fail(format!("{p}\ninput: {text:?}"))),
-    }
-}
-
-fn key() -> impl Strategy<Value = String> {
-    prop_oneof![
-        8 => prop::sample::select(vec![
-            "name", "topology", "repetitions", "run_timeout", "mode", "heartbeat_ms",
-            "missed_heartbeats", "trigger", "workload", "size", "clients", "at", "kind", "target",
-            "duration", "interface", "percent", "direction", "peer", "delay_ms",
-        ])
-        .prop_map(str::to_string),
-        1 => "[a-z_]{1,8}",
-        1 => "\"[^\"\\\\\n]{0,6}\"",
-    ]
-}
-
-fn scalar() -> impl Strategy<Value = String> {
-    prop_oneof![
-        3 => prop::sample::select(vec![
-            "../topologies/two-server.toml", "../topologies/three-server.toml",
-            "../console/tests/fixtures/experiments/topo.toml",
-            "../console/tests/fixtures/experiments/topo-broken.toml", "no-such.toml", "~",
-            "~bob/x", "", "none", "app-migration", "st-tcp", "craft", "server", "client",
-            "echo", "interactive", "bulk", "download", "http", "primary", "backup", "logger",
-            "lb", "proxy", "service", "heartbeat", "lan", "hb", "s1", "c1", "20MB", "64KiB",
-            "0B", "40%", "0%", "100%", "99.9%", "2.5s", "500ms", "3m", "25h", "0s", "300",
-            "process-kill", "process-hang", "process-crash", "nic-down", "loss", "partition",
-            "delay", "power-off", "power-on", "in", "out", "both", "é", "Ab",
-        ])
-        .prop_map(|s| format!("\"{s}\"")),
-        2 => prop::sample::select(vec![
-            "0", "1", "2", "50", "100", "101", "1000", "1001", "10000", "10001", "60000",
-            "60001", "-1", "9223372036854775807", "-9223372036854775808",
-        ])
-        .prop_map(str::to_string),
-        1 => any::<i64>().prop_map(|i| i.to_string()),
-        1 => any::<bool>().prop_map(|b| b.to_string()),
-        1 => prop::sample::select(vec![
-            "0.4", "1.0", "0.0", "-0.5", "1e300", "nan", "inf", "-inf", "1979-05-27",
-        ])
-        .prop_map(str::to_string),
-        1 => "\"[^\"\\\\\n]{0,12}\"",
-    ]
-}
-
-fn value() -> impl Strategy<Value = String> {
-    scalar().prop_recursive(2, 12, 4, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..5).prop_map(|v| format!("[{}]", v.join(", "))),
-            prop::collection::vec((key(), inner), 0..4).prop_map(|kv| {
-                let pairs: Vec<String> = kv.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-                format!("{{ {} }}", pairs.join(", "))
-            }),
-        ]
-    })
-}
-
-fn key_values() -> impl Strategy<Value = String> {
-    prop::collection::vec((key(), value()), 0..6).prop_map(|kv| {
-        kv.iter()
-            .map(|(k, v)| format!("{k} = {v}\n"))
-            .collect::<String>()
-    })
-}
+/// The format's words: its keys, and scalar values (words it uses, numbers near the bounds).
+#[rustfmt::skip]
+const GEN: TomlGen = TomlGen {
+    keys: &[
+        "name", "topology", "repetitions", "run_timeout", "mode", "heartbeat_ms",
+        "missed_heartbeats", "trigger", "workload", "size", "clients", "at", "kind", "target",
+        "duration", "interface", "percent", "direction", "peer", "delay_ms",
+    ],
+    words: &[
+        "../topologies/two-server.toml", "../topologies/three-server.toml",
+        "../console/tests/fixtures/experiments/topo.toml",
+        "../console/tests/fixtures/experiments/topo-broken.toml", "no-such.toml", "~", "~bob/x",
+        "", "none", "app-migration", "st-tcp", "craft", "server", "client", "echo",
+        "interactive", "bulk", "download", "http", "primary", "backup", "logger", "lb", "proxy",
+        "service", "heartbeat", "lan", "hb", "s1", "c1", "20MB", "64KiB", "0B", "40%", "0%",
+        "100%", "99.9%", "2.5s", "500ms", "3m", "25h", "0s", "300", "process-kill",
+        "process-hang", "process-crash", "nic-down", "loss", "partition", "delay", "power-off",
+        "power-on", "in", "out", "both", "é", "Ab",
+    ],
+    extra_words: None,
+    integers: &[
+        "0", "1", "2", "50", "100", "101", "1000", "1001", "10000", "10001", "60000", "60001",
+        "-1", "9223372036854775807", "-9223372036854775808",
+    ],
+    others: &["0.4", "1.0", "0.0", "-0.5", "1e300", "nan", "inf", "-inf", "1979-05-27"],
+    max_array: 5,
+    headers: &["[run]", "[[faults]]", "[matrix]", "[faults]"],
+    insert: "[\\[\\]{}=\"',.#%\n a-z0-9é]{1,4}",
+};
 
 /// Whole documents: a topology line (usually a real one), top-level keys, then tables with the
 /// format's headers (and some others).
 fn document() -> impl Strategy<Value = String> {
-    let header = prop_oneof![
-        prop::sample::select(vec!["[run]", "[[faults]]", "[matrix]", "[faults]"])
-            .prop_map(str::to_string),
-        key().prop_map(|k| format!("[{k}]")),
-    ];
-    let topology = prop::sample::select(vec![
+    GEN.document(prop::sample::select(vec![
         "topology = \"../topologies/two-server.toml\"\n",
         "topology = \"../topologies/three-server.toml\"\n",
         "topology = \"../console/tests/fixtures/experiments/topo.toml\"\n",
         "",
-    ]);
-    (
-        topology,
-        key_values(),
-        prop::collection::vec((header, key_values()), 0..8),
-    )
-        .prop_map(|(topology, top, tables)| {
-            let mut doc = format!("{topology}{top}");
-            for (h, kv) in tables {
-                doc.push_str(&format!("\n{h}\n{kv}"));
-            }
-            doc
-        })
-}
-
-#[derive(Debug, Clone)]
-enum Mutation {
-    DeleteLine(usize),
-    DuplicateLine(usize),
-    SwapLines(usize, usize),
-    ReplaceValue(usize, String),
-    Insert(usize, String),
-    DeleteChars(usize, usize),
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        1 => (0usize..200).prop_map(Mutation::DeleteLine),
-        1 => (0usize..200).prop_map(Mutation::DuplicateLine),
-        1 => (0usize..200, 0usize..200).prop_map(|(a, b)| Mutation::SwapLines(a, b)),
-        3 => (0usize..200, value()).prop_map(|(l, v)| Mutation::ReplaceValue(l, v)),
-        1 => (0usize..4000, prop_oneof![
-            "[\\[\\]{}=\"',.#%\n a-z0-9é]{1,4}",
-            any::<String>(),
-        ])
-        .prop_map(|(at, s)| Mutation::Insert(at, s)),
-        1 => (0usize..4000, 1usize..8).prop_map(|(at, n)| Mutation::DeleteChars(at, n)),
-    ]
-}
-
-fn apply(text: &str, m: &Mutation) -> String {
-    let mut lines: Vec<String> = text.split('\n').map(str::to_string).collect();
-    let n = lines.len();
-    match m {
-        Mutation::DeleteLine(i) => {
-            lines.remove(i % n);
-        }
-        Mutation::DuplicateLine(i) => {
-            let l = lines[i % n].clone();
-            lines.insert(i % n, l);
-        }
-        Mutation::SwapLines(a, b) => lines.swap(a % n, b % n),
-        Mutation::ReplaceValue(i, v) => {
-            let candidates: Vec<usize> = (0..n)
-                .filter(|&j| lines[j].contains(" = ") && !lines[j].starts_with('#'))
-                .collect();
-            if !candidates.is_empty() {
-                let j = candidates[i % candidates.len()];
-                let k = lines[j].split(" = ").next().unwrap_or("").to_string();
-                lines[j] = format!("{k} = {v}");
-            }
-        }
-        Mutation::Insert(at, s) => {
-            let chars: Vec<char> = text.chars().collect();
-            let at = at % (chars.len() + 1);
-            let mut out: String = chars[..at].iter().collect();
-            out.push_str(s);
-            out.extend(&chars[at..]);
-            return out;
-        }
-        Mutation::DeleteChars(at, len) => {
-            let chars: Vec<char> = text.chars().collect();
-            let at = at % (chars.len() + 1);
-            let end = (at + len).min(chars.len());
-            return chars[..at].iter().chain(&chars[end..]).collect();
-        }
-    }
-    lines.join("\n")
+    ]))
 }
 
 /// Valid experiments, all with topology paths that resolve from [`FUZZ_PATH`].
@@ -731,11 +607,7 @@ fn bases() -> Vec<String> {
 }
 
 fn near_valid() -> impl Strategy<Value = String> {
-    (
-        prop::sample::select(bases()),
-        prop::collection::vec(mutation(), 1..4),
-    )
-        .prop_map(|(base, ms)| ms.iter().fold(base, |text, m| apply(&text, m)))
+    GEN.near_valid(bases())
 }
 
 #[test]
@@ -746,26 +618,12 @@ fn the_fuzz_bases_are_valid() {
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
-
-    #[test]
-    fn arbitrary_strings_never_panic(text in any::<String>()) {
-        check_any(&text)?;
-    }
-
-    #[test]
-    fn toml_like_strings_never_panic(text in "[\\[\\]{}=\"'.,#% \t\r\na-z0-9_é-]{0,300}") {
-        check_any(&text)?;
-    }
-
-    #[test]
-    fn generated_documents_never_panic(text in document()) {
-        check_any(&text)?;
-    }
-
-    #[test]
-    fn mutated_experiments_never_panic(text in near_valid()) {
-        check_any(&text)?;
-    }
+never_panic_tests! {
+    parse: experiment::parse_str,
+    invariants: check_invariants,
+    located: located,
+    path: FUZZ_PATH,
+    toml_like: "[\\[\\]{}=\"'.,#% \t\r\na-z0-9_é-]{0,300}",
+    documents: document(),
+    mutated_experiments_never_panic: near_valid(),
 }

@@ -15,7 +15,8 @@ use proptest::prelude::*;
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use support::fixtures::{Located, check_invalid_fixtures, check_location};
+use support::fixtures::{Located, check_invalid_fixtures};
+use support::toml_gen::TomlGen;
 
 /// Relative to the crate folder, where cargo runs integration tests, so the paths in the
 /// rendered errors (and so the `.expected` files) are the same on every machine.
@@ -358,207 +359,61 @@ fn check_invariants(t: &Topology) {
 
 const FUZZ_PATH: &str = "fuzz/t.toml";
 
-fn check_any(text: &str) -> Result<(), TestCaseError> {
-    match topology::parse_str(text, Path::new(FUZZ_PATH)) {
-        Ok(t) => {
-            check_invariants(&t);
-            Ok(())
-        }
-        Err(e) => check_location(&located(&e, text, FUZZ_PATH))
-            .map_err(|p| TestCaseError::fail(format!("{p}\ninput: {text:?}"))),
-    }
-}
+/// The format's words: its keys, and scalar values (words it uses, addresses, subnets, numbers
+/// near the bounds).
+#[rustfmt::skip]
+const GEN: TomlGen = TomlGen {
+    keys: &[
+        "name", "provider", "service_address", "known_hosts", "mode", "heartbeat_ms",
+        "missed_heartbeats", "trigger", "workload", "size", "clients", "subnet", "hub", "roles",
+        "addresses", "ssh_address", "port", "user", "key", "power_command", "service",
+        "heartbeat",
+    ],
+    words: &[
+        "local", "ssh", "none", "app-migration", "st-tcp", "craft", "server", "client", "echo",
+        "interactive", "bulk", "download", "http", "primary", "backup", "logger", "lb", "proxy",
+        "service", "heartbeat", "20MB", "64KiB", "10 GB", "0B", "~/.ssh/id", "~", "~bob/x", "",
+        "keys/id", "a", "Ab", "x_y", "é", "10.10.0.0/24", "10.10.0.1/24", "10.10.0.0/31",
+        "10.10.0.0", "10.10.0.1", "10.10.0.255", "10.10.0.100", "10.10.1.1", "300.1.1.1",
+        "10.0.0.0/8",
+    ],
+    extra_words: Some(addresses),
+    integers: &[
+        "0", "1", "3", "22", "200", "1000", "1001", "60000", "60001", "65535", "65536", "-1",
+        "9223372036854775807", "-9223372036854775808", "18446744073709551615",
+    ],
+    others: &["1.5", "nan", "-inf", "1979-05-27", "07:32:00"],
+    max_array: 4,
+    headers: &["[run]", "[[networks]]", "[[hosts]]", "[hosts.addresses]"],
+    insert: "[\\[\\]{}=\"',.#\n a-z0-9é]{1,4}",
+};
 
-/// Keys: the real ones (so generated tables get past "unknown field" often enough to reach
-/// the checks) and a few that are not.
-fn key() -> impl Strategy<Value = String> {
-    prop_oneof![
-        8 => prop::sample::select(vec![
-            "name", "provider", "service_address", "known_hosts", "mode", "heartbeat_ms",
-            "missed_heartbeats", "trigger", "workload", "size", "clients", "subnet", "hub",
-            "roles", "addresses", "ssh_address", "port", "user", "key", "power_command",
-            "service", "heartbeat",
-        ])
-        .prop_map(str::to_string),
-        1 => "[a-z_]{1,8}",
-        1 => "\"[^\"\\\\\n]{0,6}\"",
-    ]
-}
-
-/// Scalar values: words the format uses, addresses, subnets, numbers near the bounds.
-fn scalar() -> impl Strategy<Value = String> {
-    prop_oneof![
-        3 => prop::sample::select(vec![
-            "local", "ssh", "none", "app-migration", "st-tcp", "craft", "server", "client",
-            "echo", "interactive", "bulk", "download", "http", "primary", "backup", "logger",
-            "lb", "proxy", "service", "heartbeat", "20MB", "64KiB", "10 GB", "0B", "~/.ssh/id",
-            "~", "~bob/x", "", "keys/id", "a", "Ab", "x_y", "é", "10.10.0.0/24",
-            "10.10.0.1/24", "10.10.0.0/31", "10.10.0.0", "10.10.0.1", "10.10.0.255",
-            "10.10.0.100", "10.10.1.1", "300.1.1.1", "10.0.0.0/8",
-        ])
-        .prop_map(|s| format!("\"{s}\"")),
-        2 => (0u8..4, 0u8..=255).prop_map(|(c, d)| format!("\"10.10.{c}.{d}\"")),
-        2 => prop::sample::select(vec![
-            "0", "1", "3", "22", "200", "1000", "1001", "60000", "60001", "65535", "65536",
-            "-1", "9223372036854775807", "-9223372036854775808", "18446744073709551615",
-        ])
-        .prop_map(str::to_string),
-        1 => any::<i64>().prop_map(|i| i.to_string()),
-        1 => any::<bool>().prop_map(|b| b.to_string()),
-        1 => prop::sample::select(vec!["1.5", "nan", "-inf", "1979-05-27", "07:32:00"])
-            .prop_map(str::to_string),
-        1 => "\"[^\"\\\\\n]{0,12}\"",
-    ]
-}
-
-fn value() -> impl Strategy<Value = String> {
-    scalar().prop_recursive(2, 12, 4, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(", "))),
-            prop::collection::vec((key(), inner), 0..4).prop_map(|kv| {
-                let pairs: Vec<String> = kv.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-                format!("{{ {} }}", pairs.join(", "))
-            }),
-        ]
-    })
-}
-
-fn key_values() -> impl Strategy<Value = String> {
-    prop::collection::vec((key(), value()), 0..6).prop_map(|kv| {
-        kv.iter()
-            .map(|(k, v)| format!("{k} = {v}\n"))
-            .collect::<String>()
-    })
+fn addresses() -> BoxedStrategy<String> {
+    (0u8..4, 0u8..=255)
+        .prop_map(|(c, d)| format!("\"10.10.{c}.{d}\""))
+        .boxed()
 }
 
 /// Whole documents: top-level keys, then tables with the format's headers (and some others).
 fn document() -> impl Strategy<Value = String> {
-    let header = prop_oneof![
-        prop::sample::select(vec![
-            "[run]",
-            "[[networks]]",
-            "[[hosts]]",
-            "[hosts.addresses]"
-        ])
-        .prop_map(str::to_string),
-        key().prop_map(|k| format!("[{k}]")),
-    ];
-    (
-        key_values(),
-        prop::collection::vec((header, key_values()), 0..8),
-    )
-        .prop_map(|(top, tables)| {
-            let mut doc = top;
-            for (h, kv) in tables {
-                doc.push_str(&format!("\n{h}\n{kv}"));
-            }
-            doc
-        })
+    GEN.document(Just(""))
 }
 
 /// A valid file with a few random edits.
-#[derive(Debug, Clone)]
-enum Mutation {
-    DeleteLine(usize),
-    DuplicateLine(usize),
-    SwapLines(usize, usize),
-    /// Replace the value of a `key = value` line.
-    ReplaceValue(usize, String),
-    /// Insert text at a character position.
-    Insert(usize, String),
-    /// Delete some characters.
-    DeleteChars(usize, usize),
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        1 => (0usize..200).prop_map(Mutation::DeleteLine),
-        1 => (0usize..200).prop_map(Mutation::DuplicateLine),
-        1 => (0usize..200, 0usize..200).prop_map(|(a, b)| Mutation::SwapLines(a, b)),
-        3 => (0usize..200, value()).prop_map(|(l, v)| Mutation::ReplaceValue(l, v)),
-        1 => (0usize..4000, prop_oneof![
-            "[\\[\\]{}=\"',.#\n a-z0-9é]{1,4}",
-            any::<String>(),
-        ])
-        .prop_map(|(at, s)| Mutation::Insert(at, s)),
-        1 => (0usize..4000, 1usize..8).prop_map(|(at, n)| Mutation::DeleteChars(at, n)),
-    ]
-}
-
-fn apply(text: &str, m: &Mutation) -> String {
-    let mut lines: Vec<String> = text.split('\n').map(str::to_string).collect();
-    let n = lines.len();
-    match m {
-        Mutation::DeleteLine(i) => {
-            lines.remove(i % n);
-        }
-        Mutation::DuplicateLine(i) => {
-            let l = lines[i % n].clone();
-            lines.insert(i % n, l);
-        }
-        Mutation::SwapLines(a, b) => lines.swap(a % n, b % n),
-        Mutation::ReplaceValue(i, v) => {
-            // Only lines with a value; otherwise the mutation does nothing.
-            let candidates: Vec<usize> = (0..n)
-                .filter(|&j| lines[j].contains(" = ") && !lines[j].starts_with('#'))
-                .collect();
-            if !candidates.is_empty() {
-                let j = candidates[i % candidates.len()];
-                let k = lines[j].split(" = ").next().unwrap_or("").to_string();
-                lines[j] = format!("{k} = {v}");
-            }
-        }
-        Mutation::Insert(at, s) => {
-            let chars: Vec<char> = text.chars().collect();
-            let at = at % (chars.len() + 1);
-            let mut out: String = chars[..at].iter().collect();
-            out.push_str(s);
-            out.extend(&chars[at..]);
-            return out;
-        }
-        Mutation::DeleteChars(at, len) => {
-            let chars: Vec<char> = text.chars().collect();
-            let at = at % (chars.len() + 1);
-            let end = (at + len).min(chars.len());
-            return chars[..at].iter().chain(&chars[end..]).collect();
-        }
-    }
-    lines.join("\n")
-}
-
 fn near_valid() -> impl Strategy<Value = String> {
-    let bases = vec![
+    GEN.near_valid(vec![
         include_str!("../../topologies/two-server.toml").to_string(),
         include_str!("../../topologies/three-server.toml").to_string(),
         SSH_TOPOLOGY.to_string(),
-    ];
-    (
-        prop::sample::select(bases),
-        prop::collection::vec(mutation(), 1..4),
-    )
-        .prop_map(|(base, ms)| ms.iter().fold(base, |text, m| apply(&text, m)))
+    ])
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
-
-    #[test]
-    fn arbitrary_strings_never_panic(text in any::<String>()) {
-        check_any(&text)?;
-    }
-
-    #[test]
-    fn toml_like_strings_never_panic(text in "[\\[\\]{}=\"'.,# \t\r\na-z0-9_é-]{0,300}") {
-        check_any(&text)?;
-    }
-
-    #[test]
-    fn generated_documents_never_panic(text in document()) {
-        check_any(&text)?;
-    }
-
-    #[test]
-    fn mutated_topologies_never_panic(text in near_valid()) {
-        check_any(&text)?;
-    }
+never_panic_tests! {
+    parse: topology::parse_str,
+    invariants: check_invariants,
+    located: located,
+    path: FUZZ_PATH,
+    toml_like: "[\\[\\]{}=\"'.,# \t\r\na-z0-9_é-]{0,300}",
+    documents: document(),
+    mutated_topologies_never_panic: near_valid(),
 }

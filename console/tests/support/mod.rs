@@ -171,4 +171,5 @@ pub fn in_netns<T: Send + 'static>(
 pub mod capture;
 pub mod fixtures;
 pub mod sshd;
+pub mod toml_gen;
 pub mod topology;
