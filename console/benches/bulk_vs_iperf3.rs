@@ -10,7 +10,7 @@
 mod common;
 
 use common::env_u64;
-use halab::testbed::{Testbed, UpOptions};
+use halab::testbed::Testbed;
 use halab_protocol::{AgentMsg, ClientSpec, ConsoleMsg, HTTP_PORT, WORKLOAD_PORT, Workload};
 use std::process::Command;
 use std::time::Duration;
@@ -67,18 +67,8 @@ fn main() {
     let rounds = env_u64("HALAB_BENCH_ROUNDS", 3).max(1);
     let agent = common::agent_binary("bulk_vs_iperf3");
     let name = format!("bench-iperf-{}", std::process::id());
-    let text = halab::topology::synthetic::local_topology(&name, 3);
-    let topo = halab::topology::parse_str(&text, std::path::Path::new("bench.toml"))
-        .unwrap_or_else(|e| panic!("{e}"));
     let tmp = tempfile::tempdir().expect("tempdir");
-    let opts = UpOptions {
-        agent_binary: agent,
-        state_dir: tmp.path().join("state"),
-        run_id: name.clone(),
-        log_dir: tmp.path().join("logs"),
-        probe: false,
-        ssh: None,
-    };
+    let (topo, opts) = common::synthetic_testbed(&name, 3, agent, tmp.path(), false);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

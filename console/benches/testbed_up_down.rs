@@ -7,7 +7,7 @@
 
 mod common;
 
-use halab::testbed::{Testbed, UpOptions};
+use halab::testbed::Testbed;
 use std::time::Duration;
 
 fn stats(name: &str, v: &mut [Duration], target: Option<Duration>) {
@@ -34,18 +34,8 @@ fn main() {
     let rounds = common::env_u64("HALAB_BENCH_ROUNDS", 5).max(1);
     let agent = common::agent_binary("testbed_up_down");
     let name = format!("bench-{}", std::process::id());
-    let text = halab::topology::synthetic::local_topology(&name, hosts);
-    let topo = halab::topology::parse_str(&text, std::path::Path::new("bench.toml"))
-        .unwrap_or_else(|e| panic!("{e}"));
     let tmp = tempfile::tempdir().expect("tempdir");
-    let opts = UpOptions {
-        agent_binary: agent,
-        state_dir: tmp.path().join("state"),
-        run_id: name.clone(),
-        log_dir: tmp.path().join("logs"),
-        probe: true, // as `halab up` does
-        ssh: None,
-    };
+    let (topo, opts) = common::synthetic_testbed(&name, hosts, agent, tmp.path(), true); // as `halab up` does
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -37,3 +37,26 @@ pub fn root_or_skip(bench: &str) -> bool {
     }
     true
 }
+
+/// A synthetic local testbed of `hosts` hosts named `name`, and how to bring it up with
+/// `agent`, its state and logs kept in `tmp`.
+pub fn synthetic_testbed(
+    name: &str,
+    hosts: usize,
+    agent: PathBuf,
+    tmp: &std::path::Path,
+    probe: bool,
+) -> (halab::topology::Topology, halab::testbed::UpOptions) {
+    let text = halab::topology::synthetic::local_topology(name, hosts);
+    let topo = halab::topology::parse_str(&text, std::path::Path::new("bench.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let opts = halab::testbed::UpOptions {
+        agent_binary: agent,
+        state_dir: tmp.join("state"),
+        run_id: name.to_string(),
+        log_dir: tmp.join("logs"),
+        probe,
+        ssh: None,
+    };
+    (topo, opts)
+}

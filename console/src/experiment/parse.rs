@@ -7,7 +7,7 @@
 //! `validate.rs` checks them itself, with the same words for a `[run]` value and a `[matrix]`
 //! element. Field order is the order serde lists expected keys in its "unknown field" message.
 
-use crate::topology::diagnostic::Diagnostic;
+use crate::topology::diagnostic::{Diagnostic, missing_field};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -108,11 +108,7 @@ pub(crate) fn diagnose(path: &Path, text: &str, error: &toml::de::Error) -> Diag
             .to_string();
         return d;
     }
-    let Some(field) = error
-        .message()
-        .strip_prefix("missing field `")
-        .and_then(|r| r.strip_suffix('`'))
-    else {
+    let Some(field) = missing_field(error) else {
         return d;
     };
     d.hint = match field {

@@ -339,6 +339,15 @@ impl From<Diagnostic> for TopologyError {
     }
 }
 
+/// The key a toml "missing field" error names, if that is what it is: the loaders replace the
+/// generic hint with one that says what to write.
+pub fn missing_field(error: &toml::de::Error) -> Option<&str> {
+    error
+        .message()
+        .strip_prefix("missing field `")
+        .and_then(|r| r.strip_suffix('`'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

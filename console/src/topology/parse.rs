@@ -10,7 +10,7 @@
 //! Field order matters: serde lists the expected keys in declaration order in its "unknown
 //! field" message, which becomes the hint.
 
-use super::diagnostic::Diagnostic;
+use super::diagnostic::{Diagnostic, missing_field};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -91,11 +91,7 @@ pub(crate) fn from_str(text: &str) -> Result<RawTopology, toml::de::Error> {
 /// topology that say what to write (the generic one only says "add `x = ...`").
 pub(crate) fn diagnose(path: &Path, text: &str, error: &toml::de::Error) -> Diagnostic {
     let mut d = Diagnostic::from_toml(path, text, error);
-    let Some(field) = error
-        .message()
-        .strip_prefix("missing field `")
-        .and_then(|r| r.strip_suffix('`'))
-    else {
+    let Some(field) = missing_field(error) else {
         return d;
     };
     // The span of a missing key is the table lacking it: `[[hosts]]`, `[run]`, or the start
