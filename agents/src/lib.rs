@@ -5,6 +5,7 @@
 pub mod capabilities;
 pub mod faults;
 pub mod log_forward;
+pub mod modes;
 pub mod roles;
 pub mod session;
 pub mod workload;

@@ -4,10 +4,11 @@
 //! a role cancels and joins it, aborting it after [`ROLE_STOP_GRACE`]. The server roles
 //! (`primary`, `backup`) run the workload server as a child process — `halab-agent serve` —
 //! so that a process fault hits the server and not the agent; the process is killed when its
-//! role stops (`kill_on_drop`). The other roles have no process of their own yet: the failover
-//! modes give them one.
+//! role stops (`kill_on_drop`). Under a failover mode the role is started by that mode's module
+//! ([`crate::modes`]), which may reuse the workload server process and adds the mode's own tasks.
 
-use halab_protocol::{AgentMsg, Role, RoleState};
+use crate::modes::{self, RoleCtx, StartedRole};
+use halab_protocol::{AgentMsg, ModeCommand, ModeConfig, Role, RoleState};
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -25,6 +26,10 @@ struct RunningRole {
     task: JoinHandle<()>,
     /// Pid of the role's process, 0 while it has none.
     pid: Arc<AtomicU32>,
+    /// The mode it was started under (a restart keeps it).
+    mode: ModeConfig,
+    /// Where the mode's commands for this role go, if it takes any.
+    commands: Option<mpsc::Sender<ModeCommand>>,
 }
 
 /// The roles currently running on this agent.
@@ -42,54 +47,72 @@ impl RoleSet {
         }
     }
 
-    /// Starts `role` unless it runs already; returns the state to report and a detail. A
-    /// server role is reported running only once its workload server listens, so a client
-    /// started right after never finds the port closed.
+    /// Starts `role` under `mode` unless it runs already; returns the state to report and a
+    /// detail. A server role is reported running only once its workload server listens, so a
+    /// client started right after never finds the port closed.
     pub async fn start(
         &mut self,
         role: Role,
+        mode: &ModeConfig,
         parent: &CancellationToken,
     ) -> (RoleState, Option<String>) {
         if let Some(r) = self.running.get(&role)
             && !r.task.is_finished()
         {
-            return (RoleState::Running, Some("already running".into()));
+            if r.mode == *mode {
+                return (RoleState::Running, Some("already running".into()));
+            }
+            // Another mode: the role is redeployed under the new one.
+            self.stop(role).await;
         }
         let cancel = parent.child_token();
         let pid = Arc::new(AtomicU32::new(0));
-        let (task, detail) = match role {
-            Role::Primary | Role::Backup => match start_server_process().await {
-                Ok(child) => {
-                    let p = child.id().unwrap_or(0);
-                    pid.store(p, Ordering::SeqCst);
-                    tracing::info!(role = %role, pid = p, "workload server listening");
-                    (
-                        tokio::spawn(supervise_server(
-                            role,
-                            child,
-                            cancel.clone(),
-                            pid.clone(),
-                            self.outbound.clone(),
-                        )),
-                        Some(format!("workload server pid {p}")),
-                    )
-                }
-                Err(e) => return (RoleState::Failed, Some(e)),
-            },
-            _ => {
-                let token = cancel.clone();
-                (
-                    tokio::spawn(async move {
-                        tracing::info!(role = %role, "role started");
-                        token.cancelled().await;
-                        tracing::info!(role = %role, "role stopped");
-                    }),
-                    None,
-                )
-            }
+        let ctx = RoleCtx {
+            role,
+            cancel: cancel.clone(),
+            pid: pid.clone(),
+            outbound: self.outbound.clone(),
         };
-        self.running.insert(role, RunningRole { cancel, task, pid });
-        (RoleState::Running, detail)
+        let started = match mode {
+            ModeConfig::None => start_plain(ctx).await,
+            ModeConfig::AppMigration(cfg) => modes::app_migration::start_role(ctx, cfg).await,
+            ModeConfig::StTcp(cfg) => modes::st_tcp::start_role(ctx, cfg).await,
+        };
+        match started {
+            Ok(StartedRole {
+                task,
+                detail,
+                commands,
+            }) => {
+                self.running.insert(
+                    role,
+                    RunningRole {
+                        cancel,
+                        task,
+                        pid,
+                        mode: mode.clone(),
+                        commands,
+                    },
+                );
+                (RoleState::Running, detail)
+            }
+            Err(e) => (RoleState::Failed, Some(e)),
+        }
+    }
+
+    /// Hands a mode command to every running role that takes commands; returns how many did.
+    pub async fn command(&self, command: &ModeCommand) -> usize {
+        // `mut` looks unused while no mode defines a command (the type is uninhabited).
+        #[allow(unused_mut)]
+        let mut taken = 0;
+        for r in self.running.values() {
+            if let Some(tx) = &r.commands
+                && tx.send(command.clone()).await.is_ok()
+            {
+                taken += 1;
+            }
+        }
+        taken
     }
 
     /// Stops `role` and waits for its task to end.
@@ -142,7 +165,9 @@ impl RoleSet {
         pid: u32,
         parent: &CancellationToken,
     ) -> (RoleState, Option<String>) {
+        let mut mode = ModeConfig::None;
         if let Some(r) = self.running.get_mut(&role) {
+            mode = r.mode.clone();
             let current = r.pid.load(Ordering::SeqCst);
             if current != 0 && current != pid && !r.task.is_finished() {
                 return (
@@ -160,7 +185,7 @@ impl RoleSet {
                 self.stop(role).await;
             }
         }
-        self.start(role, parent).await
+        self.start(role, &mode, parent).await
     }
 
     /// Pid of `role`'s process, if it has one now.
@@ -204,14 +229,47 @@ impl RoleSet {
     }
 }
 
+/// Mode none: the server roles run the workload server; the other roles have nothing to do.
+async fn start_plain(ctx: RoleCtx) -> Result<StartedRole, String> {
+    let RoleCtx {
+        role,
+        cancel,
+        pid,
+        outbound,
+    } = ctx;
+    match role {
+        Role::Primary | Role::Backup => {
+            let child = start_server_process(&[]).await?;
+            let p = child.id().unwrap_or(0);
+            pid.store(p, Ordering::SeqCst);
+            tracing::info!(role = %role, pid = p, "workload server listening");
+            Ok(StartedRole {
+                task: tokio::spawn(supervise_server(role, child, cancel, pid, outbound)),
+                detail: Some(format!("workload server pid {p}")),
+                commands: None,
+            })
+        }
+        _ => Ok(StartedRole {
+            task: tokio::spawn(async move {
+                tracing::info!(role = %role, "role started");
+                cancel.cancelled().await;
+                tracing::info!(role = %role, "role stopped");
+            }),
+            detail: None,
+            commands: None,
+        }),
+    }
+}
+
 /// How long a workload server may take to start listening.
 const SERVER_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Starts `halab-agent serve` and waits until it says it listens (its first stdout line).
-async fn start_server_process() -> Result<tokio::process::Child, String> {
+/// Starts `halab-agent serve ARGS` and waits until it says it listens (its first stdout line).
+pub async fn start_server_process(args: &[String]) -> Result<tokio::process::Child, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
     let mut child = tokio::process::Command::new(exe)
         .arg("serve")
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -245,7 +303,7 @@ async fn start_server_process() -> Result<tokio::process::Child, String> {
 
 /// Watches a workload server until its role is cancelled or the process ends by itself
 /// (killed by a fault), which is reported to the console as the role failing.
-async fn supervise_server(
+pub async fn supervise_server(
     role: Role,
     mut child: tokio::process::Child,
     cancel: CancellationToken,

@@ -155,8 +155,8 @@ where
                 agent_mono_ns: mono_ns(),
             },
             ConsoleMsg::Ping { id } => AgentMsg::Pong { id },
-            ConsoleMsg::StartRole { role } => {
-                let (state, detail) = roles.start(role, &roles_token).await;
+            ConsoleMsg::StartRole { role, mode } => {
+                let (state, detail) = roles.start(role, &mode, &roles_token).await;
                 AgentMsg::RoleState {
                     role,
                     state,
@@ -207,6 +207,12 @@ where
                 };
                 if !send_reverted(&tx, r, faults::REVERT_REQUESTED).await {
                     break Exit::ChannelClosed;
+                }
+                continue;
+            }
+            ConsoleMsg::Mode { command } => {
+                if roles.command(&command).await == 0 {
+                    tracing::warn!(?command, "mode command for no running role");
                 }
                 continue;
             }
@@ -352,6 +358,7 @@ fn kind(msg: &ConsoleMsg) -> &'static str {
         ConsoleMsg::StopClient { .. } => "stop-client",
         ConsoleMsg::InjectFault { .. } => "inject-fault",
         ConsoleMsg::RevertFault { .. } => "revert-fault",
+        ConsoleMsg::Mode { .. } => "mode",
         ConsoleMsg::Shutdown => "shutdown",
     }
 }

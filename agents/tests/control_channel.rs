@@ -88,7 +88,10 @@ fn hello_ping_clock_roles_and_shutdown() {
         hello(),
         ConsoleMsg::Ping { id: 5 },
         ConsoleMsg::ClockProbe { id: 6 },
-        ConsoleMsg::StartRole { role: Role::Logger },
+        ConsoleMsg::StartRole {
+            role: Role::Logger,
+            mode: Default::default(),
+        },
         ConsoleMsg::StopRole { role: Role::Logger },
         ConsoleMsg::Shutdown,
     ]);
@@ -162,7 +165,10 @@ fn closed_channel_makes_the_agent_exit_at_once() {
         .unwrap()
         .write_all(&frames(&[
             hello(),
-            ConsoleMsg::StartRole { role: Role::Client },
+            ConsoleMsg::StartRole {
+                role: Role::Client,
+                mode: Default::default(),
+            },
         ]))
         .unwrap();
     std::thread::sleep(Duration::from_millis(200));
@@ -198,7 +204,10 @@ fn a_silent_console_counts_as_a_closed_channel() {
     stdin
         .write_all(&frames(&[
             hello(),
-            ConsoleMsg::StartRole { role: Role::Client },
+            ConsoleMsg::StartRole {
+                role: Role::Client,
+                mode: Default::default(),
+            },
         ]))
         .unwrap();
     // stdin stays open, but nothing more is sent.

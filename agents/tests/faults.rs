@@ -1060,6 +1060,7 @@ fn process_faults_revert_by_resuming_or_restarting_the_role() {
     let mut agent = Agent::start(&a);
     agent.send(&ConsoleMsg::StartRole {
         role: Role::Primary,
+        mode: Default::default(),
     });
     let running = |m: &AgentMsg| {
         matches!(

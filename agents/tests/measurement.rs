@@ -75,6 +75,7 @@ fn spec(workload: Workload, size: u64, port: u16, http_port: u16) -> ClientSpec 
         connect_timeout_ms: 1000,
         max_attempts: 1,
         deadline_ms: 60_000,
+        mode: Default::default(),
     }
 }
 

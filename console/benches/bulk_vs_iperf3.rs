@@ -100,6 +100,7 @@ fn main() {
             connect_timeout_ms: 2000,
             max_attempts: 3,
             deadline_ms: 600_000,
+            mode: Default::default(),
         };
         let result = rt.block_on(async {
             // The server roles report running before the first run; skip those messages.

@@ -11,6 +11,7 @@ pub mod commands;
 pub mod error;
 pub mod experiment;
 pub mod logging;
+pub mod modes;
 pub mod provider;
 pub mod run;
 pub mod state;

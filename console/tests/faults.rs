@@ -226,6 +226,7 @@ impl Lab {
             connect_timeout_ms: 1000,
             max_attempts: 5,
             deadline_ms: 120_000,
+            mode: Default::default(),
         };
         self.send("client", ConsoleMsg::StartClient { run, spec });
         self.wait_bytes_above(1_000_000, Duration::from_secs(10), "client streaming");

@@ -8,12 +8,14 @@
 pub mod frame;
 pub mod io;
 pub mod message;
+pub mod modes;
 
 pub use frame::{FrameDecoder, FrameError, MAX_PAYLOAD, PROTOCOL_VERSION};
 pub use message::{
     AgentMsg, Capabilities, ClientEvent, ClientResult, ClientSpec, ConnectionResult, ConsoleMsg,
     Direction, FaultAction, LogLevel, Probe, Role, RoleState, Workload,
 };
+pub use modes::{ModeCommand, ModeConfig, ModeEvent};
 
 /// The version of halab this crate was built as; console and agent report it in their hellos.
 pub const HALAB_VERSION: &str = env!("CARGO_PKG_VERSION");

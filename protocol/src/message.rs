@@ -2,6 +2,7 @@
 //! tag. Unknown tags and unknown fields are errors: a peer that sends something this side does
 //! not understand is a different protocol version, however it labelled itself.
 
+use crate::modes::{ModeCommand, ModeConfig, ModeEvent};
 use halab_workload::{ConnEvent, IntegrityReport, MeterSummary};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -129,6 +130,9 @@ pub struct ClientSpec {
     pub max_attempts: u32,
     /// The client gives up on the whole run after this long.
     pub deadline_ms: u64,
+    /// The failover mechanism the client takes part in (none: reconnect to the next server).
+    #[serde(default)]
+    pub mode: ModeConfig,
 }
 
 /// A fault an agent executes on its own host (DESIGN §6).
@@ -284,8 +288,12 @@ pub enum ConsoleMsg {
     Ping {
         id: u64,
     },
+    /// Start `role` under `mode` (its peers and parameters); the agent answers with
+    /// [`AgentMsg::RoleState`].
     StartRole {
         role: Role,
+        #[serde(default)]
+        mode: ModeConfig,
     },
     StopRole {
         role: Role,
@@ -312,6 +320,10 @@ pub enum ConsoleMsg {
     /// agent holds no such fault).
     RevertFault {
         id: u64,
+    },
+    /// A mode-specific request (DESIGN §5).
+    Mode {
+        command: ModeCommand,
     },
     /// Stop roles, revert everything held, answer [`AgentMsg::Bye`] and exit.
     Shutdown,
@@ -399,6 +411,10 @@ pub enum AgentMsg {
         id: u64,
         at_ns: u64,
         reason: String,
+    },
+    /// A mode-specific event: a detection, a takeover, a request to fence a peer.
+    Mode {
+        event: ModeEvent,
     },
     /// A fatal error: the agent closes the channel after sending it.
     Error {

@@ -3,7 +3,9 @@
 //! written to the run's log with the host's name.
 
 use super::link::{AgentLink, LinkError, LinkEvent};
-use halab_protocol::{AgentMsg, Capabilities, ConsoleMsg, HALAB_VERSION, LogLevel, Role, mono_ns};
+use halab_protocol::{
+    AgentMsg, Capabilities, ConsoleMsg, HALAB_VERSION, LogLevel, ModeConfig, Role, mono_ns,
+};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -168,8 +170,8 @@ impl AgentSession {
         })
     }
 
-    pub async fn start_role(&mut self, role: Role) -> Result<(), LinkError> {
-        self.send(ConsoleMsg::StartRole { role }).await
+    pub async fn start_role(&mut self, role: Role, mode: ModeConfig) -> Result<(), LinkError> {
+        self.send(ConsoleMsg::StartRole { role, mode }).await
     }
 
     pub async fn stop_role(&mut self, role: Role) -> Result<(), LinkError> {

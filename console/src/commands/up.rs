@@ -60,7 +60,15 @@ pub async fn run(
         probe: true,
         ssh,
     };
-    let testbed = Testbed::up(topo, &opts).await?;
+    let mut testbed = Testbed::up(topo, &opts).await?;
+    // The topology's mode, where this version runs it; otherwise the roles run as mode none,
+    // and the user is told so.
+    match crate::modes::supported(testbed.topology.run.mode)
+        .and_then(|()| crate::modes::mode_config(&testbed.topology, &testbed.topology.run))
+    {
+        Ok(mode) => testbed.set_mode(mode),
+        Err(e) => println!("{e}; the roles run as mode none"),
+    }
     // Every host takes up its roles: the servers listen, so clients (and curl) can connect.
     testbed.start_roles().await?;
     let t = &testbed.up_timings;

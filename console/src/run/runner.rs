@@ -10,7 +10,7 @@ use super::record::{FaultRecord, RunRecord};
 use crate::experiment::{Experiment, FaultAt, FaultKind, FaultSpec, FaultTarget, RunPlan};
 use crate::state::{HostRecord, TestbedState};
 use crate::testbed::{Testbed, TestbedError};
-use crate::topology::{Mode, RunSettings, Topology};
+use crate::topology::{RunSettings, Topology};
 use halab_protocol::{
     AgentMsg, ClientResult, ClientSpec, ConsoleMsg, Direction, FaultAction, HALAB_VERSION,
     HTTP_PORT, Role, RoleState, WORKLOAD_PORT, Workload,
@@ -46,12 +46,9 @@ pub enum RunError {
 /// Refuses, before anything is brought up, what this version cannot run.
 pub fn check_supported(exp: &Experiment) -> Result<(), RunError> {
     for plan in exp.runs() {
-        if plan.settings.mode != Mode::None {
-            return Err(RunError::Unsupported(format!(
-                "mode `{}` cannot be run yet: only `none` is implemented in this version",
-                plan.settings.mode
-            )));
-        }
+        crate::modes::supported(plan.settings.mode).map_err(RunError::Unsupported)?;
+        crate::modes::mode_config(&exp.topology, &plan.settings)
+            .map_err(|e| RunError::Unsupported(format!("mode `{}`: {e}", plan.settings.mode)))?;
     }
     Ok(())
 }
@@ -144,8 +141,15 @@ impl<'a> Runner<'a> {
         &mut self,
         plan: &RunPlan,
     ) -> Result<(ClientResult, Vec<FaultRecord>), RunError> {
+        let mode = crate::modes::mode_config(&self.testbed.topology, &plan.settings)
+            .map_err(RunError::Unsupported)?;
+        if *self.testbed.mode() != mode {
+            // Roles started under another mode are redeployed by their agents.
+            self.testbed.set_mode(mode.clone());
+        }
         self.ensure_servers().await?;
-        let spec = self.client_spec(plan);
+        let mut spec = self.client_spec(plan);
+        spec.mode = mode;
         let needs_calibration = plan
             .faults
             .iter()
@@ -177,19 +181,24 @@ impl<'a> Runner<'a> {
         Ok((result.clone(), log.finish(result.started_ns)))
     }
 
-    /// Starts every server role (primary, backup) that is not running, and waits until each
-    /// listens.
+    /// Starts every role but the clients' that is not running under the testbed's mode (an
+    /// agent redeploys a role that runs under another mode), and waits until each runs: a
+    /// server role runs once it listens.
     async fn ensure_servers(&mut self) -> Result<(), RunError> {
         let topo = &self.testbed.topology;
         let mut waiting: Vec<(String, Role)> = Vec::new();
         for h in &topo.hosts {
-            for role in [Role::Primary, Role::Backup] {
-                if h.roles.contains(&role) {
-                    self.testbed
-                        .send(&h.name, ConsoleMsg::StartRole { role })
-                        .await?;
-                    waiting.push((h.name.clone(), role));
-                }
+            for &role in h.roles.iter().filter(|&&r| r != Role::Client) {
+                self.testbed
+                    .send(
+                        &h.name,
+                        ConsoleMsg::StartRole {
+                            role,
+                            mode: self.testbed.mode().clone(),
+                        },
+                    )
+                    .await?;
+                waiting.push((h.name.clone(), role));
             }
         }
         let deadline = tokio::time::Instant::now() + ROLE_TIMEOUT;
@@ -253,6 +262,7 @@ impl<'a> Runner<'a> {
             connect_timeout_ms: CONNECT_TIMEOUT_MS,
             max_attempts: MAX_ATTEMPTS,
             deadline_ms: self.experiment.run_timeout.as_millis() as u64,
+            mode: self.testbed.mode().clone(),
         }
     }
 

@@ -11,7 +11,7 @@ use crate::error::chain;
 use crate::provider::local::{self, LocalError, LocalResources};
 use crate::state::{self, HostRecord, HostState, TestbedLock, TestbedState};
 use crate::topology::{Host, Provider, Topology};
-use halab_protocol::{AgentMsg, ConsoleMsg};
+use halab_protocol::{AgentMsg, ConsoleMsg, ModeConfig};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -130,6 +130,8 @@ pub struct Testbed {
     /// Messages from every agent that are not the host task's own business (client telemetry
     /// and results, fault outcomes, role changes), tagged with the host's name.
     inbox: Option<mpsc::UnboundedReceiver<(String, AgentMsg)>>,
+    /// The mode roles are started under (by [`Testbed::start_roles`] and at power-on).
+    mode: ModeConfig,
     pub up_timings: Timings,
 }
 
@@ -309,6 +311,7 @@ impl Testbed {
             options: opts.clone(),
             local: local_res,
             inbox: Some(inbox),
+            mode: ModeConfig::None,
             up_timings: Timings {
                 provider: provider_time,
                 agents: agents_time,
@@ -444,10 +447,28 @@ impl Testbed {
             },
         ));
         for &role in &h.roles {
-            self.send(host, ConsoleMsg::StartRole { role }).await?;
+            self.send(
+                host,
+                ConsoleMsg::StartRole {
+                    role,
+                    mode: self.mode.clone(),
+                },
+            )
+            .await?;
         }
         tracing::info!(%host, "powered on");
         Ok(())
+    }
+
+    /// The mode roles are started under.
+    pub fn mode(&self) -> &ModeConfig {
+        &self.mode
+    }
+
+    /// Sets the mode later role starts use (running roles are not touched: start them again,
+    /// and the agents redeploy those whose mode changed).
+    pub fn set_mode(&mut self, mode: ModeConfig) {
+        self.mode = mode;
     }
 
     /// Asks every host's agent to start each of the host's roles (the agents report back
@@ -455,7 +476,14 @@ impl Testbed {
     pub async fn start_roles(&self) -> Result<(), TestbedError> {
         for h in &self.topology.hosts {
             for &role in &h.roles {
-                self.send(&h.name, ConsoleMsg::StartRole { role }).await?;
+                self.send(
+                    &h.name,
+                    ConsoleMsg::StartRole {
+                        role,
+                        mode: self.mode.clone(),
+                    },
+                )
+                .await?;
             }
         }
         Ok(())
