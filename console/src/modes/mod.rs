@@ -5,8 +5,9 @@
 pub mod app_migration;
 pub mod st_tcp;
 
+use crate::testbed::Testbed;
 use crate::topology::{Mode, RunSettings, Topology};
-use halab_protocol::ModeConfig;
+use halab_protocol::{ModeConfig, ModeEvent};
 
 /// The configuration the roles and clients of a run under `settings` get on `topo`; an error
 /// says why the mode cannot run there.
@@ -28,5 +29,40 @@ pub fn supported(mode: Mode) -> Result<(), String> {
         Mode::AppMigration => app_migration::supported(),
         Mode::StTcp => st_tcp::supported(),
         Mode::Craft => Err("mode `craft` cannot be run yet: it is not implemented".into()),
+    }
+}
+
+/// What a mode event says, for the run's record: the agent's time of it (if it names one),
+/// what kind of event it is (`detect`, `takeover`, `fence`, ...) and a detail.
+pub struct EventSummary {
+    pub agent_ns: Option<u64>,
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+/// Summarises `event` for the record.
+pub fn describe(event: &ModeEvent) -> EventSummary {
+    match event {
+        ModeEvent::AppMigration(e) => app_migration::describe(e),
+        ModeEvent::StTcp(e) => st_tcp::describe(e),
+    }
+}
+
+/// Acts on a mode event from `host` during a run (a backup asking for its primary to be
+/// fenced, ...). An error is recorded with the event.
+pub async fn on_event(testbed: &mut Testbed, host: &str, event: &ModeEvent) -> Result<(), String> {
+    match event {
+        ModeEvent::AppMigration(e) => app_migration::on_event(testbed, host, e).await,
+        ModeEvent::StTcp(e) => st_tcp::on_event(testbed, host, e).await,
+    }
+}
+
+/// Brings the testbed back to the mode's starting state after a run (faults reverted and
+/// powered-off hosts on again already): e.g. the service address back on the primary.
+pub async fn after_run(testbed: &mut Testbed) -> Result<(), String> {
+    match testbed.mode().clone() {
+        ModeConfig::None => Ok(()),
+        ModeConfig::AppMigration(c) => app_migration::after_run(testbed, &c).await,
+        ModeConfig::StTcp(c) => st_tcp::after_run(testbed, &c).await,
     }
 }

@@ -24,6 +24,10 @@ pub struct RunRecord {
     pub size: Option<u64>,
     pub clients: u32,
     pub faults: Vec<FaultRecord>,
+    /// What the failover mode reported during the run (detections, fences, takeovers), in
+    /// order; empty for mode none.
+    #[serde(default)]
+    pub mode_events: Vec<ModeEventRecord>,
     /// T_resume − T_fault of the first fault, worst over connections.
     pub failover_ms: Option<f64>,
     /// T_detect − T_fault.
@@ -74,5 +78,20 @@ pub struct FaultRecord {
     /// "channel closed".
     pub revert_reason: Option<String>,
     pub detail: String,
+    pub error: Option<String>,
+}
+
+/// An event the failover mode reported during a run (DESIGN §7: T_detect, T_takeover, who
+/// decided and why).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModeEventRecord {
+    /// The host whose agent reported it.
+    pub host: String,
+    /// `detect`, `takeover`, `fence`, ... (the mode's words).
+    pub kind: String,
+    /// When it happened, ms after the client started; null if the event names no time.
+    pub at_ms: Option<f64>,
+    pub detail: String,
+    /// Why acting on it failed, if it did.
     pub error: Option<String>,
 }

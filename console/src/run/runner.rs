@@ -6,7 +6,7 @@
 //! all hosts share one clock; elsewhere each reading is moved onto the console's clock with the
 //! offset estimated at hello (DESIGN §4, Clocks) before two hosts' times are subtracted.
 
-use super::record::{FaultRecord, RunRecord};
+use super::record::{FaultRecord, ModeEventRecord, RunRecord};
 use crate::experiment::{Experiment, FaultAt, FaultKind, FaultSpec, FaultTarget, RunPlan};
 use crate::state::{HostRecord, TestbedState};
 use crate::testbed::{Testbed, TestbedError};
@@ -130,7 +130,9 @@ impl<'a> Runner<'a> {
         let outcome = self.execute_inner(plan).await;
         let snapshot = self.testbed.snapshot();
         let mut record = match outcome {
-            Ok((result, faults)) => compose(self.experiment, plan, &snapshot, result, faults),
+            Ok((result, (faults, events))) => {
+                compose(self.experiment, plan, &snapshot, result, faults, events)
+            }
             Err(e) => failed_record(self.experiment, plan, &snapshot, crate::error::chain(&e)),
         };
         record.started_unix_ms = started_unix_ms;
@@ -140,7 +142,7 @@ impl<'a> Runner<'a> {
     async fn execute_inner(
         &mut self,
         plan: &RunPlan,
-    ) -> Result<(ClientResult, Vec<FaultRecord>), RunError> {
+    ) -> Result<(ClientResult, (Vec<FaultRecord>, Vec<ModeEventRecord>)), RunError> {
         let mode = crate::modes::mode_config(&self.testbed.topology, &plan.settings)
             .map_err(RunError::Unsupported)?;
         if *self.testbed.mode() != mode {
@@ -367,6 +369,20 @@ impl<'a> Runner<'a> {
                         AgentMsg::ClientDone { run: r, result } if r == run && host == client_host => {
                             break *result;
                         }
+                        AgentMsg::Mode { event } => {
+                            let summary = crate::modes::describe(&event);
+                            let error = crate::modes::on_event(self.testbed, &host, &event).await.err();
+                            if let Some(e) = &error {
+                                tracing::warn!(%host, kind = summary.kind, error = %e, "mode event");
+                            }
+                            log.mode_events.push(ModeEventLog {
+                                host: host.clone(),
+                                console_ns: summary.agent_ns.map(|t| to_console_ns(&snapshot, &host, t)),
+                                kind: summary.kind.to_string(),
+                                detail: summary.detail,
+                                error,
+                            });
+                        }
                         other => log.note(&snapshot, &host, other),
                     }
                 }
@@ -489,6 +505,9 @@ impl<'a> Runner<'a> {
         for (host, i) in std::mem::take(&mut log.powered_off) {
             self.power_on(&host, i, "end of run", log).await;
         }
+        if let Err(e) = crate::modes::after_run(self.testbed).await {
+            tracing::warn!(error = %e, "could not reset the failover mode after the run");
+        }
         if let Err(e) = self.ensure_servers().await {
             tracing::warn!(error = %crate::error::chain(&e), "could not restart the servers");
         }
@@ -522,6 +541,17 @@ struct FaultLog {
     holding: BTreeMap<u64, (String, usize)>,
     /// Hosts powered off and not yet on again: (host, fault index).
     powered_off: Vec<(String, usize)>,
+    /// What the failover mode reported, in order.
+    mode_events: Vec<ModeEventLog>,
+}
+
+/// A mode event as received, on the console's clock.
+struct ModeEventLog {
+    host: String,
+    console_ns: Option<u64>,
+    kind: String,
+    detail: String,
+    error: Option<String>,
 }
 
 impl FaultLog {
@@ -579,13 +609,25 @@ impl FaultLog {
     }
 
     /// The records, with times in ms after `start_ns` (the client's start).
-    fn finish(self, start_ns: u64) -> Vec<FaultRecord> {
+    /// The faults and mode events, with their times as ms after `start_ns`.
+    fn finish(self, start_ns: u64) -> (Vec<FaultRecord>, Vec<ModeEventRecord>) {
         let mut records = self.records;
         for (i, r) in records.iter_mut().enumerate() {
             r.at_ms = self.applied_ns[i].map(|t| ms_between(start_ns, t));
             r.reverted_ms = self.reverted_ns[i].map(|t| ms_between(start_ns, t));
         }
-        records
+        let events = self
+            .mode_events
+            .into_iter()
+            .map(|e| ModeEventRecord {
+                host: e.host,
+                kind: e.kind,
+                at_ms: e.console_ns.map(|t| ms_between(start_ns, t)),
+                detail: e.detail,
+                error: e.error,
+            })
+            .collect();
+        (records, events)
     }
 }
 
@@ -711,6 +753,7 @@ fn base_record(exp: &Experiment, plan: &RunPlan, snapshot: &TestbedState) -> Run
             .then(|| s.size.unwrap_or(DEFAULT_SIZE)),
         clients: s.clients.unwrap_or(1),
         faults: Vec::new(),
+        mode_events: Vec::new(),
         failover_ms: None,
         detect_ms: None,
         takeover_ms: None,
@@ -747,6 +790,7 @@ pub fn compose(
     snapshot: &TestbedState,
     result: ClientResult,
     faults: Vec<FaultRecord>,
+    mode_events: Vec<ModeEventRecord>,
 ) -> RunRecord {
     let mut r = base_record(exp, plan, snapshot);
     let start = result.started_ns;
@@ -797,6 +841,7 @@ pub fn compose(
         _ => None,
     };
     r.faults = faults;
+    r.mode_events = mode_events;
     r.connections = result.connections;
     if matches!(
         plan.settings.workload,
