@@ -6,17 +6,21 @@
 //! - power-off: not one FIN or RST leaves the primary, its processes are gone, the client times
 //!   out and reconnects to the backup; the last packet from the primary precedes T_fault + 1 ms,
 //!   and T_fault is close to the links going down. Power-on brings its agent and role back.
-//! - process-kill: a FIN or RST from the primary, not before T_fault, and no later than the
-//!   kernel's teardown of the process (or, when the socket still held data, behind that data).
+//! - process-kill: a FIN or RST from the primary not before T_fault − 1 ms (the signal
+//!   delivered) and no later than the kernel's teardown of the process + 1 ms (or, when the
+//!   socket still held data, behind that data).
 //! - process-hang: the connection stays open with no data and no FIN/RST; the revert makes the
 //!   data flow again on the same connection.
 //! - nic-down: nothing from the primary after T_fault, nothing reaches it either; the client
 //!   reconnects to the backup; the revert brings the links up and the primary reachable.
 //! - lease: a hang with a 300 ms lease is reverted by the agent by itself.
 //!
-//! The 1 ms bar of issue 4 (must hold 5) is asserted where both sides are kernel facts (no
-//! packet from the primary later than T_fault + 1 ms); where a user-space stamp is compared
-//! with the kernel's act, it is asserted with [`SLACK`] and whether the bar was met is printed.
+//! The 1 ms bar of issue 4 (must hold 5) is asserted in every comparison: packets carry the
+//! kernel's receive stamps, and the user-space stamps on either side (T_fault, taken by the
+//! agent's or console's fault thread; the link watch; the test's process watch) are taken by
+//! threads at real-time priority, so a bulk transfer saturating both cores cannot delay them.
+//! For a killed process the wire's effect (the FIN) comes during the kernel's teardown of the
+//! process, which follows T_fault by 0.1–5 ms on a loaded machine; it is held to that window.
 //!
 //! Not here: `kill -9` of the console reverting every fault within 2 s (the CLI cannot inject
 //! faults yet, and at library level the console's channels cannot be cut as a crash would).
@@ -52,12 +56,6 @@ const FROM_PRIMARY: [Ipv4Addr; 2] = [VIP, PRIMARY];
 const MS: u64 = 1_000_000;
 /// The bar of issue 4 (must hold 5): T_fault within 1 ms of the fault taking effect.
 const ONE_MS: i64 = 1_000_000;
-/// What a comparison of a user-space time stamp with the kernel's act is allowed beyond the
-/// bar. T_fault is stamped by a process (the console after `ip` exits, the agent after its
-/// command returns), and the link watch stamps an announcement when its thread gets to read
-/// it: on a loaded two-CPU machine either can be a few ms late. Whether the 1 ms bar itself
-/// was met is printed with the figures.
-const SLACK: i64 = 10 * ONE_MS;
 
 /// One test at a time: see the module comment.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -495,6 +493,8 @@ fn watch_exit(pid: i32) -> std::thread::JoinHandle<Option<u64>> {
     // SAFETY: a fresh fd nobody else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     std::thread::spawn(move || {
+        // Stamped the moment the kernel reports the process gone, however busy the cores are.
+        halab_protocol::sys::enter_realtime().expect("real-time priority for the exit watch");
         let mut p = libc::pollfd {
             fd: fd.as_raw_fd(),
             events: libc::POLLIN,
@@ -520,19 +520,10 @@ fn links_down(events: &[LinkEvent], since: u64, t_fault: u64, what: &str) -> (i6
     (first, last)
 }
 
-/// T_fault close to the fault having taken effect (the last link announced down): within the
-/// 1 ms bar plus [`SLACK`]; whether the bar was met is printed.
+/// T_fault within 1 ms of the fault having taken effect (the last link announced down).
 fn assert_t_fault_at(last_down: i64, what: &str) {
-    eprintln!(
-        "{what}: T_fault within 1 ms of the last link going down: {}",
-        if last_down.abs() <= ONE_MS {
-            "yes"
-        } else {
-            "no"
-        }
-    );
     assert!(
-        last_down.abs() <= ONE_MS + SLACK,
+        last_down.abs() <= ONE_MS,
         "{what}: T_fault is {:.3} ms from the last link going down (bar: 1 ms)",
         ms(-last_down)
     );
@@ -761,7 +752,8 @@ fn process_end_sends_fin_or_rst(testbed: &str, what: &str, action: FaultAction) 
     let last_data = primary
         .iter()
         .rfind(|p| p.payload_len > 0 && p.at_ns <= first.at_ns);
-    // What the dead server had written and the kernel still sent, ahead of the FIN.
+    // What the dead server had written and the kernel still sent around its end, ahead of the
+    // FIN.
     let drained: u64 = primary
         .iter()
         .filter(|p| p.at_ns >= t_fault && p.at_ns <= first.at_ns)
@@ -770,8 +762,8 @@ fn process_end_sends_fin_or_rst(testbed: &str, what: &str, action: FaultAction) 
     let c = &result.connections[0];
     eprintln!(
         "{what}: first {} from the primary at T_fault {:+.3} ms (kernel stamp; {:+.3} ms \
-         by receipt), after {drained} bytes of queued data sent since T_fault; the server \
-         process gone at T_fault {:+.3} ms (pidfd); {} FIN/RST in all; last data before it at \
+         by receipt), after {drained} bytes of queued data sent since T_fault; the \
+         server process gone at T_fault {:+.3} ms (the test's pidfd); {} FIN/RST in all; last data before it at \
          T_fault {:+.3} ms; client: {:?} at T_fault {:+.3} ms, servers {:?}; FIN within 1 ms \
          of T_fault: {}",
         if first.flags.rst { "RST" } else { "FIN" },
@@ -805,23 +797,30 @@ fn process_end_sends_fin_or_rst(testbed: &str, what: &str, action: FaultAction) 
         reason.starts_with("FIN after") || reason.starts_with("TCP error"),
         "the client learnt of the kill from the close, not a timeout: {reason}"
     );
-    // T_fault is not late: nothing closed the connection before it (beyond the bar and the
-    // slack for a late stamp).
+    // T_fault is the signal: the process was gone after it, and nothing closed the
+    // connection before it.
+    let gone = diff(exited, t_fault);
     assert!(
-        delay >= -ONE_MS - SLACK,
+        gone >= -ONE_MS,
+        "{what}: the server process was gone {:.3} ms before T_fault",
+        ms(-gone)
+    );
+    assert!(
+        delay >= -ONE_MS,
         "the first FIN/RST came {:.3} ms before T_fault:{}",
         ms(-delay),
         show(&closing)
     );
-    let gone = diff(exited, t_fault);
     if drained == 0 {
-        // Nothing queued in the socket: the FIN goes out when the exiting process's files are
-        // closed, which the kernel does before it reports the process gone. The issue's bar
-        // (1 ms) is not asserted on the FIN: the kernel's teardown of a multi-threaded process
-        // took 0.1–5 ms here, and that is what the FIN waits for (see the report line).
+        // Nothing queued in the socket: the FIN left as the exiting process's files were
+        // closed, during the kernel's teardown of the process, before it reported the process
+        // gone. The teardown runs in the dying process's own context, at its priority: on a
+        // loaded machine it took 0.1–5 ms here, so the FIN is held to that window, not to
+        // T_fault + 1 ms (the report line gives both).
         assert!(
             delay <= gone + ONE_MS,
-            "the FIN came {:.3} ms after T_fault, {:.3} ms after the process was gone:{}",
+            "the FIN came {:.3} ms after T_fault ({:.3} ms after the process was gone) with \
+             nothing queued ahead of it:{}",
             ms(delay),
             ms(delay - gone),
             show(&closing)
@@ -836,11 +835,6 @@ fn process_end_sends_fin_or_rst(testbed: &str, what: &str, action: FaultAction) 
             show(&closing)
         );
     }
-    assert!(
-        gone <= 50 * MS as i64,
-        "the killed server took {:.3} ms to go",
-        ms(gone)
-    );
     lab.down();
 }
 

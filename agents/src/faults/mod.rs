@@ -156,8 +156,8 @@ impl FaultLedger {
     }
 
     /// Executes `action` as fault `id` and holds it until it is reverted; with a lease, it is
-    /// due for revert `lease` after it took effect. Returns the moment it took effect (taken
-    /// right after the kill(2), or after `ip`/`nft`/`tc` returned) and a description.
+    /// due for revert `lease` after it took effect. Returns the moment it took effect (the
+    /// signal delivered, the last link down; after `nft`/`tc` returned) and a description.
     pub async fn apply(
         &mut self,
         id: u64,
@@ -180,8 +180,10 @@ impl FaultLedger {
                     .map(|(at, pid, d)| (at, d, Undo::Restart { role: *role, pid }))?
             }
             FaultAction::ProcessHang { role } => signal(roles, *role, libc::SIGSTOP, "SIGSTOP")
+                .await
                 .map(|(at, _, d)| (at, d, Undo::Resume { role: *role }))?,
             FaultAction::ProcessResume { role } => signal(roles, *role, libc::SIGCONT, "SIGCONT")
+                .await
                 .map(|(at, _, d)| (at, d, Undo::Nothing))?,
             FaultAction::NicDown { interface } => self.nic_down(id, interface.as_deref()).await?,
             FaultAction::Loss { percent, direction } => {
@@ -273,15 +275,21 @@ impl FaultLedger {
             }
         }
         let names: Vec<String> = fresh.iter().map(|(n, _)| n.clone()).collect();
-        if let Err(e) = net::set_links(&names, false).await {
-            // Some may have gone down before the failure: undo those.
-            let _ = net::set_links_each(&names, true).await;
-            for (name, snap) in &fresh {
-                net::restore(name, snap).await;
+        let down = {
+            let names = names.clone();
+            urgent(move || halab_protocol::sys::links_down_stamped(&names)).await
+        };
+        let at = match down {
+            Ok(at) => at,
+            Err(e) => {
+                // Some may have gone down before the failure: undo those.
+                let _ = net::set_links_each(&names, true).await;
+                for (name, snap) in &fresh {
+                    net::restore(name, snap).await;
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
-        let at = mono_ns();
+        };
         let all: Vec<String> = targets.iter().map(|l| l.name.clone()).collect();
         let shared: Vec<&String> = all.iter().filter(|n| !names.contains(n)).collect();
         for (name, snapshot) in fresh {
@@ -471,37 +479,81 @@ pub fn table_name(id: u64) -> String {
 /// How long a signalled process is watched for its end.
 const EXIT_WAIT_MS: i32 = 2000;
 
-/// Signals `role`'s process with a signal that ends it. T_fault is the moment kill(2)
-/// returned, so every effect the client sees comes after it; how long the process then took to
-/// be gone (its sockets close, and the kernel sends FIN/RST, as its threads are torn down) is
-/// measured through a pidfd taken before the signal — so the pid cannot be reused in between —
-/// and reported in the detail.
+/// Runs `f` on a thread of its own at real-time priority ([`halab_protocol::sys`]): the
+/// system call that makes a fault happen and the stamp of that moment are then neither delayed
+/// nor split by the host's workload, however busy its cores are.
+async fn urgent<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("fault".into())
+        .spawn(move || {
+            if let Err(e) = halab_protocol::sys::enter_realtime() {
+                tracing::debug!(error = %e, "fault thread stays at normal priority");
+            }
+            let _ = tx.send(f());
+        })
+        .map_err(|e| format!("cannot start the fault thread: {e}"))?;
+    rx.await
+        .map_err(|_| "the fault thread ended without an answer".to_string())?
+}
+
+/// A pidfd of `role`'s process, taken before it is signalled so its pid cannot be reused in
+/// between (the role task reaps the process the moment it ends).
+fn role_pidfd(roles: &RoleSet, role: Role) -> Result<(u32, std::os::fd::OwnedFd), String> {
+    let pid = roles.pid(role)?;
+    // SAFETY: pidfd_open(2) returns a new descriptor or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    if raw < 0 {
+        return Err(format!(
+            "pidfd_open({pid}): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: a fresh descriptor owned by nobody else.
+    Ok((pid, unsafe {
+        std::os::fd::OwnedFd::from_raw_fd(raw as i32)
+    }))
+}
+
+/// pidfd_send_signal(2): signals exactly the process the pidfd names.
+fn pidfd_signal(pidfd: &std::os::fd::OwnedFd, sig: i32) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal on a pidfd we own, with no siginfo and no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(format!("signal {sig}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Ends `role`'s process with `sig` (SIGKILL or SIGTERM). T_fault is the moment the signal was
+/// delivered (pidfd_send_signal returned): from then on the process runs no more of its own
+/// code, and everything the client sees — the FIN or RST its closing sockets send — follows
+/// it. How long the kernel then took to tear the process down (unmap its memory, close its
+/// files: the FIN leaves here, and report it gone) is measured on the same real-time thread
+/// through the pidfd and given in the detail.
 async fn signal_and_wait(
     roles: &RoleSet,
     role: Role,
     sig: i32,
     what: &str,
 ) -> Result<(u64, u32, String), String> {
-    let pid = roles.pid(role)?;
-    // SAFETY: pidfd_open(2) on the pid of our own unreaped child; the descriptor is wrapped
-    // below and closed when dropped.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
-    let pidfd = (raw >= 0).then(|| {
-        use std::os::fd::FromRawFd;
-        // SAFETY: a fresh descriptor owned by nobody else.
-        unsafe { std::os::fd::OwnedFd::from_raw_fd(raw as i32) }
-    });
-    let signalled = roles.signal(role, sig)?;
-    let at_signal = mono_ns();
-    let Some(pidfd) = pidfd else {
-        return Ok((
-            at_signal,
-            signalled,
-            format!("{what} to the {role} process (pid {pid})"),
-        ));
-    };
-    let gone = tokio::task::spawn_blocking(move || {
+    let (pid, pidfd) = role_pidfd(roles, role)?;
+    let (at_signal, gone) = urgent(move || {
         use std::os::fd::AsRawFd;
+        pidfd_signal(&pidfd, sig)?;
+        let at_signal = mono_ns();
         let mut p = libc::pollfd {
             fd: pidfd.as_raw_fd(),
             events: libc::POLLIN,
@@ -509,11 +561,9 @@ async fn signal_and_wait(
         };
         // SAFETY: poll(2) on one pollfd we own; a pidfd becomes readable when the process exits.
         let n = unsafe { libc::poll(&mut p, 1, EXIT_WAIT_MS) };
-        (n == 1).then(mono_ns)
+        Ok((at_signal, (n == 1).then(mono_ns)))
     })
-    .await
-    .ok()
-    .flatten();
+    .await?;
     let detail = match gone {
         Some(at) => format!(
             "{what} to the {role} process (pid {pid}); it was gone {:.3} ms later",
@@ -523,13 +573,18 @@ async fn signal_and_wait(
             "{what} to the {role} process (pid {pid}); still running {EXIT_WAIT_MS} ms later"
         ),
     };
-    Ok((at_signal, signalled, detail))
+    Ok((at_signal, pid, detail))
 }
 
-/// Signals `role`'s process; (T_fault, pid, detail).
-fn signal(roles: &RoleSet, role: Role, sig: i32, what: &str) -> Result<(u64, u32, String), String> {
-    let pid = roles.signal(role, sig)?;
-    let at = mono_ns();
+/// Signals `role`'s process (SIGSTOP, SIGCONT) from a real-time thread; (T_fault, pid, detail).
+async fn signal(
+    roles: &RoleSet,
+    role: Role,
+    sig: i32,
+    what: &str,
+) -> Result<(u64, u32, String), String> {
+    let (pid, pidfd) = role_pidfd(roles, role)?;
+    let at = urgent(move || pidfd_signal(&pidfd, sig).map(|()| mono_ns())).await?;
     Ok((at, pid, format!("{what} to the {role} process (pid {pid})")))
 }
 

@@ -201,21 +201,6 @@ pub(super) async fn restore(link: &str, snap: &LinkSnapshot) -> Vec<String> {
     problems
 }
 
-/// Sets `links` up or down with one `ip -batch` process, so they change together.
-pub(super) async fn set_links(links: &[String], up: bool) -> Result<(), String> {
-    if links.is_empty() {
-        return Ok(());
-    }
-    let state = if up { "up" } else { "down" };
-    let script: String = links
-        .iter()
-        .map(|l| format!("link set dev {l} {state}\n"))
-        .collect();
-    run("ip", &["-batch", "-"], Some(script.as_bytes()))
-        .await
-        .map(|_| ())
-}
-
 /// Waits, at most `limit`, until every one of `links` has its carrier again after being set up
 /// (a veth at once, a physical NIC after autonegotiation). Returns those that still have none.
 pub(super) async fn wait_operational(links: &[String], limit: Duration) -> Vec<String> {

@@ -311,51 +311,15 @@ fn links_down_now(ns: &str, links: Vec<String>) -> Result<u64, LocalError> {
         if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             return Err(format!("setns: {}", std::io::Error::last_os_error()));
         }
-        // SAFETY: a plain datagram socket, closed below, used only for interface ioctls.
-        let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if sock < 0 {
-            return Err(format!("socket: {}", std::io::Error::last_os_error()));
-        }
-        let mut result = Ok(());
-        for link in &links {
-            if let Err(e) = set_down(sock, link) {
-                result = Err(format!("{link}: {e}"));
-                break;
-            }
-        }
-        let at = halab_protocol::mono_ns();
-        // SAFETY: closing the socket opened above.
-        unsafe { libc::close(sock) };
-        result.map(|()| at)
+        // Not preempted between the last ioctl and the stamp (best effort: without the
+        // privilege the stamp is only less sharp).
+        let _ = halab_protocol::sys::enter_realtime();
+        halab_protocol::sys::links_down_stamped(&links)
     });
     thread
         .join()
         .map_err(|_| LocalError::Io("link-down thread panicked".into()))?
         .map_err(|e| LocalError::Io(format!("taking the links of {ns} down: {e}")))
-}
-
-/// Clears IFF_UP on interface `name` (SIOCGIFFLAGS, then SIOCSIFFLAGS).
-fn set_down(sock: libc::c_int, name: &str) -> std::io::Result<()> {
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    let bytes = name.as_bytes();
-    if bytes.len() >= req.ifr_name.len() {
-        return Err(std::io::Error::other("interface name too long"));
-    }
-    for (d, b) in req.ifr_name.iter_mut().zip(bytes) {
-        *d = *b as libc::c_char;
-    }
-    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the flags member of the ifreq we own.
-    unsafe {
-        if libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        req.ifr_ifru.ifru_flags &= !(libc::IFF_UP as libc::c_short);
-        if libc::ioctl(sock, libc::SIOCSIFFLAGS, &req) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 /// Power-on of a host: its links up again (the agent is restarted by the orchestrator).

@@ -510,6 +510,12 @@ impl LinkWatch {
                         return Vec::new();
                     }
                 };
+                // Announcements are stamped when read: at real-time priority the thread reads
+                // them the moment they arrive, however busy the cores are.
+                if let Err(e) = halab_protocol::sys::enter_realtime() {
+                    let _ = ready_tx.send(Err(format!("real-time priority: {e}")));
+                    return Vec::new();
+                }
                 let _ = ready_tx.send(Ok(()));
                 link_loop(&sock, &flag)
             })
