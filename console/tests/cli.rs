@@ -133,3 +133,54 @@ fn check_probes_this_machine_for_a_local_topology() {
     assert_eq!(v["valid"], true);
     assert_eq!(v["probes"][0]["capabilities"]["root"]["ok"], true);
 }
+
+/// A power fault on an ssh host without the topology's power commands is refused before
+/// anything is brought up, naming the missing key.
+#[test]
+fn power_off_of_an_ssh_host_without_power_commands_is_refused_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id");
+    std::fs::write(&key, "not read before the refusal").unwrap();
+    let hosts: String = [("a", "primary", 1), ("b", "backup", 2), ("c", "client", 3)]
+        .iter()
+        .map(|(name, role, i)| {
+            format!(
+                "[[hosts]]\nname = \"{name}\"\nroles = [\"{role}\"]\n\
+                 addresses = {{ service = \"10.70.0.{i}\" }}\nuser = \"root\"\nkey = \"{}\"\n{}\n",
+                key.display(),
+                if *name == "a" {
+                    "power_command = \"virsh destroy {name}\""
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect();
+    std::fs::write(
+        dir.path().join("topology.toml"),
+        format!(
+            "name = \"t-cli-pwr\"\nprovider = \"ssh\"\nservice_address = \"10.70.0.100\"\n\
+             [run]\nmode = \"none\"\n[[networks]]\nname = \"service\"\n\
+             subnet = \"10.70.0.0/24\"\n{hosts}"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("exp.toml"),
+        "name = \"pwr\"\ntopology = \"topology.toml\"\n[run]\nworkload = \"bulk\"\n\
+         [[faults]]\nat = \"1s\"\nkind = \"power-off\"\ntarget = \"primary\"\n",
+    )
+    .unwrap();
+    let out = halab(dir.path())
+        .args(["run", &dir.path().join("exp.toml").display().to_string()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("fault `power-off` on ssh host a needs `power_on_command` in the topology"),
+        "{err}"
+    );
+    // Refused before anything was brought up.
+    assert!(!dir.path().join("t-cli-pwr.json").exists());
+}

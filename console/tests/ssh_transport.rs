@@ -569,6 +569,121 @@ fn ssh_testbed_up_and_down_through_the_orchestrator() {
     fx.wait_no_agent(Duration::from_secs(5));
 }
 
+/// (9b) Power of an ssh host through the topology's commands: `power_command` takes the
+/// machine down (its link first, then every process: sshd and the agent die without a word),
+/// the host is marked powered off, and `power_on_command` brings it back: the console
+/// reconnects once sshd answers, a new agent says hello and the host's role runs again. (The
+/// backup, `m2`, is reached through the same sshd: the power cut takes its agent too.)
+#[test]
+fn ssh_host_powered_off_and_on_by_its_commands() {
+    if !available("ssh_host_powered_off_and_on_by_its_commands") {
+        return;
+    }
+    let fx = Sshd::start("power");
+    let known = fx.write_known_hosts(
+        "known_hosts",
+        &format!(
+            "{}\n[{SERVER_ADDR}]:{ALT_PORT} {}\n",
+            fx.known_hosts_line(),
+            fx.host_pub
+        ),
+    );
+    let remote = fx.remote_dir("remote");
+    let topo_text = format!(
+        "name = \"t-ssh-pwr\"\nprovider = \"ssh\"\nservice_address = \"10.67.0.100\"\n\
+         known_hosts = \"{}\"\n\n[run]\nmode = \"none\"\n\n\
+         [[networks]]\nname = \"service\"\nsubnet = \"10.67.0.0/24\"\n\n\
+         [[hosts]]\nname = \"m1\"\nroles = [\"primary\"]\n\
+         addresses = {{ service = \"10.67.0.1\" }}\nssh_address = \"{SERVER_ADDR}\"\n\
+         user = \"root\"\nkey = \"{key}\"\npower_command = \"{}\"\npower_on_command = \"{}\"\n\n\
+         [[hosts]]\nname = \"m2\"\nroles = [\"backup\", \"client\"]\n\
+         addresses = {{ service = \"10.67.0.2\" }}\nssh_address = \"{SERVER_ADDR}\"\n\
+         port = {ALT_PORT}\nuser = \"root\"\nkey = \"{key}\"\n",
+        known.display(),
+        fx.power_off_command(),
+        fx.power_on_command(),
+        key = fx.client_key.display(),
+    );
+    let topo = halab::topology::parse_str(&topo_text, Path::new("t-ssh-pwr.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let state = tempfile::tempdir().unwrap();
+    let mut ssh = options(known, false, remote);
+    ssh.connect_timeout = TIMEOUT;
+    let opts = halab::testbed::UpOptions {
+        agent_binary: support::agent_bin(),
+        state_dir: state.path().to_path_buf(),
+        run_id: "t-ssh-pwr".into(),
+        log_dir: state.path().join("logs"),
+        probe: false,
+        ssh: Some(ssh),
+    };
+    let server_ns = fx.server_ns.name.clone();
+    support::in_netns(&fx.client_ns.name, move || {
+        Box::pin(async move {
+            let mut tb = halab::testbed::Testbed::up(topo, &opts)
+                .await
+                .unwrap_or_else(|e| panic!("up: {}", chain(&e)));
+            let mut inbox = tb.take_inbox().expect("inbox");
+            let first_agent = tb.snapshot().hosts[0].agent_pid;
+            assert!(first_agent.is_some());
+
+            tb.power_off("m1")
+                .await
+                .unwrap_or_else(|e| panic!("power off: {}", chain(&e)));
+            assert_eq!(
+                tb.snapshot().hosts[0].state,
+                halab::state::HostState::PoweredOff
+            );
+            assert!(
+                sshd::agent_pids(&server_ns).is_empty(),
+                "the agent outlived the power-off"
+            );
+
+            tb.power_on("m1")
+                .await
+                .unwrap_or_else(|e| panic!("power on: {}", chain(&e)));
+            let h = &tb.snapshot().hosts[0];
+            assert_eq!(h.state, halab::state::HostState::Connected, "{h:?}");
+            assert!(h.agent_pid.is_some() && h.agent_pid != first_agent, "{h:?}");
+            // The host's role runs again under the new agent.
+            let running = tokio::time::timeout(Duration::from_secs(10), async {
+                while let Some((host, msg)) = inbox.recv().await {
+                    if let halab_protocol::AgentMsg::RoleState {
+                        role,
+                        state,
+                        detail,
+                    } = msg
+                    {
+                        assert_eq!(host, "m1");
+                        assert_eq!(role, halab_protocol::Role::Primary);
+                        return (state, detail);
+                    }
+                }
+                panic!("inbox closed");
+            })
+            .await
+            .expect("role state after power-on");
+            assert_eq!(
+                running.0,
+                halab_protocol::RoleState::Running,
+                "{:?}",
+                running.1
+            );
+            // The watcher of the dead agent's link gives up later; it must not mark the host
+            // lost under its new agent.
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            assert_eq!(
+                tb.snapshot().hosts[0].state,
+                halab::state::HostState::Connected
+            );
+            tb.down()
+                .await
+                .unwrap_or_else(|e| panic!("down: {}", chain(&e)));
+        })
+    });
+    fx.wait_no_agent(Duration::from_secs(5));
+}
+
 /// (10) known_hosts entries in the forms OpenSSH accepts are honoured: a tab-separated wildcard
 /// entry and entries hashed by `ssh-keygen -H` are known; a key marked `@revoked` is refused
 /// even with accept-new, and so is a host whose entry is a `@cert-authority`; nothing is

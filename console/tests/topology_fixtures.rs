@@ -366,7 +366,8 @@ const GEN: TomlGen = TomlGen {
     keys: &[
         "name", "provider", "service_address", "known_hosts", "mode", "heartbeat_ms",
         "missed_heartbeats", "trigger", "workload", "size", "clients", "subnet", "hub", "roles",
-        "addresses", "ssh_address", "port", "user", "key", "power_command", "service",
+        "addresses", "ssh_address", "port", "user", "key", "power_command", "power_on_command",
+        "service",
         "heartbeat",
     ],
     words: &[

@@ -46,6 +46,29 @@ pub enum RunError {
 /// Refuses, before anything is brought up, what this version cannot run.
 pub fn check_supported(exp: &Experiment) -> Result<(), RunError> {
     for plan in exp.runs() {
+        for f in &plan.faults {
+            if !matches!(f.kind, FaultKind::PowerOff | FaultKind::PowerOn) {
+                continue;
+            }
+            let (Some(host), _) = resolve_target(&exp.topology, &f.target) else {
+                continue;
+            };
+            let Some(ssh) = exp.topology.host(&host).and_then(|h| h.ssh.as_ref()) else {
+                continue;
+            };
+            // A power-off is undone by a power-on at the end of the run: both commands.
+            for (key, given) in [
+                ("power_command", ssh.power_command.is_some()),
+                ("power_on_command", ssh.power_on_command.is_some()),
+            ] {
+                if !given && (f.kind == FaultKind::PowerOff || key == "power_on_command") {
+                    return Err(RunError::Unsupported(format!(
+                        "fault `{}` on ssh host {host} needs `{key}` in the topology",
+                        f.kind.as_str()
+                    )));
+                }
+            }
+        }
         crate::modes::supported(plan.settings.mode).map_err(RunError::Unsupported)?;
         crate::modes::mode_config(&exp.topology, &plan.settings)
             .map_err(|e| RunError::Unsupported(format!("mode `{}`: {e}", plan.settings.mode)))?;

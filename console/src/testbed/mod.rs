@@ -91,6 +91,9 @@ pub struct Timings {
 struct Shared {
     state: Mutex<TestbedState>,
     version: watch::Sender<u64>,
+    /// Per host, how many agents it has had: a power-on starts a new one, and the watcher of
+    /// the old one (an SSH link dying slowly) must not report on the new one's host.
+    generations: Vec<std::sync::atomic::AtomicU64>,
 }
 
 impl Shared {
@@ -216,6 +219,11 @@ impl Testbed {
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             version,
+            generations: topology
+                .hosts
+                .iter()
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
         });
 
         // 2. One agent per host, all at once. Each host's watcher starts the moment its agent
@@ -259,6 +267,7 @@ impl Testbed {
                         HostWiring {
                             shared: shared.clone(),
                             index,
+                            generation: 0,
                             cancel: cancel.clone(),
                             commands,
                             inbox: inbox_tx.clone(),
@@ -380,18 +389,15 @@ impl Testbed {
                         message: "no power_command in the topology: cannot power it off".into(),
                     })?;
                 let cmd = cmd.replace("{name}", host);
-                let status = tokio::process::Command::new("sh")
-                    .args(["-c", &cmd])
-                    .status()
-                    .await
-                    .map_err(|e| TestbedError::Internal(format!("{cmd}: {e}")))?;
-                let at = halab_protocol::mono_ns();
-                if !status.success() {
-                    return Err(TestbedError::Ssh {
-                        host: host.into(),
-                        message: format!("power command `{cmd}` failed: {status}"),
+                if let Err(e) = run_power_command(host, &cmd).await {
+                    // The host is presumably still on: its watcher goes on watching it.
+                    self.shared.update_host(index, |h| {
+                        h.state = HostState::Connected;
+                        h.reason = Some("power-off failed".into());
                     });
+                    return Err(e);
                 }
+                let at = halab_protocol::mono_ns();
                 tracing::info!(%host, %cmd, "powered off");
                 Ok(at)
             }
@@ -405,26 +411,57 @@ impl Testbed {
         self.power_off(host).await
     }
 
-    /// Powers host `host` on again: links up, a new agent started and connected, its roles
-    /// started. Provider local only.
+    /// Powers host `host` on again and starts a new agent and its roles. Provider local: its
+    /// links up. Provider ssh: the topology's `power_on_command` runs on this machine, then the
+    /// console connects until the host's SSH answers (a machine boots), for at most
+    /// [`SSH_BOOT_TIMEOUT`].
     pub async fn power_on(&mut self, host: &str) -> Result<(), TestbedError> {
         let index = self.host_index(host)?;
         if self.snapshot().hosts[index].state != HostState::PoweredOff {
             return Ok(());
         }
         let h = self.topology.hosts[index].clone();
-        if h.ssh.is_some() {
-            return Err(TestbedError::Ssh {
-                host: host.into(),
-                message: "power-on of ssh hosts is not supported (no power-on command)".into(),
-            });
-        }
-        let ns = local::host_ns(&self.topology.name, host);
-        tokio::task::spawn_blocking(move || local::power_on(&ns))
-            .await
-            .map_err(|e| TestbedError::Internal(e.to_string()))??;
-        let (session, keep) =
-            start_agent(&self.topology, &h, self.local.as_ref(), &self.options).await?;
+        let (session, keep) = match &h.ssh {
+            Some(ssh) => {
+                let cmd = ssh
+                    .power_on_command
+                    .as_ref()
+                    .ok_or_else(|| TestbedError::Ssh {
+                        host: host.into(),
+                        message: "no power_on_command in the topology: cannot power it on".into(),
+                    })?
+                    .replace("{name}", host);
+                run_power_command(host, &cmd).await?;
+                tracing::info!(%host, %cmd, "power-on command ran; waiting for the host's SSH");
+                let deadline = tokio::time::Instant::now() + SSH_BOOT_TIMEOUT;
+                loop {
+                    match start_agent(&self.topology, &h, self.local.as_ref(), &self.options).await
+                    {
+                        Ok(started) => break started,
+                        Err(e) if tokio::time::Instant::now() < deadline => {
+                            tracing::debug!(%host, error = %chain(&e), "not up yet");
+                            tokio::time::sleep(SSH_BOOT_RETRY).await;
+                        }
+                        Err(e) => {
+                            return Err(TestbedError::Ssh {
+                                host: host.into(),
+                                message: format!(
+                                    "no agent {SSH_BOOT_TIMEOUT:?} after `{cmd}`: {}",
+                                    chain(&e)
+                                ),
+                            });
+                        }
+                    }
+                }
+            }
+            None => {
+                let ns = local::host_ns(&self.topology.name, host);
+                tokio::task::spawn_blocking(move || local::power_on(&ns))
+                    .await
+                    .map_err(|e| TestbedError::Internal(e.to_string()))??;
+                start_agent(&self.topology, &h, self.local.as_ref(), &self.options).await?
+            }
+        };
         self.shared.update_host(index, |r| {
             r.state = HostState::Connected;
             r.reason = None;
@@ -435,12 +472,15 @@ impl Testbed {
         });
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         self.commands[index] = tx;
+        let generation =
+            self.shared.generations[index].fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         self.host_tasks.spawn(host_task(
             session,
             keep,
             HostWiring {
                 shared: self.shared.clone(),
                 index,
+                generation,
                 cancel: self.cancel.clone(),
                 commands: rx,
                 inbox: self.inbox_tx.clone(),
@@ -551,6 +591,29 @@ fn location(topo: &Topology, host: &Host, local_res: Option<&LocalResources>) ->
     }
 }
 
+/// How long a host powered on by its `power_on_command` may take to answer on SSH again.
+pub const SSH_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Pause between connection attempts while it boots.
+const SSH_BOOT_RETRY: Duration = Duration::from_secs(1);
+
+/// Runs a topology's power command (`sh -c`) on this machine; an error names the command and
+/// its exit status.
+async fn run_power_command(host: &str, cmd: &str) -> Result<(), TestbedError> {
+    let status = tokio::process::Command::new("sh")
+        .args(["-c", cmd])
+        .stdin(std::process::Stdio::null())
+        .status()
+        .await
+        .map_err(|e| TestbedError::Internal(format!("{cmd}: {e}")))?;
+    if !status.success() {
+        return Err(TestbedError::Ssh {
+            host: host.into(),
+            message: format!("power command `{cmd}` failed: {status}"),
+        });
+    }
+    Ok(())
+}
+
 /// Starts one host's agent and completes its hello.
 fn start_agent(
     topo: &Topology,
@@ -627,6 +690,8 @@ fn start_agent(
 struct HostWiring {
     shared: Arc<Shared>,
     index: usize,
+    /// Which of the host's agents this is (see [`Shared::generations`]).
+    generation: u64,
     cancel: CancellationToken,
     /// Messages for the agent, from the orchestrator.
     commands: mpsc::Receiver<ConsoleMsg>,
@@ -638,6 +703,7 @@ async fn host_task(mut session: AgentSession, keep: Keepalive, wiring: HostWirin
     let HostWiring {
         shared,
         index,
+        generation,
         cancel,
         mut commands,
         inbox,
@@ -645,9 +711,15 @@ async fn host_task(mut session: AgentSession, keep: Keepalive, wiring: HostWirin
     let mut tick = tokio::time::interval(PING_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut outstanding: Option<(u64, Instant)> = None;
+    let current =
+        || shared.generations[index].load(std::sync::atomic::Ordering::SeqCst) == generation;
     let lost = |e: LinkError| {
         let reason = chain(&e);
         tracing::warn!(host = %session_host(&shared, index), %reason, "agent lost");
+        if !current() {
+            // A new agent runs on the host since (power-on): this one's end is old news.
+            return;
+        }
         shared.update_host(index, |h| {
             // A host powered off on purpose lost its agent as planned: it stays powered off.
             if h.state != HostState::PoweredOff {
@@ -697,12 +769,16 @@ async fn host_task(mut session: AgentSession, keep: Keepalive, wiring: HostWirin
                 Ok(AgentMsg::Pong { id }) => {
                     if let Some((want, sent)) = outstanding
                         && want == id
+                        && current()
                     {
                         outstanding = None;
                         let rtt = sent.elapsed();
                         shared.update_host(index, |h| {
-                            h.state = HostState::Connected;
-                            h.reason = None;
+                            // A pong that crossed a power-off does not power the host on.
+                            if h.state != HostState::PoweredOff {
+                                h.state = HostState::Connected;
+                                h.reason = None;
+                            }
                             h.rtt_us = Some(rtt.as_micros() as u64);
                             h.last_seen_unix_ms = Some(state::unix_ms());
                         });

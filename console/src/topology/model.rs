@@ -116,6 +116,10 @@ pub struct SshHost {
     /// Command run on the console machine to power the host off, with `{name}` replaced by
     /// the host name, e.g. `virsh destroy {name}`.
     pub power_command: Option<String>,
+    /// Command run on the console machine to power the host on again, with `{name}`
+    /// replaced, e.g. `virsh start {name}`; the console then waits for the host's SSH to
+    /// come back and starts a new agent.
+    pub power_on_command: Option<String>,
 }
 
 /// Mode, mode parameters and workload of a run. The same table is the `[run]` of a topology

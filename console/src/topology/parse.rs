@@ -71,6 +71,7 @@ pub(crate) struct RawHost {
     pub user: Option<Spanned<String>>,
     pub key: Option<Spanned<String>>,
     pub power_command: Option<Spanned<String>>,
+    pub power_on_command: Option<Spanned<String>>,
 }
 
 impl RawHost {

@@ -207,6 +207,7 @@ struct SshDraft {
     user: String,
     key: PathBuf,
     power_command: Option<String>,
+    power_on_command: Option<String>,
 }
 
 impl HostDraft<'_> {
@@ -240,6 +241,7 @@ impl HostDraft<'_> {
                     user: ssh.user,
                     key: ssh.key,
                     power_command: ssh.power_command,
+                    power_on_command: ssh.power_on_command,
                 })
             }
             _ => None,
@@ -680,6 +682,10 @@ fn host<'r>(
                     "power_command",
                     raw.power_command.as_ref().map(|v| v.span()),
                 ),
+                (
+                    "power_on_command",
+                    raw.power_on_command.as_ref().map(|v| v.span()),
+                ),
             ];
             for (key, span) in ssh_keys {
                 if let Some(span) = span {
@@ -844,13 +850,12 @@ fn ssh_settings(
             None
         }
     };
-    let power_command = match &raw.power_command {
+    let mut command = |key: &str, raw: &Option<Spanned<String>>, does: &str| match raw {
         Some(c) if c.get_ref().trim().is_empty() => {
             r.error(
                 c.span(),
-                "empty `power_command`",
-                "give a command that powers the host off, e.g. `virsh destroy {name}`, \
-                 or leave it out",
+                format!("empty `{key}`"),
+                format!("give a command that {does}, or leave it out"),
             );
             ok = false;
             None
@@ -858,6 +863,16 @@ fn ssh_settings(
         Some(c) => Some(c.get_ref().clone()),
         None => None,
     };
+    let power_command = command(
+        "power_command",
+        &raw.power_command,
+        "powers the host off, e.g. `virsh destroy {name}`",
+    );
+    let power_on_command = command(
+        "power_on_command",
+        &raw.power_on_command,
+        "powers the host on, e.g. `virsh start {name}`",
+    );
     if !ok {
         return None;
     }
@@ -867,6 +882,7 @@ fn ssh_settings(
         user: user?,
         key: key?,
         power_command,
+        power_on_command,
     })
 }
 

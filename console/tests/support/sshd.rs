@@ -238,6 +238,38 @@ impl Sshd {
         }
     }
 
+    /// A `power_command` for the machine this sshd stands for: its link down first, then
+    /// every process in its namespace killed (sshd, the agent), as a power cut would.
+    pub fn power_off_command(&self) -> String {
+        let ns = &self.server_ns.name;
+        format!(
+            "ip -n {ns} link set dev {link} down && ip netns pids {ns} | xargs -r kill -9",
+            link = self.server_link()
+        )
+    }
+
+    /// A `power_on_command` bringing the machine back: its link up, and sshd started again
+    /// (as a daemon; the namespace guard kills it at the end).
+    pub fn power_on_command(&self) -> String {
+        let ns = &self.server_ns.name;
+        format!(
+            "ip -n {ns} link set dev {link} up && ip netns exec {ns} {SSHD} -f {config} -E {log}",
+            link = self.server_link(),
+            config = self.dir.path().join("sshd_config").display(),
+            log = self.dir.path().join("sshd-after-power-on.log").display(),
+        )
+    }
+
+    /// The server's end of the link to the client namespace.
+    fn server_link(&self) -> String {
+        let tag = self
+            .server_ns
+            .name
+            .trim_start_matches("hlt-ssh-")
+            .trim_end_matches("-srv");
+        format!("hs-{tag}-s")
+    }
+
     /// sshd's log so far, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
