@@ -508,6 +508,35 @@ fn dropping_the_connection_ends_the_session() {
     );
 }
 
+/// An ssh testbed's topology (from `text`, named `name`) and the options to bring it up with,
+/// its state and logs in the returned folder.
+fn ssh_testbed(
+    text: &str,
+    name: &str,
+    known: PathBuf,
+    remote: String,
+    probe: bool,
+) -> (
+    halab::topology::Topology,
+    tempfile::TempDir,
+    halab::testbed::UpOptions,
+) {
+    let topo = halab::topology::parse_str(text, Path::new(&format!("{name}.toml")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let state = tempfile::tempdir().unwrap();
+    let mut ssh = options(known, false, remote);
+    ssh.connect_timeout = TIMEOUT;
+    let opts = halab::testbed::UpOptions {
+        agent_binary: support::agent_bin(),
+        state_dir: state.path().to_path_buf(),
+        run_id: name.into(),
+        log_dir: state.path().join("logs"),
+        probe,
+        ssh: Some(ssh),
+    };
+    (topo, state, opts)
+}
+
 /// (9) A whole ssh-provider testbed through the orchestrator: three hosts reached over SSH get
 /// their agents deployed concurrently, are watched, and are shut down by `Testbed::down`.
 #[test]
@@ -533,19 +562,7 @@ fn ssh_testbed_up_and_down_through_the_orchestrator() {
             fx.client_key.display()
         ));
     }
-    let topo = halab::topology::parse_str(&topo_text, Path::new("t-ssh.toml"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let state = tempfile::tempdir().unwrap();
-    let mut ssh = options(known, false, remote);
-    ssh.connect_timeout = TIMEOUT;
-    let opts = halab::testbed::UpOptions {
-        agent_binary: support::agent_bin(),
-        state_dir: state.path().to_path_buf(),
-        run_id: "t-ssh".into(),
-        log_dir: state.path().join("logs"),
-        probe: true,
-        ssh: Some(ssh),
-    };
+    let (topo, state, opts) = ssh_testbed(&topo_text, "t-ssh", known, remote, true);
     let state_dir = state.path().to_path_buf();
     support::in_netns(&fx.client_ns.name, move || {
         Box::pin(async move {
@@ -604,19 +621,7 @@ fn ssh_host_powered_off_and_on_by_its_commands() {
         fx.power_on_command(),
         key = fx.client_key.display(),
     );
-    let topo = halab::topology::parse_str(&topo_text, Path::new("t-ssh-pwr.toml"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let state = tempfile::tempdir().unwrap();
-    let mut ssh = options(known, false, remote);
-    ssh.connect_timeout = TIMEOUT;
-    let opts = halab::testbed::UpOptions {
-        agent_binary: support::agent_bin(),
-        state_dir: state.path().to_path_buf(),
-        run_id: "t-ssh-pwr".into(),
-        log_dir: state.path().join("logs"),
-        probe: false,
-        ssh: Some(ssh),
-    };
+    let (topo, _state, opts) = ssh_testbed(&topo_text, "t-ssh-pwr", known, remote, false);
     let server_ns = fx.server_ns.name.clone();
     support::in_netns(&fx.client_ns.name, move || {
         Box::pin(async move {
