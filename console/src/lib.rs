@@ -12,6 +12,7 @@ pub mod error;
 pub mod experiment;
 pub mod logging;
 pub mod provider;
+pub mod report;
 pub mod run;
 pub mod state;
 pub mod testbed;

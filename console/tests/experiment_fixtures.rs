@@ -216,7 +216,10 @@ fn matrix_faults_runs_each_cell_without_and_with_the_faults() {
     assert_eq!(runs[4].faults, e.faults);
     assert_eq!(e.faults[0].kind, FaultKind::PowerOff);
     let json = serde_json::to_value(&e).unwrap();
-    assert_eq!(json["matrix"][0], serde_json::json!(["faults", [false, true]]));
+    assert_eq!(
+        json["matrix"][0],
+        serde_json::json!(["faults", [false, true]])
+    );
 }
 
 /// The shipped experiments load; the paper ones expand to the matrices their comments state.
@@ -227,8 +230,14 @@ fn shipped_experiments_load() {
         check_invariants(&e);
         (e.name.clone(), e.cells(), e.repetitions)
     };
-    assert_eq!(cells("sttcp-table-3-1.toml"), ("sttcp-table-3-1".into(), 6, 3));
-    assert_eq!(cells("sttcp-table-3-2.toml"), ("sttcp-table-3-2".into(), 9, 3));
+    assert_eq!(
+        cells("sttcp-table-3-1.toml"),
+        ("sttcp-table-3-1".into(), 6, 3)
+    );
+    assert_eq!(
+        cells("sttcp-table-3-2.toml"),
+        ("sttcp-table-3-2".into(), 9, 3)
+    );
     assert_eq!(
         cells("app-migration-file-sizes.toml"),
         ("app-migration-file-sizes".into(), 8, 3)
@@ -237,7 +246,10 @@ fn shipped_experiments_load() {
         cells("detection-vs-interval.toml"),
         ("detection-vs-interval".into(), 3, 3)
     );
-    assert_eq!(cells("modes-compared.toml"), ("modes-compared".into(), 6, 3));
+    assert_eq!(
+        cells("modes-compared.toml"),
+        ("modes-compared".into(), 6, 3)
+    );
 }
 
 #[test]

@@ -391,9 +391,7 @@ impl Experiment {
         for cell in 0..self.cells() {
             let values = self.cell_values(cell);
             let settings = self.settings_of(&values);
-            let faulted = !values
-                .iter()
-                .any(|(_, v)| *v == MatrixValue::Faults(false));
+            let faulted = !values.iter().any(|(_, v)| *v == MatrixValue::Faults(false));
             let faults = if faulted {
                 self.faults.clone()
             } else {

@@ -15,8 +15,8 @@
 use super::duration;
 use super::error::ExperimentError;
 use super::model::{
-    Direction, Experiment, FaultAt, FaultKind, FaultSpec, FaultTarget, Layered, MatrixValue,
-    MATRIX_KEYS, Origin, RUN_KEYS, RunOverrides, has_heartbeat, has_size, has_trigger, odometer,
+    Direction, Experiment, FaultAt, FaultKind, FaultSpec, FaultTarget, Layered, MATRIX_KEYS,
+    MatrixValue, Origin, RUN_KEYS, RunOverrides, has_heartbeat, has_size, has_trigger, odometer,
 };
 use super::parse::{RawExperiment, RawFault};
 use crate::topology::diagnostic::{Location, Reporter};

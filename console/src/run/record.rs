@@ -53,6 +53,11 @@ pub struct RunRecord {
     pub kernel: Option<String>,
     pub capabilities: Option<Capabilities>,
     pub started_unix_ms: u64,
+    /// The hash of the experiment's run list this run belongs to (see `commands::run`):
+    /// `--resume` refuses to add runs of a different plan. Absent in records written before it
+    /// existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_hash: Option<String>,
 }
 
 /// A fault as it happened in a run.
@@ -75,4 +80,84 @@ pub struct FaultRecord {
     pub revert_reason: Option<String>,
     pub detail: String,
     pub error: Option<String>,
+}
+
+/// What a `results.jsonl` holds: its records, and a torn last line if a killed write left one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedResults {
+    pub records: Vec<RunRecord>,
+    /// Where the valid lines end: the length to truncate the file to, to drop a torn line.
+    pub valid_len: usize,
+    /// A last line that is incomplete (no newline) or does not parse: its length in bytes.
+    pub torn_tail: Option<usize>,
+}
+
+/// A line before the last that is not a record: the file was damaged otherwise than by a write
+/// cut short, and nothing in it is dropped silently.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("line {line} is not a run record: {reason}")]
+pub struct ResultsError {
+    pub line: usize,
+    pub reason: String,
+}
+
+/// Parses the contents of a `results.jsonl`. Every line but the last must be a record; the
+/// last may be torn (a process killed in the middle of its write, or a disk that lost the
+/// unsynced end), which is reported in [`ParsedResults::torn_tail`], not an error. Empty lines
+/// are skipped.
+pub fn parse_results(bytes: &[u8]) -> Result<ParsedResults, ResultsError> {
+    let mut records = Vec::new();
+    let mut valid_len = 0usize;
+    let mut start = 0usize;
+    let mut line_no = 0usize;
+    while start < bytes.len() {
+        line_no += 1;
+        let (end, complete) = match bytes[start..].iter().position(|b| *b == b'\n') {
+            Some(i) => (start + i, true),
+            None => (bytes.len(), false),
+        };
+        let line = &bytes[start..end];
+        let next = if complete { end + 1 } else { end };
+        let is_last = next >= bytes.len();
+        if line.iter().all(u8::is_ascii_whitespace) {
+            if complete {
+                valid_len = next;
+            }
+            start = next;
+            continue;
+        }
+        match serde_json::from_slice::<RunRecord>(line) {
+            Ok(r) if complete => {
+                records.push(r);
+                valid_len = next;
+            }
+            // A whole record without its newline: the write was cut just before it.
+            Ok(_) => {
+                return Ok(ParsedResults {
+                    records,
+                    valid_len,
+                    torn_tail: Some(bytes.len() - valid_len),
+                });
+            }
+            Err(_) if is_last => {
+                return Ok(ParsedResults {
+                    records,
+                    valid_len,
+                    torn_tail: Some(bytes.len() - valid_len),
+                });
+            }
+            Err(e) => {
+                return Err(ResultsError {
+                    line: line_no,
+                    reason: e.to_string(),
+                });
+            }
+        }
+        start = next;
+    }
+    Ok(ParsedResults {
+        records,
+        valid_len,
+        torn_tail: None,
+    })
 }
