@@ -161,3 +161,53 @@ pub fn parse_results(bytes: &[u8]) -> Result<ParsedResults, ResultsError> {
         torn_tail: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(i: usize) -> String {
+        // A minimal record, as the runner writes them (values irrelevant here).
+        let r = serde_json::json!({
+            "experiment": "e", "run_index": i, "cell": i, "repetition": 1, "mode": "none",
+            "mode_params": {}, "params": {}, "workload": "echo", "size": null, "clients": 1,
+            "faults": [], "failover_ms": null, "detect_ms": null, "takeover_ms": null,
+            "stall_ms": null, "bytes_expected": 0, "bytes_received": 0, "bytes_lost": 0,
+            "bytes_duplicated": 0, "bytes_corrupted": 0, "bytes_refetched": 0,
+            "bytes_excess": 0, "lost": [], "duplicated": [], "corrupted": [],
+            "ranges_truncated": false, "integrity_ok": true, "duration_ms": 1.0,
+            "throughput_10ms": [], "latency_us": null, "connections": [], "error": null,
+            "halab_version": "0", "topology": "t", "kernel": null, "capabilities": null,
+            "started_unix_ms": 0
+        });
+        format!("{r}\n")
+    }
+
+    #[test]
+    fn whole_lines_parse_and_a_torn_last_line_is_reported_with_where_to_cut() {
+        let whole = format!("{}{}", line(0), line(1));
+        let p = parse_results(whole.as_bytes()).unwrap();
+        assert_eq!(
+            (p.records.len(), p.valid_len, p.torn_tail),
+            (2, whole.len(), None)
+        );
+        assert_eq!(p.records[1].plan_hash, None);
+
+        let third = line(2);
+        for cut in [1, third.len() / 2, third.len() - 1] {
+            let text = format!("{whole}{}", &third[..cut]);
+            let p = parse_results(text.as_bytes()).unwrap();
+            assert_eq!(p.records.len(), 2, "cut at {cut}");
+            assert_eq!(p.valid_len, whole.len());
+            assert_eq!(p.torn_tail, Some(cut));
+        }
+        assert_eq!(parse_results(b"").unwrap().records.len(), 0);
+    }
+
+    #[test]
+    fn a_damaged_line_before_the_last_is_an_error() {
+        let text = format!("{}not json\n{}", line(0), line(2));
+        let e = parse_results(text.as_bytes()).unwrap_err();
+        assert_eq!(e.line, 2);
+    }
+}
