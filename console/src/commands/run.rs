@@ -496,3 +496,44 @@ pub fn summary(r: &RunRecord) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Experiment {
+        // Unit tests run in the crate folder; the fixture topology is found from there.
+        let path = Path::new("tests/fixtures/experiments/plan-hash.toml");
+        experiment::parse_str(text, path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_plan_hash_changes_with_the_runs_and_not_with_comments_or_key_order() {
+        let base = "topology = \"topo.toml\"\nname = \"h\"\nrepetitions = 2\n[run]\n\
+                    mode = \"none\"\nworkload = \"bulk\"\n[matrix]\nclients = [1, 2]\n";
+        let h = plan_hash(&parse(base));
+        assert_eq!(h.len(), 64);
+        let commented = format!("# a comment\n{base}");
+        assert_eq!(plan_hash(&parse(&commented)), h);
+        let reordered = base.replace(
+            "mode = \"none\"\nworkload = \"bulk\"",
+            "workload = \"bulk\"\nmode = \"none\"",
+        );
+        assert_eq!(plan_hash(&parse(&reordered)), h);
+        for changed in [
+            base.replace("repetitions = 2", "repetitions = 3"),
+            base.replace("clients = [1, 2]", "clients = [1, 3]"),
+            base.replace("name = \"h\"", "name = \"g\""),
+            base.replace(
+                "repetitions = 2\n",
+                "repetitions = 2\nrun_timeout = \"10s\"\n",
+            ),
+        ] {
+            assert_ne!(plan_hash(&parse(&changed)), h, "{changed}");
+        }
+        let faulted = format!(
+            "{base}[[faults]]\nat = \"1s\"\nkind = \"process-kill\"\ntarget = \"primary\"\n"
+        );
+        assert_ne!(plan_hash(&parse(&faulted)), h);
+    }
+}
