@@ -16,7 +16,10 @@ it all down again, leaving nothing behind.\n\n\
 Examples:\n  halab check topologies/two-server.toml   validate and probe capabilities\n  \
 halab up topologies/two-server.toml      testbed + agents; Ctrl-C tears down\n  \
 halab status                             what is up, from any terminal\n  \
-halab down topologies/two-server.toml    remove everything, also after a crash"
+halab down topologies/two-server.toml    remove everything, also after a crash\n  \
+halab run experiments/modes-compared.toml  headless experiment, then its report\n  \
+halab run FILE --resume RUN_ID             continue an interrupted experiment\n  \
+halab report runs/<id>/results.jsonl     re-render the report (--format json|csv)"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -35,6 +38,16 @@ pub struct Cli {
         value_name = "DIR"
     )]
     pub runs_dir: PathBuf,
+
+    /// Folder for reports (`halab run` writes one at its end; `halab report` by default)
+    #[arg(
+        long,
+        global = true,
+        env = "HALAB_REPORTS_DIR",
+        default_value = "reports",
+        value_name = "DIR"
+    )]
+    pub reports_dir: PathBuf,
 
     /// The halab-agent binary to deploy [default: next to the halab binary]
     #[arg(long, global = true, env = "HALAB_AGENT", value_name = "PATH")]
@@ -72,12 +85,33 @@ pub enum Command {
     },
     /// Run an experiment headless: every run of its matrix, one JSON record per run.
     ///
-    /// Brings the experiment's topology up, executes the runs in order (printing one line per
-    /// run), appends each run's record to <runs-dir>/<experiment>-<time>/results.jsonl as it
-    /// ends, and tears the testbed down. Ctrl-C stops after tearing down; finished runs stay.
+    /// Brings the experiment's topology up, executes the runs in order (a progress bar on a
+    /// terminal, one line per run start and end otherwise), appends each run's record to
+    /// <runs-dir>/<experiment>-<time>/results.jsonl as it ends, tears the testbed down and
+    /// writes the report to <reports-dir>/<experiment>-<date>.md. Ctrl-C stops after tearing
+    /// down; finished runs stay, and --resume continues.
     Run {
         /// Experiment file (TOML)
         file: PathBuf,
+        /// Continue the interrupted run RUN_ID (its folder name under the runs folder): runs
+        /// that have a record are not run again; refused if the file's runs changed
+        #[arg(long, value_name = "RUN_ID")]
+        resume: Option<String>,
+    },
+    /// Write the report of a results.jsonl: Markdown with SVG plots beside it, or an export.
+    ///
+    /// Markdown goes to <reports-dir>/<experiment>-<date>.md unless -o names a file; the plots
+    /// are written beside it (<stem>-throughput.svg, <stem>-failover.svg) and linked
+    /// relatively. json and csv go to standard output unless -o names a file.
+    Report {
+        /// A results.jsonl (runs/<id>/results.jsonl)
+        results: PathBuf,
+        /// Output file (`-`: standard output, json and csv only)
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Output format
+        #[arg(long, value_enum, default_value = "md")]
+        format: commands::report::Format,
     },
     /// Show the testbeds that are up and the state of every host's agent.
     Status {
@@ -137,7 +171,14 @@ pub async fn run(cli: Cli) -> ExitCode {
             accept_new_host_keys,
         } => commands::up::run(&ctx, &file, accept_new_host_keys).await,
         Command::Down { file, name } => commands::down::run(&ctx, file.as_deref(), name).await,
-        Command::Run { file } => commands::run::run(&ctx, &file).await,
+        Command::Run { file, resume } => {
+            commands::run::run(&ctx, &file, resume.as_deref(), &cli.reports_dir).await
+        }
+        Command::Report {
+            results,
+            output,
+            format,
+        } => commands::report::run(&results, output.as_deref(), format, &cli.reports_dir),
         Command::Status { json } => commands::status::run(&ctx, json),
         Command::Check {
             file,

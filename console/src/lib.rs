@@ -13,6 +13,7 @@ pub mod experiment;
 pub mod logging;
 pub mod modes;
 pub mod provider;
+pub mod report;
 pub mod run;
 pub mod state;
 pub mod testbed;

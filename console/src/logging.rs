@@ -33,7 +33,20 @@ pub fn start(runs: &Path, name: &str) -> std::io::Result<RunLogs> {
         run_id = format!("{name}-{stamp}-{n}");
         n += 1;
     }
-    let run_dir = runs.join(&run_id);
+    open(run_id.clone(), runs.join(&run_id))
+}
+
+/// Continues logging into the existing run folder `run_dir` (`halab run --resume`): its
+/// `logs/console.log` is appended to.
+pub fn resume(run_dir: &Path) -> std::io::Result<RunLogs> {
+    let run_id = run_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    open(run_id, run_dir.to_path_buf())
+}
+
+fn open(run_id: String, run_dir: PathBuf) -> std::io::Result<RunLogs> {
     let log_dir = run_dir.join("logs");
     std::fs::create_dir_all(&log_dir)?;
     let appender = tracing_appender::rolling::never(&log_dir, "console.log");

@@ -187,6 +187,72 @@ fn workloads_none_loads() {
 }
 
 #[test]
+fn matrix_faults_runs_each_cell_without_and_with_the_faults() {
+    let e = load_ok("tests/fixtures/experiments/valid/faults-matrix.toml");
+    assert_eq!(e.cells(), 4);
+    let runs = e.runs();
+    assert_eq!(runs.len(), 8);
+    let got: Vec<(usize, bool, Option<u64>)> = runs
+        .iter()
+        .map(|r| (r.cell, !r.faults.is_empty(), r.settings.size))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (0, false, Some(1_000_000)),
+            (0, false, Some(1_000_000)),
+            (1, false, Some(5_000_000)),
+            (1, false, Some(5_000_000)),
+            (2, true, Some(1_000_000)),
+            (2, true, Some(1_000_000)),
+            (3, true, Some(5_000_000)),
+            (3, true, Some(5_000_000)),
+        ]
+    );
+    assert_eq!(
+        runs[0].params,
+        params(&[("faults", "false"), ("size", "1000000")])
+    );
+    assert_eq!(runs[4].faults, e.faults);
+    assert_eq!(e.faults[0].kind, FaultKind::PowerOff);
+    let json = serde_json::to_value(&e).unwrap();
+    assert_eq!(
+        json["matrix"][0],
+        serde_json::json!(["faults", [false, true]])
+    );
+}
+
+/// The shipped experiments load; the paper ones expand to the matrices their comments state.
+#[test]
+fn shipped_experiments_load() {
+    let cells = |f: &str| {
+        let e = load_ok(&format!("../experiments/{f}"));
+        check_invariants(&e);
+        (e.name.clone(), e.cells(), e.repetitions)
+    };
+    assert_eq!(
+        cells("sttcp-table-3-1.toml"),
+        ("sttcp-table-3-1".into(), 6, 3)
+    );
+    assert_eq!(
+        cells("sttcp-table-3-2.toml"),
+        ("sttcp-table-3-2".into(), 9, 3)
+    );
+    assert_eq!(
+        cells("app-migration-file-sizes.toml"),
+        ("app-migration-file-sizes".into(), 8, 3)
+    );
+    assert_eq!(
+        cells("detection-vs-interval.toml"),
+        ("detection-vs-interval".into(), 3, 3)
+    );
+    assert_eq!(
+        cells("modes-compared.toml"),
+        ("modes-compared".into(), 6, 3)
+    );
+}
+
+#[test]
 fn a_2x2_matrix_with_2_repetitions_gives_8_runs_in_order() {
     let e = load_ok("tests/fixtures/experiments/valid/matrix-2x2.toml");
     assert_eq!(e.name, "matrix-2x2");
@@ -476,7 +542,7 @@ fn check_invariants(e: &Experiment) {
     assert!((1..=1000).contains(&e.repetitions));
     assert!(e.run_timeout > Duration::ZERO && e.run_timeout <= Duration::from_secs(86_400));
     for (key, values) in &e.matrix {
-        assert!(experiment::RUN_KEYS.contains(&key.as_str()), "{key}");
+        assert!(experiment::MATRIX_KEYS.contains(&key.as_str()), "{key}");
         assert!(!values.is_empty());
         assert!(values.iter().all(|v| v.key() == key));
         let distinct: HashSet<String> = values.iter().map(|v| v.to_string()).collect();
@@ -509,7 +575,11 @@ fn check_invariants(e: &Experiment) {
         assert_eq!(run.cell, i / e.repetitions as usize);
         assert_eq!(run.repetition as usize, i % e.repetitions as usize + 1);
         assert_eq!(run.params.len(), e.matrix.len());
-        assert_eq!(run.faults, e.faults);
+        if run.params.get("faults").map(String::as_str) == Some("false") {
+            assert!(run.faults.is_empty());
+        } else {
+            assert_eq!(run.faults, e.faults);
+        }
         check_settings(e, &run.settings);
     }
     check_settings(e, &e.base);
@@ -603,6 +673,12 @@ fn bases() -> Vec<String> {
         include_str!("../../experiments/workloads-none.toml").to_string(),
         fixture("matrix-2x2.toml"),
         fixture("everything.toml"),
+        fixture("faults-matrix.toml"),
+        include_str!("../../experiments/sttcp-table-3-1.toml").to_string(),
+        include_str!("../../experiments/sttcp-table-3-2.toml").to_string(),
+        include_str!("../../experiments/app-migration-file-sizes.toml").to_string(),
+        include_str!("../../experiments/detection-vs-interval.toml").to_string(),
+        include_str!("../../experiments/modes-compared.toml").to_string(),
     ]
 }
 

@@ -40,7 +40,9 @@ impl Lab {
     fn halab(&self) -> Command {
         let mut c = Command::new(halab_bin());
         c.env("HALAB_STATE_DIR", self.path("state"))
-            .env("HALAB_RUNS_DIR", self.path("runs"));
+            .env("HALAB_RUNS_DIR", self.path("runs"))
+            // `halab run` ends with a report: into the lab, not the source tree.
+            .env("HALAB_REPORTS_DIR", self.path("reports"));
         c
     }
 

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod down;
+pub mod report;
 pub mod run;
 pub mod status;
 pub mod up;

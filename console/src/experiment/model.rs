@@ -38,9 +38,10 @@ pub struct Experiment {
     /// topology value `base` had to leave out (a cell with mode `st-tcp` uses the topology's
     /// `heartbeat_ms` even when `[run]` says `mode = "none"`).
     pub run: RunOverrides,
-    /// In file order; the same for every run.
+    /// In file order; the same for every run, except the runs of a cell with matrix value
+    /// `faults = false`, which have none.
     pub faults: Vec<FaultSpec>,
-    /// `[matrix]` keys in file order, each a `[run]` key (see [`RUN_KEYS`]) with a non-empty
+    /// `[matrix]` keys in file order, each one of [`MATRIX_KEYS`] with a non-empty
     /// list of distinct values of that key's kind. Every cell of the product is a valid run.
     pub matrix: Vec<(String, Vec<MatrixValue>)>,
 }
@@ -56,7 +57,22 @@ pub const RUN_KEYS: [&str; 7] = [
     "clients",
 ];
 
-/// One value of a `[run]` key, as a `[matrix]` list holds them.
+/// The keys a `[matrix]` may vary: every `[run]` key, and `faults` (`[false, true]`: each cell
+/// runs without and with the experiment's `[[faults]]`, for failure-free figures beside
+/// faulted ones in one experiment).
+pub const MATRIX_KEYS: [&str; 8] = [
+    "mode",
+    "heartbeat_ms",
+    "missed_heartbeats",
+    "trigger",
+    "workload",
+    "size",
+    "clients",
+    "faults",
+];
+
+/// One value of a `[run]` key (or of the matrix-only key `faults`), as a `[matrix]` list holds
+/// them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MatrixValue {
     Mode(Mode),
@@ -67,6 +83,8 @@ pub enum MatrixValue {
     /// Bytes.
     Size(u64),
     Clients(u32),
+    /// Matrix only: whether the run has the experiment's `[[faults]]` (false: none).
+    Faults(bool),
 }
 
 impl MatrixValue {
@@ -80,12 +98,15 @@ impl MatrixValue {
             MatrixValue::Workload(_) => "workload",
             MatrixValue::Size(_) => "size",
             MatrixValue::Clients(_) => "clients",
+            MatrixValue::Faults(_) => "faults",
         }
     }
 
-    /// Sets this value in `settings`, whatever else `settings` holds.
+    /// Sets this value in `settings`, whatever else `settings` holds (`faults` is no setting:
+    /// it chooses the run's faults, see [`Experiment::runs`]).
     pub fn apply(&self, settings: &mut RunSettings) {
         match *self {
+            MatrixValue::Faults(_) => {}
             MatrixValue::Mode(m) => settings.mode = m,
             MatrixValue::HeartbeatMs(h) => settings.heartbeat_ms = Some(h),
             MatrixValue::MissedHeartbeats(m) => settings.missed_heartbeats = Some(m),
@@ -107,6 +128,7 @@ impl fmt::Display for MatrixValue {
             MatrixValue::MissedHeartbeats(n) | MatrixValue::Clients(n) => write!(f, "{n}"),
             MatrixValue::Trigger(t) => f.write_str(trigger_str(*t)),
             MatrixValue::Workload(w) => f.write_str(w.as_str()),
+            MatrixValue::Faults(b) => write!(f, "{b}"),
         }
     }
 }
@@ -117,6 +139,7 @@ impl Serialize for MatrixValue {
         match self {
             MatrixValue::HeartbeatMs(n) | MatrixValue::Size(n) => s.serialize_u64(*n),
             MatrixValue::MissedHeartbeats(n) | MatrixValue::Clients(n) => s.serialize_u32(*n),
+            MatrixValue::Faults(b) => s.serialize_bool(*b),
             other => s.serialize_str(&other.to_string()),
         }
     }
@@ -167,6 +190,8 @@ impl RunOverrides {
             MatrixValue::Workload(w) => self.workload = Some(w),
             MatrixValue::Size(s) => self.size = Some(s),
             MatrixValue::Clients(c) => self.clients = Some(c),
+            // Matrix only: never a `[run]` value.
+            MatrixValue::Faults(_) => {}
         }
     }
 }
@@ -366,6 +391,12 @@ impl Experiment {
         for cell in 0..self.cells() {
             let values = self.cell_values(cell);
             let settings = self.settings_of(&values);
+            let faulted = !values.iter().any(|(_, v)| *v == MatrixValue::Faults(false));
+            let faults = if faulted {
+                self.faults.clone()
+            } else {
+                Vec::new()
+            };
             let params: BTreeMap<String, String> = values
                 .iter()
                 .map(|(key, value)| (key.to_string(), value.to_string()))
@@ -377,7 +408,7 @@ impl Experiment {
                     repetition,
                     settings: settings.clone(),
                     params: params.clone(),
-                    faults: self.faults.clone(),
+                    faults: faults.clone(),
                 });
             }
         }
@@ -488,6 +519,7 @@ impl Layered {
             MatrixValue::Workload(w) => self.workload = (w, origin),
             MatrixValue::Size(s) => self.size = Some((s, origin)),
             MatrixValue::Clients(c) => self.clients = Some((c, origin)),
+            MatrixValue::Faults(_) => {}
         }
     }
 

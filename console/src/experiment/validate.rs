@@ -15,8 +15,8 @@
 use super::duration;
 use super::error::ExperimentError;
 use super::model::{
-    Direction, Experiment, FaultAt, FaultKind, FaultSpec, FaultTarget, Layered, MatrixValue,
-    Origin, RUN_KEYS, RunOverrides, has_heartbeat, has_size, has_trigger, odometer,
+    Direction, Experiment, FaultAt, FaultKind, FaultSpec, FaultTarget, Layered, MATRIX_KEYS,
+    MatrixValue, Origin, RUN_KEYS, RunOverrides, has_heartbeat, has_size, has_trigger, odometer,
 };
 use super::parse::{RawExperiment, RawFault};
 use crate::topology::diagnostic::{Location, Reporter};
@@ -283,6 +283,18 @@ fn run_value(r: &mut Reporter, key: &str, value: &Spanned<toml::Value>) -> Optio
             "heartbeats missed before a peer counts as dead",
         )
         .map(MatrixValue::MissedHeartbeats),
+        "faults" => match value.get_ref() {
+            toml::Value::Boolean(b) => Some(MatrixValue::Faults(*b)),
+            other => {
+                r.error(
+                    value.span(),
+                    format!("invalid type: {} for `faults`", other.type_str()),
+                    "expected `true` (the run has the `[[faults]]`) or `false` (it has none), \
+                     e.g. `faults = [false, true]`",
+                );
+                None
+            }
+        },
         "clients" => {
             integer(r, key, value, 1000, "concurrent client connections").map(MatrixValue::Clients)
         }
@@ -359,14 +371,25 @@ fn matrix(r: &mut Reporter, raw: &RawExperiment, text: &str) -> Option<Vec<Matri
     let mut entries = Vec::new();
     for (key, values) in raw.matrix_in_file_order() {
         let k = key.get_ref().as_str();
-        if !RUN_KEYS.contains(&k) {
+        if !MATRIX_KEYS.contains(&k) {
             r.error(
                 key.span(),
                 format!("`{k}` is not a `[run]` key"),
                 format!(
-                    "a `[matrix]` key is a `[run]` key with a list of the values to try: {}",
+                    "a `[matrix]` key is a `[run]` key with a list of the values to try: {}; \
+                     or `faults = [false, true]` to run each cell without and with the \
+                     `[[faults]]`",
                     list(&RUN_KEYS)
                 ),
+            );
+            ok = false;
+            continue;
+        }
+        if k == "faults" && raw.faults.as_ref().is_none_or(|f| f.get_ref().is_empty()) {
+            r.error(
+                key.span(),
+                "`faults` in `[matrix]` without any `[[faults]]`".to_string(),
+                "add the `[[faults]]` the cells with `true` should have, or remove the key",
             );
             ok = false;
             continue;

@@ -57,6 +57,11 @@ pub struct RunRecord {
     pub kernel: Option<String>,
     pub capabilities: Option<Capabilities>,
     pub started_unix_ms: u64,
+    /// The hash of the experiment's run list this run belongs to (see `commands::run`):
+    /// `--resume` refuses to add runs of a different plan. Absent in records written before it
+    /// existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_hash: Option<String>,
 }
 
 /// A fault as it happened in a run.
@@ -94,4 +99,134 @@ pub struct ModeEventRecord {
     pub detail: String,
     /// Why acting on it failed, if it did.
     pub error: Option<String>,
+}
+
+/// What a `results.jsonl` holds: its records, and a torn last line if a killed write left one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedResults {
+    pub records: Vec<RunRecord>,
+    /// Where the valid lines end: the length to truncate the file to, to drop a torn line.
+    pub valid_len: usize,
+    /// A last line that is incomplete (no newline) or does not parse: its length in bytes.
+    pub torn_tail: Option<usize>,
+}
+
+/// A line before the last that is not a record: the file was damaged otherwise than by a write
+/// cut short, and nothing in it is dropped silently.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("line {line} is not a run record: {reason}")]
+pub struct ResultsError {
+    pub line: usize,
+    pub reason: String,
+}
+
+/// Parses the contents of a `results.jsonl`. Every line but the last must be a record; the
+/// last may be torn (a process killed in the middle of its write, or a disk that lost the
+/// unsynced end), which is reported in [`ParsedResults::torn_tail`], not an error. Empty lines
+/// are skipped.
+pub fn parse_results(bytes: &[u8]) -> Result<ParsedResults, ResultsError> {
+    let mut records = Vec::new();
+    let mut valid_len = 0usize;
+    let mut start = 0usize;
+    let mut line_no = 0usize;
+    while start < bytes.len() {
+        line_no += 1;
+        let (end, complete) = match bytes[start..].iter().position(|b| *b == b'\n') {
+            Some(i) => (start + i, true),
+            None => (bytes.len(), false),
+        };
+        let line = &bytes[start..end];
+        let next = if complete { end + 1 } else { end };
+        let is_last = next >= bytes.len();
+        if line.iter().all(u8::is_ascii_whitespace) {
+            if complete {
+                valid_len = next;
+            }
+            start = next;
+            continue;
+        }
+        match serde_json::from_slice::<RunRecord>(line) {
+            Ok(r) if complete => {
+                records.push(r);
+                valid_len = next;
+            }
+            // A whole record without its newline: the write was cut just before it.
+            Ok(_) => {
+                return Ok(ParsedResults {
+                    records,
+                    valid_len,
+                    torn_tail: Some(bytes.len() - valid_len),
+                });
+            }
+            Err(_) if is_last => {
+                return Ok(ParsedResults {
+                    records,
+                    valid_len,
+                    torn_tail: Some(bytes.len() - valid_len),
+                });
+            }
+            Err(e) => {
+                return Err(ResultsError {
+                    line: line_no,
+                    reason: e.to_string(),
+                });
+            }
+        }
+        start = next;
+    }
+    Ok(ParsedResults {
+        records,
+        valid_len,
+        torn_tail: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(i: usize) -> String {
+        // A minimal record, as the runner writes them (values irrelevant here).
+        let r = serde_json::json!({
+            "experiment": "e", "run_index": i, "cell": i, "repetition": 1, "mode": "none",
+            "mode_params": {}, "params": {}, "workload": "echo", "size": null, "clients": 1,
+            "faults": [], "failover_ms": null, "detect_ms": null, "takeover_ms": null,
+            "stall_ms": null, "bytes_expected": 0, "bytes_received": 0, "bytes_lost": 0,
+            "bytes_duplicated": 0, "bytes_corrupted": 0, "bytes_refetched": 0,
+            "bytes_excess": 0, "lost": [], "duplicated": [], "corrupted": [],
+            "ranges_truncated": false, "integrity_ok": true, "duration_ms": 1.0,
+            "throughput_10ms": [], "latency_us": null, "connections": [], "error": null,
+            "halab_version": "0", "topology": "t", "kernel": null, "capabilities": null,
+            "started_unix_ms": 0
+        });
+        format!("{r}\n")
+    }
+
+    #[test]
+    fn whole_lines_parse_and_a_torn_last_line_is_reported_with_where_to_cut() {
+        let whole = format!("{}{}", line(0), line(1));
+        let p = parse_results(whole.as_bytes()).unwrap();
+        assert_eq!(
+            (p.records.len(), p.valid_len, p.torn_tail),
+            (2, whole.len(), None)
+        );
+        assert_eq!(p.records[1].plan_hash, None);
+
+        let third = line(2);
+        for cut in [1, third.len() / 2, third.len() - 1] {
+            let text = format!("{whole}{}", &third[..cut]);
+            let p = parse_results(text.as_bytes()).unwrap();
+            assert_eq!(p.records.len(), 2, "cut at {cut}");
+            assert_eq!(p.valid_len, whole.len());
+            assert_eq!(p.torn_tail, Some(cut));
+        }
+        assert_eq!(parse_results(b"").unwrap().records.len(), 0);
+    }
+
+    #[test]
+    fn a_damaged_line_before_the_last_is_an_error() {
+        let text = format!("{}not json\n{}", line(0), line(2));
+        let e = parse_results(text.as_bytes()).unwrap_err();
+        assert_eq!(e.line, 2);
+    }
 }

@@ -792,6 +792,7 @@ fn base_record(exp: &Experiment, plan: &RunPlan, snapshot: &TestbedState) -> Run
         kernel: client.and_then(|h| h.kernel.clone()),
         capabilities: client.and_then(|h| h.capabilities.clone()),
         started_unix_ms: 0,
+        plan_hash: None,
     }
 }
 
