@@ -64,7 +64,13 @@ pub async fn run(
     // The topology's mode, where this version runs it; otherwise the roles run as mode none,
     // and the user is told so.
     match crate::modes::supported(testbed.topology.run.mode)
-        .and_then(|()| crate::modes::mode_config(&testbed.topology, &testbed.topology.run))
+        .and_then(|()| {
+            crate::modes::mode_config(
+                &testbed.topology,
+                &testbed.topology.run,
+                testbed.mode_key(),
+            )
+        })
     {
         Ok(mode) => testbed.set_mode(mode),
         Err(e) => println!("{e}; the roles run as mode none"),

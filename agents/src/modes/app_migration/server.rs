@@ -126,24 +126,9 @@ async fn run(cfg: AppMigrationConfig, stop: CancellationToken) -> Result<(), Str
     let service = TcpListener::bind((any, SERVICE_PORT))
         .await
         .map_err(|e| format!("bind TCP {SERVICE_PORT}: {e}"))?;
-    let udp = UdpSocket::bind((any, GROUP_PORT))
-        .await
+    let udp = std::net::UdpSocket::bind((any, GROUP_PORT))
+        .and_then(|u| u.set_nonblocking(true).map(|()| u))
         .map_err(|e| format!("bind UDP {GROUP_PORT}: {e}"))?;
-    let peers: Vec<(u32, Vec<SocketAddr>)> = cfg
-        .group
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i as u32 != me)
-        .map(|(i, m)| {
-            let mut addrs: Vec<SocketAddr> = std::iter::once(&m.service_addr)
-                .chain(&m.heartbeat_addrs)
-                .filter_map(|a| a.parse::<IpAddr>().ok())
-                .map(|ip| SocketAddr::new(ip, GROUP_PORT))
-                .collect();
-            addrs.dedup();
-            (i as u32, addrs)
-        })
-        .collect();
 
     let mut tasks = JoinSet::new();
     // The plain workload server too, so other workloads still run under this mode.
@@ -162,60 +147,32 @@ async fn run(cfg: AppMigrationConfig, stop: CancellationToken) -> Result<(), Str
     let (port, http) = ports_rx
         .await
         .map_err(|_| "the workload server did not start".to_string())?;
+
+    // The group member gets a thread of its own: on the downloads' thread, fifty busy
+    // downloads delay its heartbeats past 150 ms and the peers declare a live server dead.
+    let group = Group::new(cfg.clone(), key, me, mono_ns(), wall_ns());
+    let (local_tx, local_rx) = mpsc::unbounded_channel::<Local>();
+    let group_stop = stop.clone();
+    let member = std::thread::Builder::new()
+        .name("group-member".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(group_loop(group, &cfg, udp, local_rx, group_stop)),
+                Err(e) => eprintln!("halab-server: group member runtime: {e}"),
+            }
+        })
+        .map_err(|e| format!("cannot start the group member: {e}"))?;
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "ready {port} {http}");
         let _ = out.flush();
     }
-
-    let mut group = Group::new(cfg, key, me, mono_ns(), wall_ns());
-    let (local_tx, mut local_rx) = mpsc::unbounded_channel::<Local>();
-    let mut datagram = vec![0u8; super::wire::MAX_DATAGRAM + 1];
-    let dispatch = |outs: Vec<Output>| {
-        let udp = &udp;
-        let peers = &peers;
-        async move {
-            for o in outs {
-                match o {
-                    Output::Broadcast(d) => {
-                        for (_, addrs) in peers {
-                            for a in addrs {
-                                // A peer that is down answers nothing or an ICMP error; both
-                                // are what heartbeats are for.
-                                let _ = udp.send_to(&d, a).await;
-                            }
-                        }
-                    }
-                    Output::Trigger { to, datagram } => {
-                        if let Err(e) = udp.send_to(&datagram, to).await {
-                            eprintln!("halab-server: trigger to {to}: {e}");
-                        }
-                    }
-                    Output::Event(e) => {
-                        if let Event::Ignored { source, reason, .. } = &e {
-                            eprintln!("halab-server: ignored a datagram from {source}: {reason}");
-                        }
-                        emit(&e);
-                    }
-                }
-            }
-        }
-    };
     loop {
-        let due = group.next_tick_ns().saturating_sub(mono_ns());
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_nanos(due)) => {
-                let outs = group.tick(mono_ns());
-                dispatch(outs).await;
-            }
-            r = udp.recv_from(&mut datagram) => {
-                // ICMP errors of earlier sends to a dead peer surface here: not a datagram.
-                if let Ok((n, from)) = r {
-                    let outs = group.on_datagram(&datagram[..n], from.ip(), mono_ns());
-                    dispatch(outs).await;
-                }
-            }
             r = service.accept() => {
                 if let Ok((stream, peer)) = r {
                     let local = local_tx.clone();
@@ -232,8 +189,60 @@ async fn run(cfg: AppMigrationConfig, stop: CancellationToken) -> Result<(), Str
                     });
                 }
             }
-            Some(msg) = local_rx.recv() => match msg {
-                Local::Hello { hello, client, reply } => {
+            Some(_) = tasks.join_next() => {}
+        }
+    }
+    tasks.shutdown().await;
+    let _ = tokio::task::spawn_blocking(move || member.join()).await;
+    Ok(())
+}
+
+/// The group member: heartbeats and soft state on the group port, triggers to clients, and
+/// the downloads' hellos, checkpoints and ends from `local`.
+async fn group_loop(
+    mut group: Group,
+    cfg: &AppMigrationConfig,
+    udp: std::net::UdpSocket,
+    mut local: mpsc::UnboundedReceiver<Local>,
+    stop: CancellationToken,
+) {
+    let udp = match UdpSocket::from_std(udp) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("halab-server: group socket: {e}");
+            return;
+        }
+    };
+    let me = group.me();
+    let peers: Vec<SocketAddr> = cfg
+        .group
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i as u32 != me)
+        .flat_map(|(_, m)| {
+            let mut ips: Vec<IpAddr> = std::iter::once(&m.service_addr)
+                .chain(&m.heartbeat_addrs)
+                .filter_map(|a| a.parse::<IpAddr>().ok())
+                .collect();
+            ips.sort();
+            ips.dedup();
+            ips.into_iter().map(|ip| SocketAddr::new(ip, GROUP_PORT))
+        })
+        .collect();
+    let mut datagram = vec![0u8; super::wire::MAX_DATAGRAM + 1];
+    loop {
+        let due = group.next_tick_ns().saturating_sub(mono_ns());
+        let outs = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_nanos(due)) => group.tick(mono_ns()),
+            r = udp.recv_from(&mut datagram) => match r {
+                Ok((n, from)) => group.on_datagram(&datagram[..n], from.ip(), mono_ns()),
+                // ICMP errors of earlier sends to a dead peer surface here: not a datagram.
+                Err(_) => Vec::new(),
+            },
+            msg = local.recv() => match msg {
+                None => return,
+                Some(Local::Hello { hello, client, reply }) => {
                     let now = mono_ns();
                     let info = super::wire::ConnInfo {
                         id: hello.conn,
@@ -258,19 +267,38 @@ async fn run(cfg: AppMigrationConfig, stop: CancellationToken) -> Result<(), Str
                         offset: hello.offset,
                         servers: group.failover_list(hello.conn),
                     });
-                    dispatch(outs).await;
+                    outs
                 }
-                Local::Progress { id, offset } => group.local_progress(id, offset),
-                Local::Closed { id, generation } => {
-                    let outs = group.local_close(id, generation);
-                    dispatch(outs).await;
+                Some(Local::Progress { id, offset }) => {
+                    group.local_progress(id, offset);
+                    Vec::new()
                 }
+                Some(Local::Closed { id, generation }) => group.local_close(id, generation),
             },
-            Some(_) = tasks.join_next() => {}
+        };
+        for o in outs {
+            match o {
+                Output::Broadcast(d) => {
+                    for a in &peers {
+                        // A peer that is down answers nothing or an ICMP error; both are
+                        // what heartbeats are for.
+                        let _ = udp.send_to(&d, a).await;
+                    }
+                }
+                Output::Trigger { to, datagram } => {
+                    if let Err(e) = udp.send_to(&datagram, to).await {
+                        eprintln!("halab-server: trigger to {to}: {e}");
+                    }
+                }
+                Output::Event(e) => {
+                    if let Event::Ignored { source, reason, .. } = &e {
+                        eprintln!("halab-server: ignored a datagram from {source}: {reason}");
+                    }
+                    emit(&e);
+                }
+            }
         }
     }
-    tasks.shutdown().await;
-    Ok(())
 }
 
 /// One download: hello, welcome, bytes from the client's offset, end token, FIN.
@@ -312,6 +340,10 @@ async fn serve_download(
                 .await
                 .map_err(|e| e.to_string())?;
             off += n as u64;
+            // One thread serves the downloads and the group member: without a yield per
+            // chunk a fast client keeps this task busy for a whole coop budget (128 writes,
+            // 32 MB) and the heartbeats fall silent, which the peers take for a death.
+            tokio::task::yield_now().await;
             if off - checkpoint >= CHECKPOINT_EVERY {
                 checkpoint = off;
                 let _ = local.send(Local::Progress { id, offset: off });
