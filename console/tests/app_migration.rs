@@ -21,8 +21,7 @@ struct Lab {
 impl Lab {
     fn new(name: &str) -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        let shipped =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies/three-server.toml");
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies/three-server.toml");
         let text = std::fs::read_to_string(shipped).unwrap();
         let text = text.replace("name = \"three-server\"", &format!("name = \"{name}\""));
         assert!(text.contains(name));
@@ -252,7 +251,7 @@ fn two_failures_in_one_download_complete_byte_exact() {
     // powered off next; then server3 takes it.
     let records = lab.run(
         "name = \"am-two\"\n[run]\nmode = \"app-migration\"\ntrigger = \"server\"\n\
-         heartbeat_ms = 50\nworkload = \"download\"\nsize = \"600MB\"\n\
+         heartbeat_ms = 100\nworkload = \"download\"\nsize = \"600MB\"\n\
          [[faults]]\nat = \"20%\"\nkind = \"power-off\"\ntarget = \"server1\"\n\
          [[faults]]\nat = \"65%\"\nkind = \"power-off\"\ntarget = \"server2\"\n",
     );
@@ -276,7 +275,7 @@ fn fifty_concurrent_downloads_survive_a_power_off_and_spread_over_the_survivors(
     }
     let lab = Lab::new("t-am-50");
     let records = lab.run(
-        "name = \"am-50\"\n[run]\nmode = \"app-migration\"\nheartbeat_ms = 50\n\
+        "name = \"am-50\"\n[run]\nmode = \"app-migration\"\nheartbeat_ms = 100\n\
          workload = \"download\"\nsize = \"20MB\"\nclients = 50\n\
          [matrix]\ntrigger = [\"server\", \"client\"]\n\
          [[faults]]\nat = \"40%\"\nkind = \"power-off\"\ntarget = \"primary\"\n",
@@ -305,7 +304,11 @@ fn fifty_concurrent_downloads_survive_a_power_off_and_spread_over_the_survivors(
         assert!(moved >= 40, "most downloads were orphaned: {moved}");
         // Server-triggered: assigned by load, alternating; client-triggered: lists ordered by
         // a per-download hash, so about half each (fewer than 10 of 40+ has p < 1e-4).
-        let least = if trigger == "server" { moved / 2 - 1 } else { 10 };
+        let least = if trigger == "server" {
+            moved / 2 - 1
+        } else {
+            10
+        };
         assert!(to2 >= least && to3 >= least, "{to2} / {to3} of {moved}");
     }
 }
@@ -321,15 +324,19 @@ fn a_powered_off_server_rejoins_and_a_later_failover_moves_clients_to_it() {
     // a tie the lowest index wins, so the download goes to server1 if it rejoined.
     let records = lab.run(
         "name = \"am-back\"\n[run]\nmode = \"app-migration\"\ntrigger = \"server\"\n\
-         heartbeat_ms = 50\nworkload = \"download\"\nsize = \"1GB\"\n\
-         [[faults]]\nat = \"10%\"\nkind = \"power-off\"\ntarget = \"server1\"\nduration = \"1s\"\n\
-         [[faults]]\nat = \"70%\"\nkind = \"power-off\"\ntarget = \"server2\"\n",
+         heartbeat_ms = 100\nworkload = \"download\"\nsize = \"1500MB\"\n\
+         [[faults]]\nat = \"0.6s\"\nkind = \"power-off\"\ntarget = \"server1\"\nduration = \"1s\"\n\
+         [[faults]]\nat = \"3.5s\"\nkind = \"power-off\"\ntarget = \"server2\"\n",
     );
     let r = &records[0];
     assert_byte_exact(r);
     fault_fired(r, 0);
     fault_fired(r, 1);
-    assert!(r["faults"][0]["reverted_ms"].is_number(), "{:#}", r["faults"]);
+    assert!(
+        r["faults"][0]["reverted_ms"].is_number(),
+        "{:#}",
+        r["faults"]
+    );
     let rejoins = events(r, "rejoin");
     assert!(
         rejoins

@@ -86,9 +86,10 @@ pub fn describe(event: &Event) -> EventSummary {
             "takeover",
             format!("reconnect of download {conn} from {client} accepted at byte {offset}"),
         ),
-        Event::Ignored { source, reason, .. } => {
-            ("ignored", format!("datagram from {source} ignored: {reason}"))
-        }
+        Event::Ignored { source, reason, .. } => (
+            "ignored",
+            format!("datagram from {source} ignored: {reason}"),
+        ),
     };
     EventSummary {
         agent_ns: Some(event.at_ns()),

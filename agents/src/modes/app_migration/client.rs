@@ -15,8 +15,8 @@
 
 use super::wire::{END_TOKEN, Hello, Key, MAX_LINE, TriggerMsg, Welcome};
 use crate::workload::client::{Client, Failure, file_name};
-use halab_protocol::mono_ns;
 use halab_protocol::modes::app_migration::{AppMigrationConfig, SERVICE_PORT, Trigger};
+use halab_protocol::mono_ns;
 use halab_workload::meter::ConnEvent;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -40,7 +40,10 @@ pub fn check_trigger(
 ) -> Result<TriggerMsg, String> {
     let t: TriggerMsg = key.open(datagram).map_err(|e| e.to_string())?;
     if t.conn != conn {
-        return Err(format!("for download {:x}, not this one ({conn:x})", t.conn));
+        return Err(format!(
+            "for download {:x}, not this one ({conn:x})",
+            t.conn
+        ));
     }
     let Some(member) = cfg.group.get(t.from as usize) else {
         return Err(format!("from member {}, which does not exist", t.from));
@@ -116,7 +119,12 @@ pub(crate) async fn download(c: &mut Client<'_>, cfg: &AppMigrationConfig) -> Re
     let mut offset = 0u64;
     let mut generation = 0u32;
     // The first server: the service address (the primary's); then where the group says.
-    let mut target = c.spec.servers.first().cloned().unwrap_or_else(|| cfg.group[0].service_addr.clone());
+    let mut target = c
+        .spec
+        .servers
+        .first()
+        .cloned()
+        .unwrap_or_else(|| cfg.group[0].service_addr.clone());
     let mut current: Option<u32> = None;
     // Failover list: the group's order until a server hands out its own.
     let mut list: Vec<u32> = (1..members).collect();
@@ -136,7 +144,9 @@ pub(crate) async fn download(c: &mut Client<'_>, cfg: &AppMigrationConfig) -> Re
         c.attempts += 1;
         c.servers_used.push(target.clone());
         let timeout = Duration::from_millis(c.spec.connect_timeout_ms.max(1));
-        let connected = tokio::time::timeout(timeout, TcpStream::connect((target.as_str(), SERVICE_PORT))).await;
+        let connected =
+            tokio::time::timeout(timeout, TcpStream::connect((target.as_str(), SERVICE_PORT)))
+                .await;
         let mut s = match connected {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
@@ -176,7 +186,9 @@ pub(crate) async fn download(c: &mut Client<'_>, cfg: &AppMigrationConfig) -> Re
             offset,
         };
         let welcome = async {
-            s.write_all(hello.line().as_bytes()).await.map_err(Failure::io)?;
+            s.write_all(hello.line().as_bytes())
+                .await
+                .map_err(Failure::io)?;
             let line = read_line(&mut s, idle_ms).await?;
             Welcome::parse(&line).map_err(Failure::protocol)
         }
@@ -195,9 +207,15 @@ pub(crate) async fn download(c: &mut Client<'_>, cfg: &AppMigrationConfig) -> Re
         next_in_list = 0;
 
         let before = c.checker.progress().bytes_received;
-        let end = stream(c, &mut s, size - offset, idle_ms, migration.as_ref(), &mut tbuf, |d, src| {
-            check_trigger(&key, cfg, d, src, id, current, last_trigger)
-        })
+        let end = stream(
+            c,
+            &mut s,
+            size - offset,
+            idle_ms,
+            migration.as_ref(),
+            &mut tbuf,
+            |d, src| check_trigger(&key, cfg, d, src, id, current, last_trigger),
+        )
         .await;
         offset = (offset + c.checker.progress().bytes_received - before).min(size);
         match end {
@@ -340,7 +358,10 @@ async fn wait_trigger(
 ) -> Option<TriggerMsg> {
     let until = tokio::time::Instant::now() + Duration::from_millis(ms);
     loop {
-        let (n, from) = tokio::time::timeout_at(until, sock.recv_from(buf)).await.ok()?.ok()?;
+        let (n, from) = tokio::time::timeout_at(until, sock.recv_from(buf))
+            .await
+            .ok()?
+            .ok()?;
         match check(&buf[..n], from.ip()) {
             Ok(t) => return Some(t),
             Err(why) => tracing::warn!(%from, "ignored a trigger: {why}"),
@@ -410,20 +431,33 @@ mod tests {
         assert_eq!(check(&good, "10.0.1.2", Some(0), 99), Ok(t.clone()));
         // Forged: another key, or flipped bits.
         let forged = Key::from_hex("abcdee").unwrap().seal(&t);
-        assert!(check(&forged, "10.0.0.2", Some(0), 0).unwrap_err().contains("HMAC"));
+        assert!(
+            check(&forged, "10.0.0.2", Some(0), 0)
+                .unwrap_err()
+                .contains("HMAC")
+        );
         let mut flipped = good.clone();
         flipped[10] ^= 0x20;
         assert!(check(&flipped, "10.0.0.2", Some(0), 0).is_err());
         // For another download.
-        let other = key.seal(&TriggerMsg { conn: 8, ..t.clone() });
+        let other = key.seal(&TriggerMsg {
+            conn: 8,
+            ..t.clone()
+        });
         assert!(check(&other, "10.0.0.2", Some(0), 0).is_err());
         // The download is served by member 2, not by the member the trigger says is dead:
         // the sender does not own it.
         assert!(check(&good, "10.0.0.2", Some(2), 0).is_err());
         // A member naming itself dead, or one that does not exist.
-        let selfish = key.seal(&TriggerMsg { from: 0, ..t.clone() });
+        let selfish = key.seal(&TriggerMsg {
+            from: 0,
+            ..t.clone()
+        });
         assert!(check(&selfish, "10.0.0.1", Some(0), 0).is_err());
-        let stranger = key.seal(&TriggerMsg { from: 9, ..t.clone() });
+        let stranger = key.seal(&TriggerMsg {
+            from: 9,
+            ..t.clone()
+        });
         assert!(check(&stranger, "10.0.0.2", Some(0), 0).is_err());
         // From an address that is not the sender's.
         assert!(check(&good, "10.0.0.3", Some(0), 0).is_err());

@@ -168,7 +168,9 @@ impl Group {
             .map(|e| e.info.clone())
             .collect();
         if mine.is_empty() {
-            return vec![Output::Broadcast(self.seal(Body::Full { conns: Vec::new() }))];
+            return vec![Output::Broadcast(
+                self.seal(Body::Full { conns: Vec::new() }),
+            )];
         }
         mine.chunks(FULL_CHUNK)
             .map(|c| Output::Broadcast(self.seal(Body::Full { conns: c.to_vec() })))
@@ -181,7 +183,7 @@ impl Group {
         if now >= self.next_beat_ns {
             let load = self.load(self.me) as u32;
             out.push(Output::Broadcast(self.seal(Body::Heartbeat { load })));
-            if self.beats % FULL_EVERY == 0 {
+            if self.beats.is_multiple_of(FULL_EVERY) {
                 out.extend(self.full_state());
             }
             self.beats += 1;
@@ -189,8 +191,7 @@ impl Group {
         }
         for i in 0..self.members.len() as u32 {
             let m = &self.members[i as usize];
-            if i != self.me && m.alive && m.heard_ns.is_some_and(|h| now > h + self.dead_after_ns)
-            {
+            if i != self.me && m.alive && m.heard_ns.is_some_and(|h| now > h + self.dead_after_ns) {
                 out.extend(self.declare_dead(i, now));
             }
         }
@@ -253,7 +254,9 @@ impl Group {
     /// This member takes over `info`, orphaned by `dead`: tells the group and, when servers
     /// trigger, asks the client to come.
     fn take_over(&self, info: ConnInfo, dead: u32, now: u64) -> Vec<Output> {
-        let mut out = vec![Output::Broadcast(self.seal(Body::Open { conn: info.clone() }))];
+        let mut out = vec![Output::Broadcast(
+            self.seal(Body::Open { conn: info.clone() }),
+        )];
         if self.cfg.trigger != Trigger::Server || info.mport == 0 {
             return out;
         }
@@ -336,7 +339,10 @@ impl Group {
             }
             Body::Close { id, generation } => {
                 let m = &mut self.members[from as usize];
-                if m.conns.get(&id).is_some_and(|e| e.info.generation <= generation) {
+                if m.conns
+                    .get(&id)
+                    .is_some_and(|e| e.info.generation <= generation)
+                {
                     m.conns.remove(&id);
                 }
             }
@@ -395,7 +401,10 @@ impl Group {
     /// This member no longer serves connection `generation` of download `id`.
     pub fn local_close(&mut self, id: u64, generation: u32) -> Vec<Output> {
         let mine = &mut self.members[self.me as usize].conns;
-        if mine.get(&id).is_some_and(|e| e.info.generation == generation) {
+        if mine
+            .get(&id)
+            .is_some_and(|e| e.info.generation == generation)
+        {
             mine.remove(&id);
             return vec![Output::Broadcast(self.seal(Body::Close { id, generation }))];
         }
@@ -520,7 +529,10 @@ mod tests {
 
         fn open(&mut self, at: u32, info: ConnInfo) {
             let now = self.now;
-            let outs = self.members[at as usize].as_mut().unwrap().local_open(info, now);
+            let outs = self.members[at as usize]
+                .as_mut()
+                .unwrap()
+                .local_open(info, now);
             self.deliver(at, outs);
         }
 
@@ -575,7 +587,11 @@ mod tests {
         net.open(0, conn(8, 4008));
         net.members[0] = None;
         net.run_until(400 * MS);
-        assert!(net.triggers.iter().all(|(_, t)| t.conn != 7), "{:?}", net.triggers);
+        assert!(
+            net.triggers.iter().all(|(_, t)| t.conn != 7),
+            "{:?}",
+            net.triggers
+        );
         assert_eq!(net.triggers.len(), 1);
         // Member 2 serves one already: the orphan goes to member 1.
         assert_eq!(net.triggers[0].0, 1);
@@ -608,7 +624,11 @@ mod tests {
         // Member 0 comes back (a new incarnation) with an empty table.
         net.members[0] = Some(Group::new(cfg(3, Trigger::Server), key(), 0, net.now, 5000));
         net.run_until(500 * MS);
-        assert!(net.events.iter().any(|(_, e)| matches!(e, Event::Rejoin { peer, .. } if peer == "server1")));
+        assert!(
+            net.events
+                .iter()
+                .any(|(_, e)| matches!(e, Event::Rejoin { peer, .. } if peer == "server1"))
+        );
         assert!(net.g(1).is_alive(0) && net.g(2).is_alive(0));
         assert_eq!(net.g(0).owner_of(1), Some(1), "learnt from the full state");
         // Member 2 serves one too, so when member 1 dies its download goes to member 0.
@@ -642,7 +662,9 @@ mod tests {
             body: Body::Open { conn: conn(1, 1) },
         });
         let outs = g.on_datagram(&forged, ip(0), MS);
-        assert!(matches!(&outs[..], [Output::Event(Event::Ignored { reason, .. })] if reason.contains("HMAC")));
+        assert!(
+            matches!(&outs[..], [Output::Event(Event::Ignored { reason, .. })] if reason.contains("HMAC"))
+        );
         assert_eq!(g.owner_of(1), None);
         // Right key, wrong source address for member 0.
         let real = key().seal(&GroupMsg {

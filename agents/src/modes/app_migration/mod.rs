@@ -83,7 +83,10 @@ pub async fn start_role(ctx: RoleCtx, cfg: &AppMigrationConfig) -> Result<Starte
     let forward = forward_events(lines, outbound.clone(), cancel.clone());
     let task = tokio::spawn(async move {
         // The forwarder ends when the process's stdout closes (it died or was stopped).
-        tokio::join!(supervise_server(role, child, cancel, pid, outbound), forward);
+        tokio::join!(
+            supervise_server(role, child, cancel, pid, outbound),
+            forward
+        );
     });
     Ok(StartedRole {
         task,

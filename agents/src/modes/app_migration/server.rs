@@ -349,7 +349,10 @@ async fn serve_download(
                 let _ = local.send(Local::Progress { id, offset: off });
             }
         }
-        stream.write_all(END_TOKEN).await.map_err(|e| e.to_string())?;
+        stream
+            .write_all(END_TOKEN)
+            .await
+            .map_err(|e| e.to_string())?;
         stream.shutdown().await.map_err(|e| e.to_string())
     }
     .await;

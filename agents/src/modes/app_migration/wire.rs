@@ -50,7 +50,7 @@ impl std::fmt::Debug for Key {
 
 impl Key {
     pub fn from_hex(hex: &str) -> Result<Key, WireError> {
-        if hex.is_empty() || hex.len() % 2 != 0 {
+        if hex.is_empty() || !hex.len().is_multiple_of(2) {
             return Err(WireError::BadKey);
         }
         (0..hex.len())
@@ -130,13 +130,22 @@ pub struct GroupMsg {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Body {
-    Heartbeat { load: u32 },
+    Heartbeat {
+        load: u32,
+    },
     /// Delta: the sender now serves this download.
-    Open { conn: ConnInfo },
+    Open {
+        conn: ConnInfo,
+    },
     /// Delta: the sender no longer serves this download (done or gone).
-    Close { id: u64, generation: u32 },
+    Close {
+        id: u64,
+        generation: u32,
+    },
     /// Periodic full state: (part of) the downloads the sender serves.
-    Full { conns: Vec<ConnInfo> },
+    Full {
+        conns: Vec<ConnInfo>,
+    },
 }
 
 /// A server's request to a client to move its download to that server (paper 000).
@@ -183,7 +192,9 @@ impl Hello {
         let (mut name, mut size, mut conn, mut generation, mut mport, mut offset) =
             (None, None, None, None, None, None);
         for w in words {
-            let (k, v) = w.split_once('=').ok_or_else(|| format!("bad field {w:?}"))?;
+            let (k, v) = w
+                .split_once('=')
+                .ok_or_else(|| format!("bad field {w:?}"))?;
             let bad = || format!("bad {k} {v:?}");
             match k {
                 "name" if crate::workload::request::valid_name(v) => name = Some(v.to_string()),
@@ -237,7 +248,9 @@ impl Welcome {
         }
         let (mut me, mut offset, mut servers) = (None, None, Vec::new());
         for w in words {
-            let (k, v) = w.split_once('=').ok_or_else(|| format!("bad field {w:?}"))?;
+            let (k, v) = w
+                .split_once('=')
+                .ok_or_else(|| format!("bad field {w:?}"))?;
             let bad = || format!("bad {k} {v:?}");
             match k {
                 "me" => me = Some(v.parse::<u32>().map_err(|_| bad())?),
@@ -313,8 +326,13 @@ mod tests {
             servers: vec![2, 0],
         };
         assert_eq!(Welcome::parse(w.line().trim_end()), Ok(w));
-        assert!(Hello::parse("HALAB-AM download name=../x size=1 conn=1 gen=1 mport=0 offset=0").is_err());
-        assert!(Hello::parse("HALAB-AM download name=x size=1 conn=1 gen=1 mport=0 offset=2").is_err());
+        assert!(
+            Hello::parse("HALAB-AM download name=../x size=1 conn=1 gen=1 mport=0 offset=0")
+                .is_err()
+        );
+        assert!(
+            Hello::parse("HALAB-AM download name=x size=1 conn=1 gen=1 mport=0 offset=2").is_err()
+        );
     }
 
     proptest! {
