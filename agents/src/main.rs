@@ -17,6 +17,9 @@ fn main() {
             );
             return;
         }
+        Some("serve") if args.get(1).map(String::as_str) == Some("--app-migration") => {
+            std::process::exit(halab_agent::modes::app_migration::server::main())
+        }
         Some("serve") => std::process::exit(serve(&args[1..])),
         Some(other) => {
             eprintln!("halab-agent: unknown argument `{other}` (try --help)");

@@ -9,7 +9,9 @@
 //! that broke, download from its byte offset (paper 000 §5.1).
 
 use super::request::{EXCHANGES, REPLY_LEN, REQUEST_LEN, Request, name_seed, reply_seed};
-use halab_protocol::{ClientEvent, ClientResult, ClientSpec, ConnectionResult, Workload, mono_ns};
+use halab_protocol::{
+    ClientEvent, ClientResult, ClientSpec, ConnectionResult, ModeConfig, Workload, mono_ns,
+};
 use halab_workload::content;
 use halab_workload::integrity::StreamChecker;
 use halab_workload::meter::{ConnEvent, Meter};
@@ -76,32 +78,32 @@ pub async fn run(spec: ClientSpec, stop: CancellationToken, live: Arc<Live>) -> 
 }
 
 /// Why an attempt ended early.
-struct Failure {
-    event: ConnEvent,
-    reason: String,
+pub(crate) struct Failure {
+    pub(crate) event: ConnEvent,
+    pub(crate) reason: String,
 }
 
 impl Failure {
-    fn io(e: std::io::Error) -> Failure {
+    pub(crate) fn io(e: std::io::Error) -> Failure {
         Failure {
             event: ConnEvent::Reset,
             reason: format!("TCP error: {e}"),
         }
     }
 
-    fn fin(got: u64, want: u64) -> Failure {
+    pub(crate) fn fin(got: u64, want: u64) -> Failure {
         Failure {
             event: ConnEvent::Fin,
             reason: format!("FIN after {got} of {want} bytes"),
         }
     }
-    fn idle(ms: u64) -> Failure {
+    pub(crate) fn idle(ms: u64) -> Failure {
         Failure {
             event: ConnEvent::TimedOut,
             reason: format!("no data for {ms} ms"),
         }
     }
-    fn protocol(reason: String) -> Failure {
+    pub(crate) fn protocol(reason: String) -> Failure {
         Failure {
             event: ConnEvent::Reset,
             reason,
@@ -110,22 +112,22 @@ impl Failure {
 }
 
 /// State of one client connection across its attempts.
-struct Client<'a> {
-    spec: &'a ClientSpec,
-    index: u32,
-    seed: u64,
-    meter: Meter,
-    checker: StreamChecker,
-    live: Arc<Live>,
-    stop: CancellationToken,
-    deadline: tokio::time::Instant,
-    server: usize,
-    attempts: u32,
-    servers_used: Vec<String>,
-    detect: Option<(u64, String)>,
-    reconnected_ns: Option<u64>,
-    resume_ns: Option<u64>,
-    buf: Vec<u8>,
+pub(crate) struct Client<'a> {
+    pub(crate) spec: &'a ClientSpec,
+    pub(crate) index: u32,
+    pub(crate) seed: u64,
+    pub(crate) meter: Meter,
+    pub(crate) checker: StreamChecker,
+    pub(crate) live: Arc<Live>,
+    pub(crate) stop: CancellationToken,
+    pub(crate) deadline: tokio::time::Instant,
+    pub(crate) server: usize,
+    pub(crate) attempts: u32,
+    pub(crate) servers_used: Vec<String>,
+    pub(crate) detect: Option<(u64, String)>,
+    pub(crate) reconnected_ns: Option<u64>,
+    pub(crate) resume_ns: Option<u64>,
+    pub(crate) buf: Vec<u8>,
 }
 
 impl Client<'_> {
@@ -171,13 +173,13 @@ impl Client<'_> {
     }
 
     /// Records a connection event, in the meter and live.
-    fn event(&mut self, now: u64, event: ConnEvent) {
+    pub(crate) fn event(&mut self, now: u64, event: ConnEvent) {
         self.live.push(self.index, now, event.clone());
         self.meter.on_event(now, event);
     }
 
     /// Records a failure and moves to the next server.
-    fn failed(&mut self, f: Failure) {
+    pub(crate) fn failed(&mut self, f: Failure) {
         let now = mono_ns();
         tracing::info!(connection = self.index, reason = %f.reason, "client connection failed");
         self.event(now, f.event);
@@ -188,7 +190,7 @@ impl Client<'_> {
     }
 
     /// Accounts received payload bytes.
-    fn payload(&mut self, n: usize) {
+    pub(crate) fn payload(&mut self, n: usize) {
         let now = mono_ns();
         if self.reconnected_ns.is_some() && self.resume_ns.is_none() {
             self.resume_ns = Some(now);
@@ -320,14 +322,19 @@ async fn connection(
     let outcome = match spec.workload {
         Workload::Echo | Workload::Interactive => exchanges(&mut c).await,
         Workload::Bulk => bulk(&mut c).await,
-        Workload::Download => download(&mut c).await,
+        Workload::Download => match &spec.mode {
+            ModeConfig::AppMigration(cfg) => {
+                crate::modes::app_migration::client::download(&mut c, cfg).await
+            }
+            _ => download(&mut c).await,
+        },
         Workload::Http => http(&mut c).await,
     };
     c.finish(outcome.err())
 }
 
 /// The virtual file a download connection fetches.
-fn file_name(seed: u64) -> String {
+pub(crate) fn file_name(seed: u64) -> String {
     format!("halab-{seed:x}.bin")
 }
 

@@ -10,13 +10,17 @@ use crate::topology::{Mode, RunSettings, Topology};
 use halab_protocol::{ModeConfig, ModeEvent};
 
 /// The configuration the roles and clients of a run under `settings` get on `topo`; an error
-/// says why the mode cannot run there.
-pub fn mode_config(topo: &Topology, settings: &RunSettings) -> Result<ModeConfig, String> {
+/// says why the mode cannot run there. `key_hex` is the testbed's key for the modes that
+/// authenticate their messages ([`Testbed::mode_key`]).
+pub fn mode_config(
+    topo: &Topology,
+    settings: &RunSettings,
+    key_hex: &str,
+) -> Result<ModeConfig, String> {
     match settings.mode {
         Mode::None => Ok(ModeConfig::None),
-        Mode::AppMigration => {
-            app_migration::config(topo, settings).map(|c| ModeConfig::AppMigration(Box::new(c)))
-        }
+        Mode::AppMigration => app_migration::config(topo, settings, key_hex)
+            .map(|c| ModeConfig::AppMigration(Box::new(c))),
         Mode::StTcp => st_tcp::config(topo, settings).map(|c| ModeConfig::StTcp(Box::new(c))),
         Mode::Craft => Err("mode `craft` is not implemented in this version".into()),
     }

@@ -70,7 +70,8 @@ pub fn check_supported(exp: &Experiment) -> Result<(), RunError> {
             }
         }
         crate::modes::supported(plan.settings.mode).map_err(RunError::Unsupported)?;
-        crate::modes::mode_config(&exp.topology, &plan.settings)
+        // Checked with a stand-in key: the testbed's own is made when it comes up.
+        crate::modes::mode_config(&exp.topology, &plan.settings, "00")
             .map_err(|e| RunError::Unsupported(format!("mode `{}`: {e}", plan.settings.mode)))?;
     }
     Ok(())
@@ -166,8 +167,12 @@ impl<'a> Runner<'a> {
         &mut self,
         plan: &RunPlan,
     ) -> Result<(ClientResult, (Vec<FaultRecord>, Vec<ModeEventRecord>)), RunError> {
-        let mode = crate::modes::mode_config(&self.testbed.topology, &plan.settings)
-            .map_err(RunError::Unsupported)?;
+        let mode = crate::modes::mode_config(
+            &self.testbed.topology,
+            &plan.settings,
+            self.testbed.mode_key(),
+        )
+        .map_err(RunError::Unsupported)?;
         if *self.testbed.mode() != mode {
             // Roles started under another mode are redeployed by their agents.
             self.testbed.set_mode(mode.clone());

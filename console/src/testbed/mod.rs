@@ -114,6 +114,16 @@ impl Shared {
     }
 }
 
+/// 32 random bytes from the kernel, hex.
+fn random_key_hex() -> Result<String, TestbedError> {
+    use std::io::Read;
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .map_err(|e| TestbedError::Internal(format!("cannot read /dev/urandom: {e}")))?;
+    Ok(key.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// A testbed that is up: provider resources made and every agent connected.
 pub struct Testbed {
     pub topology: Topology,
@@ -135,6 +145,9 @@ pub struct Testbed {
     inbox: Option<mpsc::UnboundedReceiver<(String, AgentMsg)>>,
     /// The mode roles are started under (by [`Testbed::start_roles`] and at power-on).
     mode: ModeConfig,
+    /// Key the modes authenticate their messages with (hex): random, made once at `up`, so it
+    /// is the same for every host and every run of this testbed.
+    mode_key: String,
     pub up_timings: Timings,
 }
 
@@ -142,6 +155,7 @@ impl Testbed {
     /// Brings `topology` up. On any failure everything made so far is removed again.
     pub async fn up(topology: Topology, opts: &UpOptions) -> Result<Testbed, TestbedError> {
         let t0 = Instant::now();
+        let mode_key = random_key_hex()?;
         let state_path = state::state_path(&opts.state_dir, &topology.name);
         // The lock makes this console the testbed's only owner until it exits.
         let lock = match TestbedLock::try_acquire(&opts.state_dir, &topology.name) {
@@ -321,6 +335,7 @@ impl Testbed {
             local: local_res,
             inbox: Some(inbox),
             mode: ModeConfig::None,
+            mode_key,
             up_timings: Timings {
                 provider: provider_time,
                 agents: agents_time,
@@ -503,6 +518,11 @@ impl Testbed {
     /// The mode roles are started under.
     pub fn mode(&self) -> &ModeConfig {
         &self.mode
+    }
+
+    /// The testbed's key for modes that authenticate their messages, hex.
+    pub fn mode_key(&self) -> &str {
+        &self.mode_key
     }
 
     /// Sets the mode later role starts use (running roles are not touched: start them again,
