@@ -102,7 +102,7 @@ pub async fn run(ctx: &Context, file: &Path) -> Result<ExitCode, CommandError> {
     })
 }
 
-fn describe(plan: &experiment::RunPlan) -> String {
+pub fn describe(plan: &experiment::RunPlan) -> String {
     let s = &plan.settings;
     let mut parts = vec![
         format!("mode={}", s.mode),
