@@ -11,6 +11,7 @@
 pub mod action;
 pub mod app;
 pub mod components;
+pub mod demo;
 pub mod orchestrator;
 
 use action::{Action, Command, Update};

@@ -11,7 +11,7 @@ use ratatui::widgets::{Axis, Block, Chart, Dataset, GraphType, LegendPosition, P
 use std::collections::{BTreeMap, VecDeque};
 
 /// Width of one throughput bin.
-pub const BIN_NS: u64 = 250_000_000;
+pub const BIN_NS: u64 = 500_000_000;
 /// Seconds of history shown.
 pub const WINDOW_S: f64 = 30.0;
 /// Bins kept per client (twice the window).

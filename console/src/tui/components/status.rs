@@ -22,9 +22,11 @@ pub struct StatusBar {
     pub quitting: bool,
 }
 
-/// The keys, short enough for 80 columns.
+/// The keys, for 100 columns and more.
 pub const KEYS: &str =
     "↑↓ host  k kill h hang c crash n nic l loss x part p off o on r revert  w load m mode e exp ? q";
+/// The keys in 80 columns.
+pub const KEYS_SHORT: &str = "↑↓ host · faults: k h c n l x p o r · w load · m mode · e exp · ? help · q quit";
 
 impl Component for StatusBar {
     fn draw(&self, frame: &mut Frame, area: Rect) {
@@ -76,7 +78,12 @@ impl Component for StatusBar {
                 Style::new().fg(Color::Yellow).bold(),
             ))
         } else {
-            Line::from(Span::styled(format!(" {KEYS}"), Style::new().dim()))
+            let keys = if area.width as usize > KEYS.chars().count() + 1 {
+                KEYS
+            } else {
+                KEYS_SHORT
+            };
+            Line::from(Span::styled(format!(" {keys}"), Style::new().dim()))
         };
         frame.render_widget(Paragraph::new(vec![Line::from(first), second]), area);
     }
