@@ -191,7 +191,10 @@ impl Component for HostsPanel {
 
     fn draw(&self, frame: &mut Frame, area: Rect) {
         let vip = self.vip_owner();
-        let rows = self.hosts.iter().enumerate().map(|(i, h)| {
+        // Rows that fit under the border and header; the window follows the selection.
+        let fit = (area.height.saturating_sub(3) as usize).max(1);
+        let skip = (self.selected + 1).saturating_sub(fit);
+        let rows = self.hosts.iter().enumerate().skip(skip).take(fit).map(|(i, h)| {
             let r = &h.record;
             let state = self.state_word(r);
             let state_style = match state {
