@@ -89,11 +89,21 @@ mod tests {
     #[test]
     fn cpu_share_between_two_samples() {
         let a = parse_cpu("cpu  100 0 100 700 100 0 0 0 0 0\ncpu0 1 2 3 4\n").unwrap();
-        assert_eq!(a, CpuTimes { busy: 200, total: 1000 });
+        assert_eq!(
+            a,
+            CpuTimes {
+                busy: 200,
+                total: 1000
+            }
+        );
         let b = parse_cpu("cpu  200 0 200 1300 100 0 0 0 0 0\n").unwrap();
         assert!((cpu_pct(a, b) - 25.0).abs() < 1e-9);
         assert_eq!(cpu_pct(b, b), 0.0);
-        assert_eq!(cpu_pct(b, a), 0.0, "a counter going back never gives a negative share");
+        assert_eq!(
+            cpu_pct(b, a),
+            0.0,
+            "a counter going back never gives a negative share"
+        );
     }
 
     #[test]

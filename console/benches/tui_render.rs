@@ -73,7 +73,13 @@ fn busy_app(t0: u64) -> (App, u64, u64) {
             mem_used_bytes: 1_000_000_000 + i as u64 * 10_000_000,
             mem_total_bytes: 8_000_000_000,
         };
-        app.apply(Update::Agent { host: h.name.clone(), msg }, t0);
+        app.apply(
+            Update::Agent {
+                host: h.name.clone(),
+                msg,
+            },
+            t0,
+        );
     }
     for c in clients() {
         app.apply(Update::RunStarted { host: c, run: 1 }, t0);
@@ -109,7 +115,10 @@ fn busy_app(t0: u64) -> (App, u64, u64) {
             );
         }
         if step % 3 == 0 {
-            app.apply(Update::Log(halab::tui::action::Level::Info, format!("step {step}")), t);
+            app.apply(
+                Update::Log(halab::tui::action::Level::Info, format!("step {step}")),
+                t,
+            );
         }
     }
     (app, t, bytes)
@@ -160,8 +169,10 @@ fn text(buf: &Buffer) -> String {
     s
 }
 
+/// Whether a frame's text shows a key's effect.
+type Effect = Box<dyn Fn(&str) -> bool + Send>;
 /// The key in flight: its kind, when it entered the loop, and what shows its effect.
-type Pending = Arc<Mutex<Option<(&'static str, Instant, Box<dyn Fn(&str) -> bool + Send>)>>>;
+type Pending = Arc<Mutex<Option<(&'static str, Instant, Effect)>>>;
 
 async fn key_latency(rounds: usize) -> Vec<(&'static str, f64)> {
     let clock_base = Instant::now();
@@ -169,9 +180,11 @@ async fn key_latency(rounds: usize) -> Vec<(&'static str, f64)> {
     let (mut app, _, _) = busy_app(clock());
     let mut term = Terminal::new(TestBackend::new(160, 48)).expect("test backend");
     let (key_tx, key_rx) = mpsc::unbounded_channel::<std::io::Result<Event>>();
-    let events = futures_util::stream::unfold(key_rx, |mut rx| async move {
-        rx.recv().await.map(|e| (e, rx))
-    });
+    let events =
+        futures_util::stream::unfold(
+            key_rx,
+            |mut rx| async move { rx.recv().await.map(|e| (e, rx)) },
+        );
     let events = Box::pin(events);
     let (updates_tx, updates) = mpsc::unbounded_channel();
     let (commands, mut commands_rx) = mpsc::unbounded_channel::<Command>();
@@ -181,7 +194,11 @@ async fn key_latency(rounds: usize) -> Vec<(&'static str, f64)> {
     let orchestrator = tokio::spawn(async move {
         let mut id = 1000;
         while let Some(c) = commands_rx.recv().await {
-            if let Command::Fault { host, fault: FaultKey::PowerOff } = c {
+            if let Command::Fault {
+                host,
+                fault: FaultKey::PowerOff,
+            } = c
+            {
                 id += 1;
                 let at_ns = 1000 * S + clock_base.elapsed().as_nanos() as u64;
                 let _ = orch_updates.send(Update::PoweredOff { id, host, at_ns });
@@ -218,25 +235,33 @@ async fn key_latency(rounds: usize) -> Vec<(&'static str, f64)> {
             for i in 0..rounds {
                 // Selection moves down one host; help opens; the selected host powers off (a
                 // round trip through the orchestrator), after the help is closed.
-                let (what, ev, pred): (&'static str, KeyEvent, Box<dyn Fn(&str) -> bool + Send>) =
-                    match i % 3 {
-                        0 => {
-                            selected = selected % HOSTS + 1;
-                            let row = format!("▶ h{selected} ");
-                            ("select (↓)", down, Box::new(move |s: &str| s.contains(&row)))
-                        }
-                        1 => ("help (?)", key('?'), Box::new(|s: &str| s.contains("help — ? or Esc closes"))),
-                        _ => {
-                            let row = format!("▶ h{selected} ");
-                            (
-                                "power off (p, via orchestrator)",
-                                key('p'),
-                                Box::new(move |s: &str| {
-                                    s.lines().any(|l| l.contains(&row) && l.contains("power-off"))
-                                }),
-                            )
-                        }
-                    };
+                let (what, ev, pred): (&'static str, KeyEvent, Effect) = match i % 3 {
+                    0 => {
+                        selected = selected % HOSTS + 1;
+                        let row = format!("▶ h{selected} ");
+                        (
+                            "select (↓)",
+                            down,
+                            Box::new(move |s: &str| s.contains(&row)),
+                        )
+                    }
+                    1 => (
+                        "help (?)",
+                        key('?'),
+                        Box::new(|s: &str| s.contains("help — ? or Esc closes")),
+                    ),
+                    _ => {
+                        let row = format!("▶ h{selected} ");
+                        (
+                            "power off (p, via orchestrator)",
+                            key('p'),
+                            Box::new(move |s: &str| {
+                                s.lines()
+                                    .any(|l| l.contains(&row) && l.contains("power-off"))
+                            }),
+                        )
+                    }
+                };
                 if i % 3 == 2 {
                     let _ = key_tx.send(Ok(Event::Key(key('?'))));
                     tokio::time::sleep(Duration::from_millis(30)).await;
@@ -284,8 +309,7 @@ async fn key_latency(rounds: usize) -> Vec<(&'static str, f64)> {
     let _ = driver.await;
     feeder.abort();
     orchestrator.abort();
-    let r = results.lock().unwrap().clone();
-    r
+    results.lock().unwrap().clone()
 }
 
 fn main() {
@@ -301,11 +325,19 @@ fn main() {
         .expect("runtime");
     let results = rt.block_on(key_latency(90));
     for kind in ["select (↓)", "help (?)", "power off (p, via orchestrator)"] {
-        let mut v: Vec<f64> = results.iter().filter(|(k, _)| *k == kind).map(|(_, ms)| *ms).collect();
+        let mut v: Vec<f64> = results
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, ms)| *ms)
+            .collect();
         if v.is_empty() {
             println!("  key to screen {kind}: no sample");
             continue;
         }
-        report(&format!("key to screen: {kind} ({})", v.len()), &mut v, 50.0);
+        report(
+            &format!("key to screen: {kind} ({})", v.len()),
+            &mut v,
+            50.0,
+        );
     }
 }

@@ -49,12 +49,21 @@ fn topology_copy(dir: &Path) -> PathBuf {
         text = text
             .lines()
             .filter(|l| !l.starts_with("heartbeat_ms") && !l.starts_with("missed_heartbeats"))
-            .map(|l| if l.starts_with("mode = ") { "mode = \"none\"" } else { l })
+            .map(|l| {
+                if l.starts_with("mode = ") {
+                    "mode = \"none\""
+                } else {
+                    l
+                }
+            })
             .collect::<Vec<_>>()
             .join("\n");
         // Mode none has no logger role: the logger host goes.
         if let Some(i) = text.find("[[hosts]]\nname = \"logger\"") {
-            let end = text[i + 9..].find("[[hosts]]").map(|j| i + 9 + j).unwrap_or(text.len());
+            let end = text[i + 9..]
+                .find("[[hosts]]")
+                .map(|j| i + 9 + j)
+                .unwrap_or(text.len());
             text.replace_range(i..end, "");
         }
     }
@@ -103,7 +112,10 @@ impl Tmux {
             if pred(&s) {
                 return s;
             }
-            assert!(Instant::now() < deadline, "no {what} within {limit:?}; the screen:\n{s}");
+            assert!(
+                Instant::now() < deadline,
+                "no {what} within {limit:?}; the screen:\n{s}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -124,7 +136,10 @@ impl Drop for Tmux {
 }
 
 fn namespaces() -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
@@ -156,17 +171,33 @@ fn dashboard_power_off_of_the_primary_shows_the_failover_and_quit_leaves_nothing
     );
     let started = tmux
         .cmd()
-        .args(["new-session", "-d", "-s", "ui", "-x", "100", "-y", "30", &script])
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            "ui",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            &script,
+        ])
         .status()
         .expect("tmux new-session");
     assert!(started.success());
 
     let hosts = if AS_MODE_NONE { 3 } else { 4 };
-    tmux.wait_for("dashboard with every host up", Duration::from_secs(30), |s| {
-        s.contains(&format!("hosts {hosts}/{hosts} up"))
-    });
+    tmux.wait_for(
+        "dashboard with every host up",
+        Duration::from_secs(30),
+        |s| s.contains(&format!("hosts {hosts}/{hosts} up")),
+    );
     // The agents' pids, to check they are gone at the end.
-    let status = tmux.halab().args(["status", "--json"]).output().expect("status");
+    let status = tmux
+        .halab()
+        .args(["status", "--json"])
+        .output()
+        .expect("status");
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status --json");
     let agent_pids: Vec<u64> = status[0]["hosts"]
         .as_array()
@@ -177,7 +208,9 @@ fn dashboard_power_off_of_the_primary_shows_the_failover_and_quit_leaves_nothing
     assert_eq!(agent_pids.len(), hosts, "{status}");
 
     tmux.keys("w");
-    tmux.wait_for("the workload running", Duration::from_secs(10), |s| s.contains("client(s)"));
+    tmux.wait_for("the workload running", Duration::from_secs(10), |s| {
+        s.contains("client(s)")
+    });
     // Let bytes flow for a moment, then select the primary and power it off.
     std::thread::sleep(Duration::from_millis(1500));
     for _ in 0..hosts {
@@ -187,10 +220,17 @@ fn dashboard_power_off_of_the_primary_shows_the_failover_and_quit_leaves_nothing
         tmux.keys("Down");
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(tmux.screen().lines().any(|l| l.contains("▶ primary")), "{}", tmux.screen());
+    assert!(
+        tmux.screen().lines().any(|l| l.contains("▶ primary")),
+        "{}",
+        tmux.screen()
+    );
     tmux.keys("p");
     let screen = tmux.wait_for("the failover row settled", Duration::from_secs(30), |s| {
-        s.lines().any(|l| l.contains("power-off primary") && (l.contains(" ok ") || l.contains("FAILED") || l.contains("stopped")))
+        s.lines().any(|l| {
+            l.contains("power-off primary")
+                && (l.contains(" ok ") || l.contains("FAILED") || l.contains("stopped"))
+        })
     });
     let row = screen
         .lines()
@@ -214,9 +254,13 @@ fn dashboard_power_off_of_the_primary_shows_the_failover_and_quit_leaves_nothing
 
     // Quit: a powered-off host is an active fault, so the dashboard asks first.
     tmux.keys("q");
-    tmux.wait_for("the quit confirmation", Duration::from_secs(5), |s| s.contains("quit?"));
+    tmux.wait_for("the quit confirmation", Duration::from_secs(5), |s| {
+        s.contains("quit?")
+    });
     tmux.keys("y");
-    let end = tmux.wait_for("halab to exit", Duration::from_secs(30), |s| s.contains("halab-exited-"));
+    let end = tmux.wait_for("halab to exit", Duration::from_secs(30), |s| {
+        s.contains("halab-exited-")
+    });
     assert!(end.contains("halab-exited-0"), "{end}");
     assert!(end.contains(&format!("testbed {TESTBED} is down")), "{end}");
 
@@ -231,7 +275,12 @@ fn dashboard_power_off_of_the_primary_shows_the_failover_and_quit_leaves_nothing
         );
     }
     assert!(
-        !tmux.dir.path().join("state").join(format!("{TESTBED}.json")).exists(),
+        !tmux
+            .dir
+            .path()
+            .join("state")
+            .join(format!("{TESTBED}.json"))
+            .exists(),
         "state file left behind"
     );
 }

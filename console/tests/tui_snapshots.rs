@@ -42,7 +42,13 @@ fn all_up() -> App {
             mem_used_bytes: 1_300_000_000,
             mem_total_bytes: 8_000_000_000,
         };
-        app.apply(Update::Agent { host: h.name.clone(), msg }, T0);
+        app.apply(
+            Update::Agent {
+                host: h.name.clone(),
+                msg,
+            },
+            T0,
+        );
     }
     app.apply(
         Update::RunStarted {
@@ -66,7 +72,14 @@ fn all_up() -> App {
 
 /// Telemetry of the client's run every 100 ms in [from, to), `step` more bytes each time
 /// after `bytes`; `events` go with the first. Returns the byte count reached.
-fn telemetry(app: &mut App, from: u64, to: u64, mut bytes: u64, step: u64, events: Vec<ClientEvent>) -> u64 {
+fn telemetry(
+    app: &mut App,
+    from: u64,
+    to: u64,
+    mut bytes: u64,
+    step: u64,
+    events: Vec<ClientEvent>,
+) -> u64 {
     let mut events = Some(events);
     let mut t = from;
     while t < to {
@@ -77,7 +90,13 @@ fn telemetry(app: &mut App, from: u64, to: u64, mut bytes: u64, step: u64, event
             bytes,
             events: events.take().unwrap_or_default(),
         };
-        app.apply(Update::Agent { host: "client".into(), msg }, t);
+        app.apply(
+            Update::Agent {
+                host: "client".into(),
+                msg,
+            },
+            t,
+        );
         t += 100 * MS;
     }
     bytes
@@ -115,14 +134,28 @@ fn primary_off_mid_failover() -> App {
             },
         },
     ];
-    telemetry(&mut app, T_FAULT + S + 2 * MS, T_FAULT + S + 50 * MS, bytes, 0, events);
+    telemetry(
+        &mut app,
+        T_FAULT + S + 2 * MS,
+        T_FAULT + S + 50 * MS,
+        bytes,
+        0,
+        events,
+    );
     app.tick(T_FAULT + S + 50 * MS);
     app
 }
 
 fn failover_finished() -> App {
     let mut app = primary_off_mid_failover();
-    let resumed = telemetry(&mut app, T_FAULT + S + 102 * MS, T_FAULT + 2 * S, 4_500_000_000, 40_000_000, vec![]);
+    let resumed = telemetry(
+        &mut app,
+        T_FAULT + S + 102 * MS,
+        T_FAULT + 2 * S,
+        4_500_000_000,
+        40_000_000,
+        vec![],
+    );
     let _ = resumed;
     let result = demo::bulk_result(
         9,
@@ -216,11 +249,26 @@ fn terminal_too_small() {
 fn panels_alone_failover_finished() {
     let app = failover_finished();
     use halab::tui::components::Component;
-    insta::assert_snapshot!("panel_hosts", draw_panel(90, 7, |f, a| app.hosts.draw(f, a)).backend());
-    insta::assert_snapshot!("panel_failovers", draw_panel(90, 5, |f, a| app.failovers.draw(f, a)).backend());
-    insta::assert_snapshot!("panel_chart", draw_panel(90, 12, |f, a| app.chart.draw(f, a)).backend());
-    insta::assert_snapshot!("panel_events", draw_panel(90, 9, |f, a| app.log.draw(f, a)).backend());
-    insta::assert_snapshot!("panel_status", draw_panel(90, 2, |f, a| app.status.draw(f, a)).backend());
+    insta::assert_snapshot!(
+        "panel_hosts",
+        draw_panel(90, 7, |f, a| app.hosts.draw(f, a)).backend()
+    );
+    insta::assert_snapshot!(
+        "panel_failovers",
+        draw_panel(90, 5, |f, a| app.failovers.draw(f, a)).backend()
+    );
+    insta::assert_snapshot!(
+        "panel_chart",
+        draw_panel(90, 12, |f, a| app.chart.draw(f, a)).backend()
+    );
+    insta::assert_snapshot!(
+        "panel_events",
+        draw_panel(90, 9, |f, a| app.log.draw(f, a)).backend()
+    );
+    insta::assert_snapshot!(
+        "panel_status",
+        draw_panel(90, 2, |f, a| app.status.draw(f, a)).backend()
+    );
 }
 
 #[test]
@@ -253,7 +301,10 @@ fn keys_ask_the_orchestrator_for_faults_on_the_selected_host() {
     assert_eq!(press(&mut app, key('w')), vec![Command::ToggleWorkload]);
     assert_eq!(
         press(&mut app, key('p')),
-        vec![Command::Fault { host: "primary".into(), fault: FaultKey::PowerOff }]
+        vec![Command::Fault {
+            host: "primary".into(),
+            fault: FaultKey::PowerOff
+        }]
     );
     press(&mut app, KeyEvent::new(KeyCode::Down, KeyModifiers::NONE));
     for (c, fault) in [
@@ -264,7 +315,13 @@ fn keys_ask_the_orchestrator_for_faults_on_the_selected_host() {
         ('o', FaultKey::PowerOn),
         ('r', FaultKey::RevertAll),
     ] {
-        assert_eq!(press(&mut app, key(c)), vec![Command::Fault { host: "backup".into(), fault }]);
+        assert_eq!(
+            press(&mut app, key(c)),
+            vec![Command::Fault {
+                host: "backup".into(),
+                fault
+            }]
+        );
     }
     // Loss asks for the percent; a bad one is refused in the prompt.
     assert!(press(&mut app, key('l')).is_empty());
@@ -274,27 +331,39 @@ fn keys_ask_the_orchestrator_for_faults_on_the_selected_host() {
     insta::assert_snapshot!("loss_prompt", draw(&app, 100, 30).backend());
     assert_eq!(
         press(&mut app, KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)),
-        vec![Command::Fault { host: "backup".into(), fault: FaultKey::Loss(30.0) }]
+        vec![Command::Fault {
+            host: "backup".into(),
+            fault: FaultKey::Loss(30.0)
+        }]
     );
     // Partition: pick the other host.
     assert!(press(&mut app, key('x')).is_empty());
     press(&mut app, KeyEvent::new(KeyCode::Down, KeyModifiers::NONE));
     assert_eq!(
         press(&mut app, KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)),
-        vec![Command::Fault { host: "backup".into(), fault: FaultKey::Partition("logger".into()) }]
+        vec![Command::Fault {
+            host: "backup".into(),
+            fault: FaultKey::Partition("logger".into())
+        }]
     );
     assert_eq!(press(&mut app, key('m')), vec![Command::SwitchMode]);
     assert!(press(&mut app, key('e')).is_empty());
     assert_eq!(
         press(&mut app, KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)),
-        vec![Command::RunExperiment(PathBuf::from("experiments/baseline-none.toml"))]
+        vec![Command::RunExperiment(PathBuf::from(
+            "experiments/baseline-none.toml"
+        ))]
     );
 }
 
 #[test]
 fn quit_asks_first_while_faults_are_active() {
     let mut app = all_up();
-    assert_eq!(press(&mut app, key('q')), vec![Command::Shutdown], "no fault: quits at once");
+    assert_eq!(
+        press(&mut app, key('q')),
+        vec![Command::Shutdown],
+        "no fault: quits at once"
+    );
     let mut app = primary_off_mid_failover();
     assert!(press(&mut app, key('q')).is_empty());
     insta::assert_snapshot!("confirm_quit", draw(&app, 100, 30).backend());
@@ -303,5 +372,8 @@ fn quit_asks_first_while_faults_are_active() {
     press(&mut app, key('q'));
     assert_eq!(press(&mut app, key('y')), vec![Command::Shutdown]);
     assert!(app.status.quitting);
-    assert!(press(&mut app, key('w')).is_empty(), "keys are ignored while tearing down");
+    assert!(
+        press(&mut app, key('w')).is_empty(),
+        "keys are ignored while tearing down"
+    );
 }

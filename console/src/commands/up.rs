@@ -128,11 +128,11 @@ pub async fn run(
 /// terminal, and the testbed comes down whichever way the loop ends.
 mod dashboard {
     use super::CommandError;
+    use crate::testbed::Testbed;
     use crate::tui::action::Command;
     use crate::tui::app::App;
     use crate::tui::orchestrator::Orchestrator;
     use crate::tui::{LoopIo, TICK, TerminalGuard, event_loop, experiment_files};
-    use crate::testbed::Testbed;
     use halab_protocol::mono_ns;
     use std::path::{Path, PathBuf};
     use std::process::ExitCode;
@@ -203,7 +203,11 @@ mod dashboard {
                     t.total.as_secs_f64()
                 );
                 tracing::info!(testbed = %name, "testbed down");
-                Ok(if ui.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+                Ok(if ui.is_ok() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
             }
             Ok(Err(e)) => Err(e.into()),
             Err(e) => Err(CommandError::Message(format!(

@@ -55,11 +55,18 @@ pub enum Action {
     SelectPrev,
     SelectNext,
     /// Break (or mend) `host`.
-    Fault { host: String, fault: FaultKey },
+    Fault {
+        host: String,
+        fault: FaultKey,
+    },
     /// Ask for the loss percent on `host`.
-    AskLoss { host: String },
+    AskLoss {
+        host: String,
+    },
     /// Ask which host `host` is cut off from.
-    AskPartition { host: String },
+    AskPartition {
+        host: String,
+    },
     ToggleWorkload,
     SwitchMode,
     /// Open the list of experiments.
@@ -77,7 +84,10 @@ pub enum Action {
 /// Work for the orchestrator task.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Fault { host: String, fault: FaultKey },
+    Fault {
+        host: String,
+        fault: FaultKey,
+    },
     /// Start the workload on every client host, or stop it.
     ToggleWorkload,
     /// Redeploy the roles under the next mode of the cycle none → app-migration → st-tcp.
@@ -123,7 +133,10 @@ pub enum Update {
     /// Every host's record, after any change.
     Hosts(Vec<HostRecord>),
     /// A message from `host`'s agent (telemetry, results, faults, roles, load).
-    Agent { host: String, msg: AgentMsg },
+    Agent {
+        host: String,
+        msg: AgentMsg,
+    },
     /// Agent fault `id` was sent to `host`; its outcome comes as an agent message.
     FaultSent {
         id: u64,
@@ -132,12 +145,24 @@ pub enum Update {
         lease_ms: Option<u64>,
     },
     /// The console powered `host` off at `at_ns` (console clock); fault `id`.
-    PoweredOff { id: u64, host: String, at_ns: u64 },
-    PoweredOn { host: String },
+    PoweredOff {
+        id: u64,
+        host: String,
+        at_ns: u64,
+    },
+    PoweredOn {
+        host: String,
+    },
     /// Client run `run` started on `host`.
-    RunStarted { host: String, run: u64 },
+    RunStarted {
+        host: String,
+        run: u64,
+    },
     /// The workload is running or not; `detail` says what or why.
-    Workload { running: bool, detail: String },
+    Workload {
+        running: bool,
+        detail: String,
+    },
     Mode(ModeView),
     Experiment(ExperimentView),
     /// One run of the experiment finished.

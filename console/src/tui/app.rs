@@ -64,8 +64,16 @@ pub fn workload_text(topo: &Topology) -> String {
 
 impl App {
     /// A dashboard for `topo` whose hosts are `hosts`, started at `start_ns` (console clock).
-    pub fn new(topo: &Topology, hosts: Vec<HostRecord>, experiments: Vec<PathBuf>, start_ns: u64) -> App {
-        let clients: Vec<String> = topo.hosts_with(Role::Client).map(|h| h.name.clone()).collect();
+    pub fn new(
+        topo: &Topology,
+        hosts: Vec<HostRecord>,
+        experiments: Vec<PathBuf>,
+        start_ns: u64,
+    ) -> App {
+        let clients: Vec<String> = topo
+            .hosts_with(Role::Client)
+            .map(|h| h.name.clone())
+            .collect();
         App {
             hosts: HostsPanel::new(hosts),
             chart: ThroughputChart::new(start_ns, clients),
@@ -126,15 +134,28 @@ impl App {
                 for r in &records {
                     let before = self.hosts.record(&r.name).map(|h| h.state);
                     if before.is_some() && before != Some(r.state) {
-                        let why = r.reason.as_ref().map(|w| format!(": {w}")).unwrap_or_default();
-                        let level = if r.state == HostState::Connected { Level::Info } else { Level::Warn };
+                        let why = r
+                            .reason
+                            .as_ref()
+                            .map(|w| format!(": {w}"))
+                            .unwrap_or_default();
+                        let level = if r.state == HostState::Connected {
+                            Level::Info
+                        } else {
+                            Level::Warn
+                        };
                         self.info(level, format!("{} is {}{why}", r.name, r.state));
                     }
                 }
                 self.hosts.set_records(records);
             }
             Update::Agent { host, msg } => self.agent(host, msg),
-            Update::FaultSent { id, host, label, lease_ms } => {
+            Update::FaultSent {
+                id,
+                host,
+                label,
+                lease_ms,
+            } => {
                 self.info(Level::Info, format!("{label} on {host}: sent"));
                 self.hosts.faults.push(ActiveFault {
                     id,
@@ -146,7 +167,10 @@ impl App {
                 });
             }
             Update::PoweredOff { id, host, at_ns } => {
-                self.info(Level::Warn, format!("{host} powered off: links down, every process killed"));
+                self.info(
+                    Level::Warn,
+                    format!("{host} powered off: links down, every process killed"),
+                );
                 // The agent died with its host: what it held on the host is gone with it.
                 self.hosts.faults.retain(|f| f.host != host);
                 self.hosts.faults.push(ActiveFault {
@@ -158,12 +182,18 @@ impl App {
                     lease_ms: None,
                 });
                 let clients = self.loaded_clients();
-                self.failovers.fault(id, format!("power-off {host}"), at_ns, clients);
+                self.failovers
+                    .fault(id, format!("power-off {host}"), at_ns, clients);
                 self.chart.markers = self.failovers.markers();
             }
             Update::PoweredOn { host } => {
-                self.info(Level::Info, format!("{host} powered on: agent and roles started"));
-                self.hosts.faults.retain(|f| !(f.host == host && f.label == "power-off"));
+                self.info(
+                    Level::Info,
+                    format!("{host} powered on: agent and roles started"),
+                );
+                self.hosts
+                    .faults
+                    .retain(|f| !(f.host == host && f.label == "power-off"));
             }
             Update::RunStarted { host, run } => {
                 self.runs.insert(host, (run, 0));
@@ -171,13 +201,19 @@ impl App {
             Update::Workload { running, detail } => {
                 self.status.workload_running = running;
                 self.status.workload = detail.clone();
-                self.info(if running { Level::Info } else { Level::Warn }, format!("workload: {detail}"));
+                self.info(
+                    if running { Level::Info } else { Level::Warn },
+                    format!("workload: {detail}"),
+                );
             }
             Update::Mode(m) => {
                 if let Some(note) = &m.note {
                     self.info(Level::Warn, note.clone());
                 } else if let Some(to) = m.switching {
-                    self.info(Level::Info, format!("switching to mode {to}: redeploying roles"));
+                    self.info(
+                        Level::Info,
+                        format!("switching to mode {to}: redeploying roles"),
+                    );
                 } else if self.status.mode.switching.is_some() {
                     self.info(Level::Info, format!("mode {} active", m.current));
                 }
@@ -189,7 +225,11 @@ impl App {
             Update::ExperimentRecord(r) => {
                 self.info(
                     Level::Info,
-                    format!("experiment run {}: {}", r.run_index, crate::commands::run::summary(&r)),
+                    format!(
+                        "experiment run {}: {}",
+                        r.run_index,
+                        crate::commands::run::summary(&r)
+                    ),
                 );
                 self.failovers.record(&r);
             }
@@ -202,39 +242,63 @@ impl App {
 
     fn agent(&mut self, host: String, msg: AgentMsg) {
         match msg {
-            AgentMsg::HostStats { cpu_pct, mem_used_bytes, mem_total_bytes } => {
-                self.hosts.set_stats(&host, (cpu_pct, mem_used_bytes, mem_total_bytes));
+            AgentMsg::HostStats {
+                cpu_pct,
+                mem_used_bytes,
+                mem_total_bytes,
+            } => {
+                self.hosts
+                    .set_stats(&host, (cpu_pct, mem_used_bytes, mem_total_bytes));
             }
-            AgentMsg::ClientTelemetry { run, at_ns, bytes, mut events } => {
+            AgentMsg::ClientTelemetry {
+                run,
+                at_ns,
+                bytes,
+                mut events,
+            } => {
                 let at = self.console_ns(&host, at_ns);
                 for e in &mut events {
                     e.at_ns = self.console_ns(&host, e.at_ns);
                 }
-                let Some((current, last)) = self.runs.get_mut(&host) else { return };
+                let Some((current, last)) = self.runs.get_mut(&host) else {
+                    return;
+                };
                 if *current != run {
                     return;
                 }
                 let delta = bytes.saturating_sub(*last);
                 *last = bytes;
                 self.chart.add(&host, at, delta);
-                self.failovers.telemetry(&host, &events, (delta > 0).then_some(at));
+                self.failovers
+                    .telemetry(&host, &events, (delta > 0).then_some(at));
                 for e in &events {
                     if !matches!(e.event, halab_workload::ConnEvent::Connected) {
-                        self.log.push(self.now_ns, Level::Info, format!("{host} connection {}: {:?}", e.connection, e.event));
+                        self.log.push(
+                            self.now_ns,
+                            Level::Info,
+                            format!("{host} connection {}: {:?}", e.connection, e.event),
+                        );
                     }
                 }
                 self.chart.markers = self.failovers.markers();
             }
             AgentMsg::ClientDone { run, result } => {
-                let Some((current, last)) = self.runs.get(&host).copied() else { return };
+                let Some((current, last)) = self.runs.get(&host).copied() else {
+                    return;
+                };
                 if current != run {
                     return;
                 }
                 self.runs.remove(&host);
-                let offset = self.hosts.record(&host).and_then(|h| h.clock_offset_ns).unwrap_or(0);
+                let offset = self
+                    .hosts
+                    .record(&host)
+                    .and_then(|h| h.clock_offset_ns)
+                    .unwrap_or(0);
                 let shifted = crate::run::runner::shift_result_by(*result, offset);
                 let total: u64 = shifted.connections.iter().map(|c| c.meter.bytes).sum();
-                self.chart.add(&host, shifted.ended_ns, total.saturating_sub(last));
+                self.chart
+                    .add(&host, shifted.ended_ns, total.saturating_sub(last));
                 if let Some(e) = shifted.connections.iter().find_map(|c| c.error.clone())
                     && e != "stopped"
                 {
@@ -254,7 +318,8 @@ impl App {
                 self.info(Level::Warn, format!("{host}: {detail}"));
                 if let Some(label) = label {
                     let clients = self.loaded_clients();
-                    self.failovers.fault(id, format!("{label} {host}"), at, clients);
+                    self.failovers
+                        .fault(id, format!("{label} {host}"), at, clients);
                     self.chart.markers = self.failovers.markers();
                 }
             }
@@ -269,9 +334,17 @@ impl App {
                     self.info(Level::Info, text);
                 }
             }
-            AgentMsg::RoleState { role, state, detail } => {
+            AgentMsg::RoleState {
+                role,
+                state,
+                detail,
+            } => {
                 let d = detail.map(|d| format!(": {d}")).unwrap_or_default();
-                let level = if state == halab_protocol::RoleState::Failed { Level::Error } else { Level::Info };
+                let level = if state == halab_protocol::RoleState::Failed {
+                    Level::Error
+                } else {
+                    Level::Info
+                };
                 self.info(level, format!("{host} {role} {state:?}{d}").to_lowercase());
             }
             AgentMsg::Error { message } => self.info(Level::Error, format!("{host}: {message}")),
@@ -314,7 +387,11 @@ impl App {
                 return vec![Command::Fault { host, fault }];
             }
             Action::AskLoss { host } => {
-                self.prompt = Some(Prompt::Loss { host, input: String::new(), error: None });
+                self.prompt = Some(Prompt::Loss {
+                    host,
+                    input: String::new(),
+                    error: None,
+                });
             }
             Action::AskPartition { host } => {
                 let peers = self
@@ -324,12 +401,19 @@ impl App {
                     .map(|h| h.record.name.clone())
                     .filter(|n| *n != host)
                     .collect();
-                self.prompt = Some(Prompt::Partition { host, peers, selected: 0 });
+                self.prompt = Some(Prompt::Partition {
+                    host,
+                    peers,
+                    selected: 0,
+                });
             }
             Action::ToggleWorkload => return vec![Command::ToggleWorkload],
             Action::SwitchMode => return vec![Command::SwitchMode],
             Action::PickExperiment => {
-                self.prompt = Some(Prompt::Experiment { files: self.experiments.clone(), selected: 0 });
+                self.prompt = Some(Prompt::Experiment {
+                    files: self.experiments.clone(),
+                    selected: 0,
+                });
             }
             Action::RunExperiment(path) => {
                 self.prompt = None;
@@ -363,7 +447,10 @@ impl App {
         if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
             let msg = vec![
                 Line::from("terminal too small").bold(),
-                Line::from(format!("{}×{}, need {MIN_WIDTH}×{MIN_HEIGHT}", area.width, area.height)),
+                Line::from(format!(
+                    "{}×{}, need {MIN_WIDTH}×{MIN_HEIGHT}",
+                    area.width, area.height
+                )),
                 Line::from("q quits"),
             ];
             frame.render_widget(
@@ -371,7 +458,11 @@ impl App {
                     .style(Style::new().fg(Color::Yellow))
                     .centered()
                     .block(Block::new()),
-                Rect { y: area.y + area.height.saturating_sub(3) / 2, height: area.height.min(3), ..area },
+                Rect {
+                    y: area.y + area.height.saturating_sub(3) / 2,
+                    height: area.height.min(3),
+                    ..area
+                },
             );
             return;
         }
@@ -386,7 +477,9 @@ impl App {
         .areas(area);
         self.hosts.draw(frame, top);
         if middle.width >= 120 {
-            let [c, l] = Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(middle);
+            let [c, l] =
+                Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
+                    .areas(middle);
             self.chart.draw(frame, c);
             self.log.draw(frame, l);
         } else {

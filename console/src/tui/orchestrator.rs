@@ -104,12 +104,17 @@ impl Orchestrator {
     }
 
     /// Serves commands until `Shutdown` (or the UI is gone), then takes the testbed down.
-    pub async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) -> Result<Timings, TestbedError> {
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+    ) -> Result<Timings, TestbedError> {
         self.send_hosts();
         self.send(Update::Mode(ModeView {
             current: self.settings.mode,
             switching: None,
-            note: check_mode(self.settings.mode).err().map(|e| format!("{e}; press m to switch")),
+            note: check_mode(self.settings.mode)
+                .err()
+                .map(|e| format!("{e}; press m to switch")),
         }));
         loop {
             let next_restart = self.restart_at.values().min().copied();
@@ -151,14 +156,21 @@ impl Orchestrator {
         let name = self.testbed.topology.name.clone();
         let outcome = self.testbed.down().await;
         let _ = self.updates.send(Update::Down(match &outcome {
-            Ok(t) => Ok(format!("testbed {name} is down in {:.2} s", t.total.as_secs_f64())),
+            Ok(t) => Ok(format!(
+                "testbed {name} is down in {:.2} s",
+                t.total.as_secs_f64()
+            )),
             Err(e) => Err(crate::error::chain(e)),
         }));
         outcome
     }
 
     /// Carries out one command; true when a shutdown arrived meanwhile.
-    async fn handle(&mut self, c: Command, commands: &mut mpsc::UnboundedReceiver<Command>) -> bool {
+    async fn handle(
+        &mut self,
+        c: Command,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> bool {
         match c {
             Command::Fault { host, fault } => self.fault(host, fault).await,
             Command::ToggleWorkload => {
@@ -200,7 +212,10 @@ impl Orchestrator {
             }
             _ => {}
         }
-        self.send(Update::Agent { host: host.clone(), msg });
+        self.send(Update::Agent {
+            host: host.clone(),
+            msg,
+        });
         match next {
             Some(false) => self.start_run(&host).await,
             Some(true) => {
@@ -228,7 +243,10 @@ impl Orchestrator {
         if let Err(e) = check_mode(self.settings.mode) {
             self.send(Update::Workload {
                 running: false,
-                detail: format!("{} stopped: {e}; press m to switch", workload_text(&self.testbed.topology)),
+                detail: format!(
+                    "{} stopped: {e}; press m to switch",
+                    workload_text(&self.testbed.topology)
+                ),
             });
             return;
         }
@@ -243,7 +261,11 @@ impl Orchestrator {
         self.workload = true;
         self.send(Update::Workload {
             running: true,
-            detail: format!("{} on {} client(s)", workload_text(&self.testbed.topology), clients.len()),
+            detail: format!(
+                "{} on {} client(s)",
+                workload_text(&self.testbed.topology),
+                clients.len()
+            ),
         });
         for h in clients {
             self.start_run(&h).await;
@@ -263,12 +285,25 @@ impl Orchestrator {
         {
             spec.servers.rotate_left(i);
         }
-        match self.testbed.send(host, ConsoleMsg::StartClient { run, spec }).await {
+        match self
+            .testbed
+            .send(host, ConsoleMsg::StartClient { run, spec })
+            .await
+        {
             Ok(()) => {
                 self.runs.insert(host.to_string(), run);
-                self.send(Update::RunStarted { host: host.to_string(), run });
+                self.send(Update::RunStarted {
+                    host: host.to_string(),
+                    run,
+                });
             }
-            Err(e) => self.log(Level::Error, format!("{host}: cannot start the client: {}", crate::error::chain(&e))),
+            Err(e) => self.log(
+                Level::Error,
+                format!(
+                    "{host}: cannot start the client: {}",
+                    crate::error::chain(&e)
+                ),
+            ),
         }
     }
 
@@ -278,7 +313,10 @@ impl Orchestrator {
         self.workload = false;
         self.restart_at.clear();
         for (host, run) in self.runs.clone() {
-            let _ = self.testbed.send(&host, ConsoleMsg::StopClient { run }).await;
+            let _ = self
+                .testbed
+                .send(&host, ConsoleMsg::StopClient { run })
+                .await;
         }
         if was {
             self.send(Update::Workload {
@@ -320,7 +358,10 @@ impl Orchestrator {
                         self.runs.remove(&host);
                         self.send(Update::PoweredOff { id, host, at_ns });
                     }
-                    Err(e) => self.log(Level::Error, format!("power-off of {host}: {}", crate::error::chain(&e))),
+                    Err(e) => self.log(
+                        Level::Error,
+                        format!("power-off of {host}: {}", crate::error::chain(&e)),
+                    ),
                 }
                 return;
             }
@@ -329,10 +370,22 @@ impl Orchestrator {
                 return;
             }
             FaultKey::RevertAll => {
-                let ids: Vec<u64> = self.held.iter().filter(|(_, h)| **h == host).map(|(id, _)| *id).collect();
+                let ids: Vec<u64> = self
+                    .held
+                    .iter()
+                    .filter(|(_, h)| **h == host)
+                    .map(|(id, _)| *id)
+                    .collect();
                 for id in &ids {
-                    if let Err(e) = self.testbed.send(&host, ConsoleMsg::RevertFault { id: *id }).await {
-                        self.log(Level::Error, format!("revert on {host}: {}", crate::error::chain(&e)));
+                    if let Err(e) = self
+                        .testbed
+                        .send(&host, ConsoleMsg::RevertFault { id: *id })
+                        .await
+                    {
+                        self.log(
+                            Level::Error,
+                            format!("revert on {host}: {}", crate::error::chain(&e)),
+                        );
                     }
                 }
                 if state == Some(HostState::PoweredOff) {
@@ -344,7 +397,13 @@ impl Orchestrator {
             }
             FaultKey::Kill | FaultKey::Hang | FaultKey::Crash => {
                 let Some(role) = server_role(&h.roles) else {
-                    self.log(Level::Warn, format!("{host} runs no server process: {} needs a primary or backup", fault.label()));
+                    self.log(
+                        Level::Warn,
+                        format!(
+                            "{host} runs no server process: {} needs a primary or backup",
+                            fault.label()
+                        ),
+                    );
                     return;
                 };
                 match fault {
@@ -354,23 +413,41 @@ impl Orchestrator {
                 }
             }
             FaultKey::NicDown => FaultAction::NicDown { interface: None },
-            FaultKey::Loss(p) => FaultAction::Loss { percent: *p, direction: Direction::Both },
+            FaultKey::Loss(p) => FaultAction::Loss {
+                percent: *p,
+                direction: Direction::Both,
+            },
             FaultKey::Partition(peer) => FaultAction::Partition {
                 peers: partition_peers(&self.testbed.topology, peer),
             },
         };
         if state != Some(HostState::Connected) {
-            self.log(Level::Warn, format!("{host} is not up: {} not sent", fault.label()));
+            self.log(
+                Level::Warn,
+                format!("{host} is not up: {} not sent", fault.label()),
+            );
             return;
         }
         let id = self.fresh_id();
-        let msg = ConsoleMsg::InjectFault { id, action, lease_ms: Some(FAULT_LEASE_MS) };
+        let msg = ConsoleMsg::InjectFault {
+            id,
+            action,
+            lease_ms: Some(FAULT_LEASE_MS),
+        };
         match self.testbed.send(&host, msg).await {
             Ok(()) => {
                 self.held.insert(id, host.clone());
-                self.send(Update::FaultSent { id, host, label: fault.label(), lease_ms: Some(FAULT_LEASE_MS) });
+                self.send(Update::FaultSent {
+                    id,
+                    host,
+                    label: fault.label(),
+                    lease_ms: Some(FAULT_LEASE_MS),
+                });
             }
-            Err(e) => self.log(Level::Error, format!("{} on {host}: {}", fault.label(), crate::error::chain(&e))),
+            Err(e) => self.log(
+                Level::Error,
+                format!("{} on {host}: {}", fault.label(), crate::error::chain(&e)),
+            ),
         }
     }
 
@@ -380,8 +457,13 @@ impl Orchestrator {
             return;
         }
         match self.testbed.power_on(host).await {
-            Ok(()) => self.send(Update::PoweredOn { host: host.to_string() }),
-            Err(e) => self.log(Level::Error, format!("power-on of {host}: {}", crate::error::chain(&e))),
+            Ok(()) => self.send(Update::PoweredOn {
+                host: host.to_string(),
+            }),
+            Err(e) => self.log(
+                Level::Error,
+                format!("power-on of {host}: {}", crate::error::chain(&e)),
+            ),
         }
     }
 
@@ -398,21 +480,35 @@ impl Orchestrator {
             }));
             return;
         }
-        self.send(Update::Mode(ModeView { current: self.settings.mode, switching: Some(target), note: None }));
+        self.send(Update::Mode(ModeView {
+            current: self.settings.mode,
+            switching: Some(target),
+            note: None,
+        }));
         let was_running = self.workload;
         self.stop_workload(true).await;
         // Redeploy: every role of every host that is up stopped, then started again.
         let snap = self.testbed.snapshot();
         let mut waiting: Vec<(String, Role)> = Vec::new();
         for h in self.testbed.topology.hosts.clone() {
-            if !snap.hosts.iter().any(|r| r.name == h.name && r.state == HostState::Connected) {
+            if !snap
+                .hosts
+                .iter()
+                .any(|r| r.name == h.name && r.state == HostState::Connected)
+            {
                 continue;
             }
             for &role in &h.roles {
-                let _ = self.testbed.send(&h.name, ConsoleMsg::StopRole { role }).await;
+                let _ = self
+                    .testbed
+                    .send(&h.name, ConsoleMsg::StopRole { role })
+                    .await;
             }
             for &role in &h.roles {
-                let _ = self.testbed.send(&h.name, ConsoleMsg::StartRole { role }).await;
+                let _ = self
+                    .testbed
+                    .send(&h.name, ConsoleMsg::StartRole { role })
+                    .await;
                 if matches!(role, Role::Primary | Role::Backup) {
                     waiting.push((h.name.clone(), role));
                 }
@@ -423,7 +519,12 @@ impl Orchestrator {
         while !waiting.is_empty() {
             match tokio::time::timeout_at(deadline, self.inbox.recv()).await {
                 Ok(Some((host, msg))) => {
-                    if let AgentMsg::RoleState { role, state: RoleState::Running, .. } = &msg {
+                    if let AgentMsg::RoleState {
+                        role,
+                        state: RoleState::Running,
+                        ..
+                    } = &msg
+                    {
                         waiting.retain(|(h, r)| !(*h == host && r == role));
                     }
                     self.on_agent(host, msg).await;
@@ -435,7 +536,11 @@ impl Orchestrator {
             }
         }
         self.settings.mode = target;
-        self.send(Update::Mode(ModeView { current: target, switching: None, note }));
+        self.send(Update::Mode(ModeView {
+            current: target,
+            switching: None,
+            note,
+        }));
         if was_running {
             self.start_workload().await;
         }
@@ -443,37 +548,72 @@ impl Orchestrator {
 
     /// `e`: runs an experiment on this testbed, its records appended to the session's
     /// results file; true when a shutdown arrived meanwhile.
-    async fn experiment(&mut self, path: &Path, commands: &mut mpsc::UnboundedReceiver<Command>) -> bool {
+    async fn experiment(
+        &mut self,
+        path: &Path,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> bool {
         let exp = match experiment::load(path) {
             Ok(e) => e,
             Err(e) => {
                 let text = e.to_string();
-                self.log(Level::Error, format!("{}: {}", path.display(), text.lines().next().unwrap_or_default()));
+                self.log(
+                    Level::Error,
+                    format!(
+                        "{}: {}",
+                        path.display(),
+                        text.lines().next().unwrap_or_default()
+                    ),
+                );
                 return false;
             }
         };
         if exp.topology.name != self.testbed.topology.name {
-            self.log(Level::Error, format!(
-                "experiment {} is for testbed {}, this is {}",
-                exp.name, exp.topology.name, self.testbed.topology.name
-            ));
+            self.log(
+                Level::Error,
+                format!(
+                    "experiment {} is for testbed {}, this is {}",
+                    exp.name, exp.topology.name, self.testbed.topology.name
+                ),
+            );
             return false;
         }
-        if let Err(e) = check_supported(&exp).and_then(|()| check_capabilities(&exp, &self.testbed.snapshot())) {
+        if let Err(e) =
+            check_supported(&exp).and_then(|()| check_capabilities(&exp, &self.testbed.snapshot()))
+        {
             self.log(Level::Error, format!("experiment {}: {e}", exp.name));
             return false;
         }
         self.stop_workload(true).await;
         let plans = exp.runs();
         let total = plans.len();
-        let mut view = ExperimentView { name: exp.name.clone(), done: 0, total, current: "starting".into(), finished: false };
+        let mut view = ExperimentView {
+            name: exp.name.clone(),
+            done: 0,
+            total,
+            current: "starting".into(),
+            finished: false,
+        };
         self.send(Update::Experiment(view.clone()));
-        self.log(Level::Info, format!("experiment {}: {total} runs, records to {}", exp.name, self.results.display()));
+        self.log(
+            Level::Info,
+            format!(
+                "experiment {}: {total} runs, records to {}",
+                exp.name,
+                self.results.display()
+            ),
+        );
         let (tee, runner_inbox) = mpsc::unbounded_channel();
         let mut failed = 0;
         let mut shutdown = false;
         {
-            let Orchestrator { testbed, inbox, updates, results, .. } = self;
+            let Orchestrator {
+                testbed,
+                inbox,
+                updates,
+                results,
+                ..
+            } = self;
             let mut runner = Runner::with_inbox(testbed, &exp, runner_inbox);
             'plans: for plan in &plans {
                 view.current = crate::commands::run::describe(plan);
@@ -503,7 +643,10 @@ impl Orchestrator {
                     failed += 1;
                 }
                 if let Err(e) = append_record(results, &record) {
-                    let _ = updates.send(Update::Log(Level::Error, format!("cannot append to {}: {e}", results.display())));
+                    let _ = updates.send(Update::Log(
+                        Level::Error,
+                        format!("cannot append to {}: {e}", results.display()),
+                    ));
                 }
                 view.done += 1;
                 let _ = updates.send(Update::ExperimentRecord(Box::new(record)));

@@ -73,7 +73,10 @@ impl ThroughputChart {
         ThroughputChart {
             start_ns,
             now_ns: start_ns,
-            series: clients.into_iter().map(|c| (c, Series::default())).collect(),
+            series: clients
+                .into_iter()
+                .map(|c| (c, Series::default()))
+                .collect(),
             markers: Vec::new(),
         }
     }
@@ -86,7 +89,11 @@ impl ThroughputChart {
             Some((_, v)) => *v += n,
             None => {
                 // Bins arrive in order almost always; keep them sorted regardless.
-                let pos = s.bins.iter().position(|(b, _)| *b > bin).unwrap_or(s.bins.len());
+                let pos = s
+                    .bins
+                    .iter()
+                    .position(|(b, _)| *b > bin)
+                    .unwrap_or(s.bins.len());
                 s.bins.insert(pos, (bin, n));
             }
         }

@@ -80,7 +80,13 @@ fn worst(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 
 impl FailoverTable {
     /// Fault `fault_id` took effect at `fault_ns` while `clients` were running the workload.
-    pub fn fault(&mut self, fault_id: u64, label: String, fault_ns: u64, clients: BTreeSet<String>) {
+    pub fn fault(
+        &mut self,
+        fault_id: u64,
+        label: String,
+        fault_ns: u64,
+        clients: BTreeSet<String>,
+    ) {
         let state = if clients.is_empty() {
             RowState::NoWorkload
         } else {
@@ -242,7 +248,8 @@ impl Component for FailoverTable {
                 (RowState::Done, _) => ("FAILED".to_string(), Style::new().fg(Color::Red).bold()),
             };
             let f = r.figures.as_ref();
-            let count = |g: fn(&FailoverFigures) -> u64| f.map(|f| bytes(g(f))).unwrap_or("-".into());
+            let count =
+                |g: fn(&FailoverFigures) -> u64| f.map(|f| bytes(g(f))).unwrap_or("-".into());
             Row::new(vec![
                 Cell::from(r.label.clone()),
                 Cell::from(ms(r.detect_ms())),
@@ -265,7 +272,14 @@ impl Component for FailoverTable {
             Constraint::Length(9),
         ];
         let header = Row::new(vec![
-            "fault", "detect", "takeover", "failover", "stall", "lost", "dup", "integrity",
+            "fault",
+            "detect",
+            "takeover",
+            "failover",
+            "stall",
+            "lost",
+            "dup",
+            "integrity",
         ])
         .style(Style::new().bold());
         let table = Table::new(rows, widths)

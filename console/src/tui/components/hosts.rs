@@ -57,7 +57,9 @@ impl HostsPanel {
     }
 
     pub fn selected_host(&self) -> Option<&str> {
-        self.hosts.get(self.selected).map(|h| h.record.name.as_str())
+        self.hosts
+            .get(self.selected)
+            .map(|h| h.record.name.as_str())
     }
 
     pub fn select(&mut self, delta: isize) {
@@ -170,9 +172,7 @@ impl HostsPanel {
 impl Component for HostsPanel {
     fn handle_event(&mut self, key: KeyEvent) -> Option<Action> {
         let host = self.selected_host().map(str::to_string);
-        let fault = |fault: FaultKey| {
-            host.clone().map(|host| Action::Fault { host, fault })
-        };
+        let fault = |fault: FaultKey| host.clone().map(|host| Action::Fault { host, fault });
         match key.code {
             KeyCode::Up | KeyCode::BackTab => Some(Action::SelectPrev),
             KeyCode::Down | KeyCode::Tab => Some(Action::SelectNext),
@@ -194,42 +194,52 @@ impl Component for HostsPanel {
         // Rows that fit under the border and header; the window follows the selection.
         let fit = (area.height.saturating_sub(3) as usize).max(1);
         let skip = (self.selected + 1).saturating_sub(fit);
-        let rows = self.hosts.iter().enumerate().skip(skip).take(fit).map(|(i, h)| {
-            let r = &h.record;
-            let state = self.state_word(r);
-            let state_style = match state {
-                "up" => Style::new().fg(Color::Green),
-                "starting" | "stopped" => Style::new().fg(Color::Yellow),
-                _ => Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
-            };
-            let roles = r
-                .roles
-                .iter()
-                .map(|r| r.as_str())
-                .collect::<Vec<_>>()
-                .join(",");
-            let (cpu, mem) = match h.stats {
-                Some((c, used, _)) if state != "powered-off" => {
-                    (format!("{c:.0}%"), bytes(used))
+        let rows = self
+            .hosts
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .take(fit)
+            .map(|(i, h)| {
+                let r = &h.record;
+                let state = self.state_word(r);
+                let state_style = match state {
+                    "up" => Style::new().fg(Color::Green),
+                    "starting" | "stopped" => Style::new().fg(Color::Yellow),
+                    _ => Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+                };
+                let roles = r
+                    .roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let (cpu, mem) = match h.stats {
+                    Some((c, used, _)) if state != "powered-off" => {
+                        (format!("{c:.0}%"), bytes(used))
+                    }
+                    _ => ("-".into(), "-".into()),
+                };
+                let row = Row::new(vec![
+                    Cell::from(if i == self.selected { "▶" } else { " " }),
+                    Cell::from(r.name.clone()),
+                    Cell::from(roles),
+                    Cell::from(state).style(state_style),
+                    Cell::from(if vip == Some(r.name.as_str()) {
+                        "VIP"
+                    } else {
+                        ""
+                    }),
+                    Cell::from(cpu),
+                    Cell::from(mem),
+                    Cell::from(self.fault_text(&r.name)).style(Style::new().fg(Color::Red)),
+                ]);
+                if i == self.selected {
+                    row.style(Style::new().add_modifier(Modifier::REVERSED))
+                } else {
+                    row
                 }
-                _ => ("-".into(), "-".into()),
-            };
-            let row = Row::new(vec![
-                Cell::from(if i == self.selected { "▶" } else { " " }),
-                Cell::from(r.name.clone()),
-                Cell::from(roles),
-                Cell::from(state).style(state_style),
-                Cell::from(if vip == Some(r.name.as_str()) { "VIP" } else { "" }),
-                Cell::from(cpu),
-                Cell::from(mem),
-                Cell::from(self.fault_text(&r.name)).style(Style::new().fg(Color::Red)),
-            ]);
-            if i == self.selected {
-                row.style(Style::new().add_modifier(Modifier::REVERSED))
-            } else {
-                row
-            }
-        });
+            });
         let widths = [
             Constraint::Length(1),
             Constraint::Length(10),
@@ -250,10 +260,7 @@ impl Component for HostsPanel {
             .filter(|h| self.state_word(&h.record) == "up")
             .count();
         let table = Table::new(rows, widths).header(header).block(
-            Block::bordered().title(Line::from(format!(
-                " hosts {up}/{} up ",
-                self.hosts.len()
-            ))),
+            Block::bordered().title(Line::from(format!(" hosts {up}/{} up ", self.hosts.len()))),
         );
         frame.render_widget(table, area);
     }

@@ -162,8 +162,16 @@ impl Component for Prompt {
                 ],
             ),
         };
-        lines.push(Line::from(" Enter confirms, Esc cancels").style(Style::new().fg(Color::DarkGray)));
-        let width = lines.iter().map(|l| l.width()).max().unwrap_or(20).max(title.len()) as u16 + 2;
+        lines.push(
+            Line::from(" Enter confirms, Esc cancels").style(Style::new().fg(Color::DarkGray)),
+        );
+        let width = lines
+            .iter()
+            .map(|l| l.width())
+            .max()
+            .unwrap_or(20)
+            .max(title.len()) as u16
+            + 2;
         let area = centered(area, width, lines.len() as u16 + 2);
         frame.render_widget(Clear, area);
         frame.render_widget(

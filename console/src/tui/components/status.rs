@@ -23,10 +23,10 @@ pub struct StatusBar {
 }
 
 /// The keys, for 100 columns and more.
-pub const KEYS: &str =
-    "↑↓ host  k kill h hang c crash n nic l loss x part p off o on r revert  w load m mode e exp ? q";
+pub const KEYS: &str = "↑↓ host  k kill h hang c crash n nic l loss x part p off o on r revert  w load m mode e exp ? q";
 /// The keys in 80 columns.
-pub const KEYS_SHORT: &str = "↑↓ host · faults: k h c n l x p o r · w load · m mode · e exp · ? help · q quit";
+pub const KEYS_SHORT: &str =
+    "↑↓ host · faults: k h c n l x p o r · w load · m mode · e exp · ? help · q quit";
 
 impl Component for StatusBar {
     fn draw(&self, frame: &mut Frame, area: Rect) {
