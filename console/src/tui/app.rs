@@ -207,15 +207,16 @@ impl App {
                 );
             }
             Update::Mode(m) => {
-                if let Some(note) = &m.note {
-                    self.info(Level::Warn, note.clone());
-                } else if let Some(to) = m.switching {
-                    self.info(
-                        Level::Info,
-                        format!("switching to mode {to}: redeploying roles"),
-                    );
-                } else if self.status.mode.switching.is_some() {
-                    self.info(Level::Info, format!("mode {} active", m.current));
+                // A refused switch (a note) was logged in full by the orchestrator.
+                if m.note.is_none() {
+                    if let Some(to) = m.switching {
+                        self.info(
+                            Level::Info,
+                            format!("switching to mode {to}: redeploying roles"),
+                        );
+                    } else if self.status.mode.switching.is_some() {
+                        self.info(Level::Info, format!("mode {} active", m.current));
+                    }
                 }
                 self.status.mode = m;
             }

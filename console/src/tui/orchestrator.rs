@@ -109,13 +109,14 @@ impl Orchestrator {
         mut commands: mpsc::UnboundedReceiver<Command>,
     ) -> Result<Timings, TestbedError> {
         self.send_hosts();
-        self.send(Update::Mode(ModeView {
-            current: self.settings.mode,
-            switching: None,
-            note: check_mode(self.settings.mode)
-                .err()
-                .map(|e| format!("{e}; press m to switch")),
-        }));
+        if let Err(e) = check_mode(self.settings.mode) {
+            self.log(Level::Warn, format!("{e}; press m to switch mode"));
+            self.send(Update::Mode(ModeView {
+                current: self.settings.mode,
+                switching: None,
+                note: Some("not runnable yet, m switches".into()),
+            }));
+        }
         loop {
             let next_restart = self.restart_at.values().min().copied();
             tokio::select! {
@@ -241,11 +242,13 @@ impl Orchestrator {
 
     async fn start_workload(&mut self) {
         if let Err(e) = check_mode(self.settings.mode) {
+            self.log(Level::Warn, format!("workload not started: {e}"));
             self.send(Update::Workload {
                 running: false,
                 detail: format!(
-                    "{} stopped: {e}; press m to switch",
-                    workload_text(&self.testbed.topology)
+                    "{} stopped (mode {} not runnable yet, m switches)",
+                    workload_text(&self.testbed.topology),
+                    self.settings.mode
                 ),
             });
             return;
@@ -473,10 +476,14 @@ impl Orchestrator {
         let target = next_mode(self.mode_cursor);
         self.mode_cursor = target;
         if let Err(e) = check_mode(target) {
+            self.log(
+                Level::Warn,
+                format!("mode {target} not switched to: {e}; m tries the next"),
+            );
             self.send(Update::Mode(ModeView {
                 current: self.settings.mode,
                 switching: None,
-                note: Some(format!("{target} not switched to: {e}; m tries the next")),
+                note: Some(format!("{target}: not runnable yet")),
             }));
             return;
         }

@@ -51,7 +51,7 @@ impl Component for HelpOverlay {
         lines.push(Line::from(""));
         lines.push(Line::from(" Faults act on the selected host; its agent reverts them").dim());
         lines.push(Line::from(" on r, on their lease, and when the console goes.").dim());
-        let area = centered(area, 56, lines.len() as u16 + 2);
+        let area = centered(area, 62, lines.len() as u16 + 2);
         frame.render_widget(Clear, area);
         frame.render_widget(
             Paragraph::new(lines)

@@ -54,7 +54,12 @@ impl Component for StatusBar {
             Span::raw(" "),
             mode,
             Span::raw(" · "),
-            Span::raw(self.heartbeat.clone()),
+            // Mode none has no heartbeat, whatever the topology sets for the other modes.
+            Span::raw(if self.mode.current == crate::topology::Mode::None {
+                "no heartbeat".to_string()
+            } else {
+                self.heartbeat.clone()
+            }),
             Span::raw(" · "),
             load,
         ];
