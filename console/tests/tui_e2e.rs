@@ -18,8 +18,9 @@ const TOPOLOGY: &str = "../topologies/two-server.toml";
 /// turned into mode none (heartbeat settings and the logger host removed). Once st-tcp runs,
 /// set this to false and the test brings the topology up as shipped (renamed only).
 const AS_MODE_NONE: bool = true;
-/// Testbed name of the copy (unique among the test suites).
+/// Testbed names of the copies (unique among the test suites).
 const TESTBED: &str = "t-tui-e2e";
+const TESTBED_DOWN: &str = "t-tui-down";
 
 fn tmux_available(test: &str) -> bool {
     let ok = Command::new("tmux")
@@ -36,7 +37,7 @@ fn tmux_available(test: &str) -> bool {
 }
 
 /// The shipped topology, renamed (and in mode none while st-tcp cannot run).
-fn topology_copy(dir: &Path) -> PathBuf {
+fn topology_copy(dir: &Path, testbed: &str) -> PathBuf {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join(TOPOLOGY);
     let mut text = std::fs::read_to_string(&shipped).expect("read the topology");
     let name_line = text
@@ -44,7 +45,7 @@ fn topology_copy(dir: &Path) -> PathBuf {
         .find(|l| l.starts_with("name = "))
         .expect("a name")
         .to_string();
-    text = text.replace(&name_line, &format!("name = \"{TESTBED}\""));
+    text = text.replace(&name_line, &format!("name = \"{testbed}\""));
     if AS_MODE_NONE {
         text = text
             .lines()
@@ -77,9 +78,47 @@ fn topology_copy(dir: &Path) -> PathBuf {
 struct Tmux {
     socket: String,
     dir: tempfile::TempDir,
+    testbed: &'static str,
 }
 
 impl Tmux {
+    /// Starts `halab up` on a copy of the topology named `testbed`, in a 100×30 terminal.
+    fn start(testbed: &'static str) -> Tmux {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let topology = topology_copy(dir.path(), testbed);
+        let tmux = Tmux {
+            socket: format!("halab-e2e-{}-{testbed}", std::process::id()),
+            dir,
+            testbed,
+        };
+        let script = format!(
+            "env HALAB_STATE_DIR={state} HALAB_RUNS_DIR={runs} HALAB_AGENT={agent} {halab} up {topo}; \
+             echo halab-exited-$?; sleep 600",
+            state = tmux.dir.path().join("state").display(),
+            runs = tmux.dir.path().join("runs").display(),
+            agent = agent_bin().display(),
+            halab = halab_bin().display(),
+            topo = topology.display(),
+        );
+        let started = tmux
+            .cmd()
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                "ui",
+                "-x",
+                "100",
+                "-y",
+                "30",
+                &script,
+            ])
+            .status()
+            .expect("tmux new-session");
+        assert!(started.success());
+        tmux
+    }
+
     fn cmd(&self) -> Command {
         let mut c = Command::new("tmux");
         c.args(["-L", &self.socket]);
@@ -131,11 +170,11 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.cmd().arg("kill-server").status();
-        let _ = self.halab().args(["down", "--name", TESTBED]).output();
+        let _ = self.halab().args(["down", "--name", self.testbed]).output();
     }
 }
 
-fn namespaces() -> Vec<String> {
+fn namespaces(testbed: &str) -> Vec<String> {
     let out = Command::new("ip")
         .args(["netns", "list"])
         .output()
@@ -143,7 +182,7 @@ fn namespaces() -> Vec<String> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(&format!("hl.{TESTBED}.")))
+        .filter(|n| n.starts_with(&format!("hl.{testbed}.")))
         .map(str::to_string)
         .collect()
 }
@@ -154,38 +193,7 @@ fn dashboard_power_off_of_the_primary_shows_the_failover_and_quit_leaves_nothing
     if !netns_available(test) || !tmux_available(test) {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let topology = topology_copy(dir.path());
-    let tmux = Tmux {
-        socket: format!("halab-e2e-{}", std::process::id()),
-        dir,
-    };
-    let script = format!(
-        "env HALAB_STATE_DIR={state} HALAB_RUNS_DIR={runs} HALAB_AGENT={agent} {halab} up {topo}; \
-         echo halab-exited-$?; sleep 600",
-        state = tmux.dir.path().join("state").display(),
-        runs = tmux.dir.path().join("runs").display(),
-        agent = agent_bin().display(),
-        halab = halab_bin().display(),
-        topo = topology.display(),
-    );
-    let started = tmux
-        .cmd()
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            "ui",
-            "-x",
-            "100",
-            "-y",
-            "30",
-            &script,
-        ])
-        .status()
-        .expect("tmux new-session");
-    assert!(started.success());
-
+    let tmux = Tmux::start(TESTBED);
     let hosts = if AS_MODE_NONE { 3 } else { 4 };
     tmux.wait_for(
         "dashboard with every host up",
@@ -264,7 +272,11 @@ fn dashboard_power_off_of_the_primary_shows_the_failover_and_quit_leaves_nothing
     assert!(end.contains("halab-exited-0"), "{end}");
     assert!(end.contains(&format!("testbed {TESTBED} is down")), "{end}");
 
-    assert_eq!(namespaces(), Vec::<String>::new(), "namespaces left behind");
+    assert_eq!(
+        namespaces(TESTBED),
+        Vec::<String>::new(),
+        "namespaces left behind"
+    );
     for pid in agent_pids {
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists()
@@ -283,4 +295,43 @@ fn dashboard_power_off_of_the_primary_shows_the_failover_and_quit_leaves_nothing
             .exists(),
         "state file left behind"
     );
+}
+
+#[test]
+fn halab_down_from_another_terminal_closes_the_dashboard_and_tears_down() {
+    let test = "halab_down_from_another_terminal_closes_the_dashboard";
+    if !netns_available(test) || !tmux_available(test) {
+        return;
+    }
+    let tmux = Tmux::start(TESTBED_DOWN);
+    let hosts = if AS_MODE_NONE { 3 } else { 4 };
+    tmux.wait_for(
+        "dashboard with every host up",
+        Duration::from_secs(30),
+        |s| s.contains(&format!("hosts {hosts}/{hosts} up")),
+    );
+    // A fault active: SIGTERM from `halab down` must not wait for a confirmation.
+    tmux.keys("n");
+    tmux.wait_for("the NIC-down fault", Duration::from_secs(10), |s| {
+        s.contains("nic-down")
+    });
+    let out = tmux
+        .halab()
+        .args(["down", "--name", TESTBED_DOWN])
+        .output()
+        .expect("halab down");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let end = tmux.wait_for("halab to exit", Duration::from_secs(30), |s| {
+        s.contains("halab-exited-")
+    });
+    assert!(end.contains("halab-exited-0"), "{end}");
+    assert!(
+        end.contains(&format!("testbed {TESTBED_DOWN} is down")),
+        "{end}"
+    );
+    assert_eq!(namespaces(TESTBED_DOWN), Vec::<String>::new());
 }

@@ -377,3 +377,51 @@ fn quit_asks_first_while_faults_are_active() {
         "keys are ignored while tearing down"
     );
 }
+
+#[test]
+fn status_bar_while_switching_mode_and_when_a_mode_is_refused() {
+    use halab::topology::Mode;
+    use halab::tui::action::ModeView;
+    use halab::tui::components::Component;
+    let mut app = all_up();
+    app.apply(
+        Update::Mode(ModeView {
+            current: Mode::StTcp,
+            switching: Some(Mode::None),
+            note: None,
+        }),
+        T_FAULT,
+    );
+    insta::assert_snapshot!(
+        "status_switching",
+        draw_panel(100, 2, |f, a| app.status.draw(f, a)).backend()
+    );
+    app.apply(
+        Update::Mode(ModeView {
+            current: Mode::None,
+            switching: None,
+            note: None,
+        }),
+        T_FAULT,
+    );
+    app.apply(
+        Update::Mode(ModeView {
+            current: Mode::None,
+            switching: None,
+            note: Some("app-migration: not runnable yet".into()),
+        }),
+        T_FAULT,
+    );
+    insta::assert_snapshot!(
+        "status_mode_refused",
+        draw_panel(100, 2, |f, a| app.status.draw(f, a)).backend()
+    );
+    assert!(
+        app.log
+            .lines
+            .iter()
+            .any(|(_, _, l)| l == "mode none active"),
+        "{:?}",
+        app.log.lines
+    );
+}
