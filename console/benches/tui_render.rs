@@ -314,6 +314,13 @@ async fn key_latency(rounds: usize) -> Vec<(&'static str, f64)> {
 
 fn main() {
     println!("tui_render: {HOSTS} hosts, {STREAMING} clients streaming telemetry every 100 ms");
+    // The machine's load matters for the tails: say what it was.
+    if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
+        println!(
+            "  load average: {}",
+            l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        );
+    }
     for (w, h) in [(80u16, 24u16), (160, 48)] {
         let mut v = render_times(w, h, 1000);
         report(&format!("render {w}x{h} (1000 frames)"), &mut v, 5.0);

@@ -425,3 +425,31 @@ fn status_bar_while_switching_mode_and_when_a_mode_is_refused() {
         app.log.lines
     );
 }
+
+#[test]
+fn a_client_host_powered_off_stops_the_rows_waiting_for_it() {
+    use halab::tui::components::failover::RowState;
+    let mut app = all_up();
+    app.apply(
+        Update::PoweredOff {
+            id: 7,
+            host: "primary".into(),
+            at_ns: T_FAULT,
+        },
+        T_FAULT,
+    );
+    assert!(matches!(
+        app.failovers.rows[0].state,
+        RowState::Measuring(_)
+    ));
+    app.apply(
+        Update::PoweredOff {
+            id: 8,
+            host: "client".into(),
+            at_ns: T_FAULT + S,
+        },
+        T_FAULT + S,
+    );
+    assert_eq!(app.failovers.rows[0].state, RowState::Stopped);
+    assert_eq!(app.failovers.rows[1].state, RowState::NoWorkload);
+}

@@ -181,6 +181,10 @@ impl App {
                     since_ns: at_ns,
                     lease_ms: None,
                 });
+                // A client host that is off reports nothing more.
+                if self.runs.remove(&host).is_some() {
+                    self.failovers.client_gone(&host);
+                }
                 let clients = self.loaded_clients();
                 self.failovers
                     .fault(id, format!("power-off {host}"), at_ns, clients);

@@ -178,6 +178,23 @@ impl FailoverTable {
         }
     }
 
+    /// `client` will not report (powered off, lost): rows stop waiting for it; a row left
+    /// with no figure at all is marked stopped.
+    pub fn client_gone(&mut self, client: &str) {
+        for row in &mut self.rows {
+            let RowState::Measuring(waiting) = &mut row.state else {
+                continue;
+            };
+            if waiting.remove(client) && waiting.is_empty() {
+                row.state = if row.figures.is_some() {
+                    RowState::Done
+                } else {
+                    RowState::Stopped
+                };
+            }
+        }
+    }
+
     /// A finished run of an experiment, as its record has it.
     pub fn record(&mut self, r: &crate::run::record::RunRecord) {
         let label = format!(
