@@ -11,7 +11,7 @@ use crate::run::runner::{
     seed_for, server_role,
 };
 use crate::state::HostState;
-use crate::testbed::{Testbed, TestbedError, Timings};
+use crate::testbed::{StateView, Testbed, TestbedError, Timings};
 use crate::topology::{Mode, RunSettings};
 use halab_protocol::{AgentMsg, ConsoleMsg, Direction, FaultAction, Role, RoleState};
 use std::collections::BTreeMap;
@@ -38,6 +38,8 @@ pub struct Orchestrator {
     inbox: mpsc::UnboundedReceiver<(String, AgentMsg)>,
     updates: mpsc::UnboundedSender<Update>,
     changes: watch::Receiver<u64>,
+    /// The testbed's state, readable while an experiment's runner holds the testbed.
+    view: StateView,
     settings: RunSettings,
     /// Where experiment records go.
     results: PathBuf,
@@ -67,6 +69,7 @@ impl Orchestrator {
             .take_inbox()
             .ok_or_else(|| TestbedError::Internal("the testbed's inbox is taken".into()))?;
         let changes = testbed.subscribe();
+        let view = testbed.state_view();
         let settings = testbed.topology.run.clone();
         Ok(Orchestrator {
             mode_cursor: settings.mode,
@@ -74,6 +77,7 @@ impl Orchestrator {
             inbox,
             updates,
             changes,
+            view,
             settings,
             results,
             next_id: 1,
@@ -100,7 +104,7 @@ impl Orchestrator {
     }
 
     fn send_hosts(&self) {
-        self.send(Update::Hosts(self.testbed.snapshot().hosts));
+        self.send(Update::Hosts(self.view.snapshot().hosts));
     }
 
     /// Serves commands until `Shutdown` (or the UI is gone), then takes the testbed down.
@@ -619,6 +623,8 @@ impl Orchestrator {
                 inbox,
                 updates,
                 results,
+                changes,
+                view: state,
                 ..
             } = self;
             let mut runner = Runner::with_inbox(testbed, &exp, runner_inbox);
@@ -634,6 +640,9 @@ impl Orchestrator {
                             // Every message goes to the runner, and a copy to the screen.
                             let _ = tee.send((host.clone(), msg.clone()));
                             let _ = updates.send(Update::Agent { host, msg });
+                        },
+                        r = changes.changed() => if r.is_ok() {
+                            let _ = updates.send(Update::Hosts(state.snapshot().hosts));
                         },
                         c = commands.recv() => match c {
                             None | Some(Command::Shutdown) => {
