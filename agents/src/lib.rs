@@ -4,6 +4,7 @@
 
 pub mod capabilities;
 pub mod faults;
+pub mod host_stats;
 pub mod log_forward;
 pub mod modes;
 pub mod roles;

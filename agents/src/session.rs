@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How long the agent waits for the console's hello before giving up.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the agent reports its host's CPU and memory.
+const HOST_STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the final message may take to leave before the agent exits anyway.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -77,6 +79,13 @@ where
     let silence = tokio::time::sleep(silence_limit);
     tokio::pin!(silence);
     let mut greeted = false;
+    // The host's load for the dashboard, every second once greeted.
+    let mut stats = crate::host_stats::Sampler::default();
+    let mut stats_tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + HOST_STATS_INTERVAL,
+        HOST_STATS_INTERVAL,
+    );
+    stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let exit = loop {
         // The next lease to run out, if any (a far-away instant keeps the branch valid while it
@@ -106,6 +115,13 @@ where
                 break Exit::ProtocolError(format!("no hello from the console within {HELLO_TIMEOUT:?}"))
             }
             _ = &mut silence, if greeted => break Exit::ConsoleSilent,
+            _ = stats_tick.tick(), if greeted => {
+                // Reading /proc takes microseconds; a full queue skips this sample.
+                if let Some(m) = stats.sample() {
+                    let _ = tx.try_send(m);
+                }
+                continue;
+            }
             r = frames.next::<ConsoleMsg>() => match r {
                 Ok(Some(msg)) => {
                     silence.as_mut().reset(tokio::time::Instant::now() + silence_limit);

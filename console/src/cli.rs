@@ -14,7 +14,7 @@ use std::process::ExitCode;
 on this machine, or VMs and bare metal over SSH), deploys an agent to every host, and tears \
 it all down again, leaving nothing behind.\n\n\
 Examples:\n  halab check topologies/two-server.toml   validate and probe capabilities\n  \
-halab up topologies/two-server.toml      testbed + agents; Ctrl-C tears down\n  \
+halab up topologies/two-server.toml      testbed + agents + live dashboard; q tears down\n  \
 halab status                             what is up, from any terminal\n  \
 halab down topologies/two-server.toml    remove everything, also after a crash\n  \
 halab run experiments/modes-compared.toml  headless experiment, then its report\n  \
@@ -56,15 +56,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Bring a testbed up and keep it up until Ctrl-C, then tear it all down.
+    /// Bring a testbed up with the live dashboard, and tear it all down on quit.
     ///
     /// Creates the provider's resources (for `local`: namespaces, bridges, veths, addresses
-    /// and the service address), starts one agent per host and watches them, printing every
-    /// change of a host's state. Logs go to <runs-dir>/<testbed>-<time>/logs/.
+    /// and the service address), starts one agent per host and opens the dashboard, where
+    /// keys break hosts (`?` lists them) and `q` tears everything down. With --no-tui, or when
+    /// stdout is not a terminal, it prints every change of a host's state until Ctrl-C
+    /// instead. Logs go to <runs-dir>/<testbed>-<time>/logs/.
     Up {
         /// Topology file (TOML)
         file: PathBuf,
-        /// Print host states instead of the dashboard (the only mode until the dashboard exists)
+        /// Print host states instead of opening the dashboard (also the case when stdout is not
+        /// a terminal)
         #[arg(long)]
         no_tui: bool,
         /// Trust and record SSH host keys not yet in known_hosts (as OpenSSH's accept-new);
@@ -167,9 +170,9 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Up {
             file,
-            no_tui: _,
+            no_tui,
             accept_new_host_keys,
-        } => commands::up::run(&ctx, &file, accept_new_host_keys).await,
+        } => commands::up::run(&ctx, &file, no_tui, accept_new_host_keys).await,
         Command::Down { file, name } => commands::down::run(&ctx, file.as_deref(), name).await,
         Command::Run { file, resume } => {
             commands::run::run(&ctx, &file, resume.as_deref(), &cli.reports_dir).await

@@ -18,3 +18,4 @@ pub mod run;
 pub mod state;
 pub mod testbed;
 pub mod topology;
+pub mod tui;

@@ -416,6 +416,14 @@ pub enum AgentMsg {
     Mode {
         event: ModeEvent,
     },
+    /// The host's load, sent every second once greeted: CPU busy over the last interval
+    /// (0–100 % of all CPUs) and memory in use, as the host's /proc shows them (on provider
+    /// local every namespace shares the machine's /proc, so these are the machine's figures).
+    HostStats {
+        cpu_pct: f64,
+        mem_used_bytes: u64,
+        mem_total_bytes: u64,
+    },
     /// A fatal error: the agent closes the channel after sending it.
     Error {
         message: String,

@@ -369,7 +369,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// `mode=st-tcp workload=bulk heartbeat_ms=200 fault=power-off of primary rep 2`.
-fn describe(plan: &RunPlan) -> String {
+pub fn describe(plan: &RunPlan) -> String {
     let s = &plan.settings;
     let mut parts = vec![
         format!("mode={}", s.mode),

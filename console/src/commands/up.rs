@@ -1,12 +1,13 @@
-//! `halab up FILE`: bring the testbed up, print host states as they change, and tear it all
-//! down on Ctrl-C, SIGTERM or SIGHUP. (The dashboard will take over the terminal here; until
-//! then `up` behaves as `up --no-tui`.)
+//! `halab up FILE`: bring the testbed up, then open the live dashboard (when stdout is a
+//! terminal and --no-tui is not given) or print host states as they change; tear it all down
+//! on `q`, Ctrl-C, SIGTERM or SIGHUP.
 
 use super::{CommandError, Context, load_topology, require_local_privileges, status};
 use crate::logging;
 use crate::state::HostState;
 use crate::testbed::{Testbed, UpOptions};
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 use tokio::signal::unix::{SignalKind, signal};
@@ -14,8 +15,10 @@ use tokio::signal::unix::{SignalKind, signal};
 pub async fn run(
     ctx: &Context,
     file: &Path,
+    no_tui: bool,
     accept_new_host_keys: bool,
 ) -> Result<ExitCode, CommandError> {
+    let dashboard = !no_tui && std::io::stdout().is_terminal();
     let topo = load_topology(file)?;
     require_local_privileges(&topo)?;
     let agent_binary = ctx.agent_binary()?;
@@ -79,6 +82,13 @@ pub async fn run(
         t.provider.as_secs_f64(),
         t.agents.as_secs_f64()
     );
+    if dashboard {
+        let file = file.to_path_buf();
+        let results = logs.run_dir.join("results.jsonl");
+        let outcome = dashboard::run(testbed, &file, results, (sigint, sigterm, sighup)).await;
+        drop(logs);
+        return outcome;
+    }
     print!("{}", status::render(&testbed.snapshot(), &ctx.state_dir));
     println!("Ctrl-C tears it down.");
 
@@ -120,4 +130,97 @@ pub async fn run(
     tracing::info!(testbed = %name, "testbed down");
     drop(logs);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The dashboard path of `up`: the orchestrator task owns the testbed, the UI loop owns the
+/// terminal, and the testbed comes down whichever way the loop ends.
+mod dashboard {
+    use super::CommandError;
+    use crate::testbed::Testbed;
+    use crate::tui::action::Command;
+    use crate::tui::app::App;
+    use crate::tui::orchestrator::Orchestrator;
+    use crate::tui::{LoopIo, TICK, TerminalGuard, event_loop, experiment_files};
+    use halab_protocol::mono_ns;
+    use std::path::{Path, PathBuf};
+    use std::process::ExitCode;
+    use tokio::signal::unix::Signal;
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    pub async fn run(
+        testbed: Testbed,
+        file: &Path,
+        results: PathBuf,
+        signals: (Signal, Signal, Signal),
+    ) -> Result<ExitCode, CommandError> {
+        let topology = testbed.topology.clone();
+        let hosts = testbed.snapshot().hosts;
+        let name = topology.name.clone();
+        let (updates_tx, updates) = mpsc::unbounded_channel();
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let orchestrator = match Orchestrator::new(testbed, updates_tx, results) {
+            Ok(o) => o,
+            Err(e) => return Err(e.into()),
+        };
+        let worker = tokio::spawn(orchestrator.run(commands_rx));
+
+        // Signals become a teardown the loop acts on; the watcher ends with the loop.
+        let teardown = CancellationToken::new();
+        let (mut sigint, mut sigterm, mut sighup) = signals;
+        let watcher = {
+            let teardown = teardown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = sigint.recv() => {}
+                    _ = sigterm.recv() => {}
+                    _ = sighup.recv() => {}
+                }
+                teardown.cancel();
+            })
+        };
+
+        let mut app = App::new(&topology, hosts, experiment_files(file), mono_ns());
+        let ui = match TerminalGuard::enter() {
+            Ok(mut guard) => {
+                let io = LoopIo {
+                    events: crossterm::event::EventStream::new(),
+                    updates,
+                    commands: commands.clone(),
+                    teardown: teardown.clone(),
+                    tick: TICK,
+                };
+                let r = event_loop(&mut guard.terminal, &mut app, io, mono_ns, |_, _| {}).await;
+                drop(guard);
+                r
+            }
+            Err(e) => Err(e),
+        };
+        watcher.abort();
+        if let Err(e) = &ui {
+            eprintln!("halab: the dashboard failed ({e}); tearing down testbed {name}");
+        } else {
+            println!("tearing down testbed {name} ...");
+        }
+        // Whatever ended the loop, the orchestrator tears the testbed down and ends.
+        let _ = commands.send(Command::Shutdown);
+        match worker.await {
+            Ok(Ok(t)) => {
+                println!(
+                    "testbed {name} is down in {:.2} s: agents stopped, faults reverted, namespaces and links removed",
+                    t.total.as_secs_f64()
+                );
+                tracing::info!(testbed = %name, "testbed down");
+                Ok(if ui.is_ok() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(CommandError::Message(format!(
+                "the orchestrator task failed ({e}); run `halab down --name {name}`"
+            ))),
+        }
+    }
 }

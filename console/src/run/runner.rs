@@ -10,10 +10,10 @@ use super::record::{FaultRecord, ModeEventRecord, RunRecord};
 use crate::experiment::{Experiment, FaultAt, FaultKind, FaultSpec, FaultTarget, RunPlan};
 use crate::state::{HostRecord, TestbedState};
 use crate::testbed::{Testbed, TestbedError};
-use crate::topology::{RunSettings, Topology};
+use crate::topology::{Mode, RunSettings, Topology};
 use halab_protocol::{
     AgentMsg, ClientResult, ClientSpec, ConsoleMsg, Direction, FaultAction, HALAB_VERSION,
-    HTTP_PORT, Role, RoleState, WORKLOAD_PORT, Workload,
+    HTTP_PORT, ModeConfig, Role, RoleState, WORKLOAD_PORT, Workload,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -69,12 +69,18 @@ pub fn check_supported(exp: &Experiment) -> Result<(), RunError> {
                 }
             }
         }
-        crate::modes::supported(plan.settings.mode).map_err(RunError::Unsupported)?;
+        check_mode(plan.settings.mode)?;
         // Checked with a stand-in key: the testbed's own is made when it comes up.
         crate::modes::mode_config(&exp.topology, &plan.settings, "00")
             .map_err(|e| RunError::Unsupported(format!("mode `{}`: {e}", plan.settings.mode)))?;
     }
     Ok(())
+}
+
+/// Whether runs under `mode` can be executed by this version (the dashboard asks too, before
+/// it switches modes or starts its workload).
+pub fn check_mode(mode: Mode) -> Result<(), RunError> {
+    crate::modes::supported(mode).map_err(RunError::Unsupported)
 }
 
 /// Refuses, once the testbed is up and its hosts probed, faults a target host cannot do:
@@ -134,13 +140,23 @@ impl<'a> Runner<'a> {
         let inbox = testbed
             .take_inbox()
             .ok_or_else(|| RunError::Failed("the testbed's inbox is taken".into()))?;
-        Ok(Runner {
+        Ok(Runner::with_inbox(testbed, experiment, inbox))
+    }
+
+    /// A runner fed by `inbox` instead of the testbed's own: the dashboard keeps the testbed's
+    /// inbox and forwards a copy of every message here while an experiment runs.
+    pub fn with_inbox(
+        testbed: &'a mut Testbed,
+        experiment: &'a Experiment,
+        inbox: mpsc::UnboundedReceiver<(String, AgentMsg)>,
+    ) -> Runner<'a> {
+        Runner {
             testbed,
             inbox,
             experiment,
             next_id: 1,
             calibration: BTreeMap::new(),
-        })
+        }
     }
 
     fn fresh_id(&mut self) -> u64 {
@@ -264,36 +280,14 @@ impl<'a> Runner<'a> {
     }
 
     fn client_spec(&self, plan: &RunPlan) -> ClientSpec {
-        let topo = &self.testbed.topology;
-        let service = topo.service_network();
-        // Mode none: the service address (on the primary) first, then each backup's address on
-        // the service network, the order a traditional client's server list has.
-        let mut servers = vec![topo.service_address.to_string()];
-        for b in topo.hosts_with(Role::Backup) {
-            if let Some(a) = b.addresses.get(&service.name) {
-                servers.push(a.to_string());
-            }
-        }
-        let s = &plan.settings;
         let seed = seed_for(&self.experiment.name, plan.index, crate::state::unix_ms());
-        ClientSpec {
-            workload: s.workload,
+        client_spec(
+            &self.testbed.topology,
+            &plan.settings,
             seed,
-            size: if s.workload.has_size() {
-                s.size.unwrap_or(DEFAULT_SIZE)
-            } else {
-                0
-            },
-            connections: s.clients.unwrap_or(1),
-            servers,
-            workload_port: WORKLOAD_PORT,
-            http_port: HTTP_PORT,
-            idle_timeout_ms: NONE_IDLE_TIMEOUT_MS,
-            connect_timeout_ms: CONNECT_TIMEOUT_MS,
-            max_attempts: MAX_ATTEMPTS,
-            deadline_ms: self.experiment.run_timeout.as_millis() as u64,
-            mode: self.testbed.mode().clone(),
-        }
+            self.experiment.run_timeout,
+            self.testbed.mode().clone(),
+        )
     }
 
     /// Runs the clients once, firing `faults` on schedule; `base` is the failure-free duration
@@ -659,9 +653,48 @@ impl FaultLog {
     }
 }
 
+/// The client's instructions for one run of `settings` on `topo` (shared by `halab run` and
+/// the dashboard's workload).
+pub fn client_spec(
+    topo: &Topology,
+    settings: &RunSettings,
+    seed: u64,
+    run_timeout: Duration,
+    mode: ModeConfig,
+) -> ClientSpec {
+    let service = topo.service_network();
+    // Mode none: the service address (on the primary) first, then each backup's address on
+    // the service network, the order a traditional client's server list has.
+    let mut servers = vec![topo.service_address.to_string()];
+    for b in topo.hosts_with(Role::Backup) {
+        if let Some(a) = b.addresses.get(&service.name) {
+            servers.push(a.to_string());
+        }
+    }
+    let s = settings;
+    ClientSpec {
+        workload: s.workload,
+        seed,
+        size: if s.workload.has_size() {
+            s.size.unwrap_or(DEFAULT_SIZE)
+        } else {
+            0
+        },
+        connections: s.clients.unwrap_or(1),
+        servers,
+        workload_port: WORKLOAD_PORT,
+        http_port: HTTP_PORT,
+        idle_timeout_ms: NONE_IDLE_TIMEOUT_MS,
+        connect_timeout_ms: CONNECT_TIMEOUT_MS,
+        max_attempts: MAX_ATTEMPTS,
+        deadline_ms: run_timeout.as_millis() as u64,
+        mode,
+    }
+}
+
 /// Addresses a partition cuts a host off from: every address of a host (named, or holding a
 /// role), or a whole network's subnet.
-fn partition_peers(topo: &Topology, peer: &str) -> Vec<String> {
+pub fn partition_peers(topo: &Topology, peer: &str) -> Vec<String> {
     if let Some(n) = topo.network(peer) {
         return vec![n.subnet.to_string()];
     }
@@ -674,13 +707,15 @@ fn partition_peers(topo: &Topology, peer: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The server role whose process a process fault on a host with `roles` hits.
+pub fn server_role(roles: &[Role]) -> Option<Role> {
+    [Role::Primary, Role::Backup]
+        .into_iter()
+        .find(|r| roles.contains(r))
+}
+
 /// The host a fault target names now, and the role whose process it hits there.
 fn resolve_target(topo: &Topology, target: &FaultTarget) -> (Option<String>, Option<Role>) {
-    let server_role = |roles: &[Role]| {
-        [Role::Primary, Role::Backup]
-            .into_iter()
-            .find(|r| roles.contains(r))
-    };
     match target {
         FaultTarget::Host(name) => match topo.host(name) {
             Some(h) => (Some(h.name.clone()), server_role(&h.roles)),
@@ -705,7 +740,7 @@ fn host_record<'s>(snapshot: &'s TestbedState, host: &str) -> Option<&'s HostRec
 }
 
 /// An agent's monotonic reading as a console monotonic reading.
-fn to_console_ns(snapshot: &TestbedState, host: &str, agent_ns: u64) -> u64 {
+pub fn to_console_ns(snapshot: &TestbedState, host: &str, agent_ns: u64) -> u64 {
     let offset = host_record(snapshot, host)
         .and_then(|h| h.clock_offset_ns)
         .unwrap_or(0);
@@ -717,8 +752,16 @@ fn ms_between(from_ns: u64, to_ns: u64) -> f64 {
 }
 
 /// Rewrites the client's readings onto the console clock.
-fn shift_result(mut r: ClientResult, snapshot: &TestbedState, client: &str) -> ClientResult {
-    let f = |t: u64| to_console_ns(snapshot, client, t);
+pub fn shift_result(r: ClientResult, snapshot: &TestbedState, client: &str) -> ClientResult {
+    let offset = host_record(snapshot, client)
+        .and_then(|h| h.clock_offset_ns)
+        .unwrap_or(0);
+    shift_result_by(r, offset)
+}
+
+/// Rewrites a client's readings onto the console clock, given the client's clock offset.
+pub fn shift_result_by(mut r: ClientResult, offset_ns: i64) -> ClientResult {
+    let f = |t: u64| (t as i128 - offset_ns as i128).max(0) as u64;
     r.started_ns = f(r.started_ns);
     r.ended_ns = f(r.ended_ns);
     for c in &mut r.connections {
@@ -730,7 +773,7 @@ fn shift_result(mut r: ClientResult, snapshot: &TestbedState, client: &str) -> C
 }
 
 /// A per-run seed: different for every run, reproducible from the record.
-fn seed_for(experiment: &str, index: usize, unix_ms: u64) -> u64 {
+pub fn seed_for(experiment: &str, index: usize, unix_ms: u64) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in experiment
         .bytes()
@@ -812,6 +855,42 @@ fn failed_record(
     r
 }
 
+/// What a run's clients saw of a fault, the worst over its connections (DESIGN §7).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailoverFigures {
+    /// T_resume − T_fault.
+    pub failover_ms: Option<f64>,
+    /// T_detect − T_fault.
+    pub detect_ms: Option<f64>,
+    /// T_takeover − T_fault (the client's reconnection, or the mode's takeover).
+    pub takeover_ms: Option<f64>,
+    /// The longest gap between received bytes (needs no clock alignment).
+    pub stall_ms: Option<f64>,
+    /// Every connection's report combined; not ok when a connection gave up.
+    pub integrity: halab_workload::IntegrityReport,
+}
+
+/// The failover figures of `result` (times on the console clock) for a fault at `fault_ns`
+/// (console clock, ns); without a fault only the stall and the integrity are known.
+pub fn failover_figures(result: &ClientResult, fault_ns: Option<f64>) -> FailoverFigures {
+    let since_fault = |t: Option<u64>| -> Option<f64> {
+        let (t, f) = (t? as f64, fault_ns?);
+        Some((t - f) / 1e6)
+    };
+    let worst = |v: Vec<Option<f64>>| -> Option<f64> { v.into_iter().flatten().reduce(f64::max) };
+    let cs = &result.connections;
+    let mut integrity = halab_workload::IntegrityReport::combine(cs.iter().map(|c| &c.integrity));
+    // A connection that gave up did not get its bytes, whatever its checker saw.
+    integrity.integrity_ok &= cs.iter().all(|c| c.error.is_none());
+    FailoverFigures {
+        failover_ms: worst(cs.iter().map(|c| since_fault(c.resume_ns)).collect()),
+        detect_ms: worst(cs.iter().map(|c| since_fault(c.detect_ns)).collect()),
+        takeover_ms: worst(cs.iter().map(|c| since_fault(c.reconnected_ns)).collect()),
+        stall_ms: worst(cs.iter().map(|c| c.meter.stall_ms).collect()),
+        integrity,
+    }
+}
+
 /// Builds the record of a run from what the clients saw and when the faults struck.
 pub fn compose(
     exp: &Experiment,
@@ -829,19 +908,13 @@ pub fn compose(
         .filter_map(|f| f.at_ms)
         .reduce(f64::min)
         .map(|ms| start as f64 + ms * 1e6);
-    let since_fault = |t: Option<u64>| -> Option<f64> {
-        let (t, f) = (t? as f64, fault_ns?);
-        Some((t - f) / 1e6)
-    };
-    let worst = |v: Vec<Option<f64>>| -> Option<f64> { v.into_iter().flatten().reduce(f64::max) };
     let cs = &result.connections;
-    r.failover_ms = worst(cs.iter().map(|c| since_fault(c.resume_ns)).collect());
-    r.detect_ms = worst(cs.iter().map(|c| since_fault(c.detect_ns)).collect());
-    r.takeover_ms = worst(cs.iter().map(|c| since_fault(c.reconnected_ns)).collect());
-    r.stall_ms = worst(cs.iter().map(|c| c.meter.stall_ms).collect());
-    r.integrity = halab_workload::IntegrityReport::combine(cs.iter().map(|c| &c.integrity));
-    // A connection that gave up did not get its bytes, whatever its checker saw.
-    r.integrity.integrity_ok &= cs.iter().all(|c| c.error.is_none());
+    let figures = failover_figures(&result, fault_ns);
+    r.failover_ms = figures.failover_ms;
+    r.detect_ms = figures.detect_ms;
+    r.takeover_ms = figures.takeover_ms;
+    r.stall_ms = figures.stall_ms;
+    r.integrity = figures.integrity;
     for c in cs {
         // Buckets of every connection, aligned on the run's start.
         let shift = (c.meter.start_ns.saturating_sub(start) / 10_000_000) as usize;

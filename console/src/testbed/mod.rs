@@ -124,6 +124,17 @@ fn random_key_hex() -> Result<String, TestbedError> {
     Ok(key.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// See [`Testbed::state_view`].
+#[derive(Clone)]
+pub struct StateView(Arc<Shared>);
+
+impl StateView {
+    /// The testbed as it is now.
+    pub fn snapshot(&self) -> TestbedState {
+        self.0.snapshot()
+    }
+}
+
 /// A testbed that is up: provider resources made and every agent connected.
 pub struct Testbed {
     pub topology: Topology,
@@ -347,6 +358,12 @@ impl Testbed {
     /// The testbed as it is now.
     pub fn snapshot(&self) -> TestbedState {
         self.shared.snapshot()
+    }
+
+    /// A read-only view of the testbed's state that does not borrow the testbed (the
+    /// dashboard reads it while an experiment's runner holds the testbed).
+    pub fn state_view(&self) -> StateView {
+        StateView(self.shared.clone())
     }
 
     /// Sends `msg` to host `host`'s agent.

@@ -1,0 +1,708 @@
+//! The orchestrator task of the dashboard: it owns the [`Testbed`] and its inbox, carries out
+//! the UI's [`Command`]s (faults, power, the workload, mode switches, experiments) and reports
+//! everything back as [`Update`]s. All the dashboard's I/O happens here, never on the UI loop.
+
+use super::action::{Command, ExperimentView, FaultKey, Level, ModeView, Update};
+use super::app::{next_mode, workload_text};
+use crate::experiment;
+use crate::run::append_record;
+use crate::run::runner::{
+    Runner, check_capabilities, check_mode, check_supported, client_spec, partition_peers,
+    seed_for, server_role,
+};
+use crate::state::HostState;
+use crate::testbed::{StateView, Testbed, TestbedError, Timings};
+use crate::topology::{Mode, RunSettings};
+use halab_protocol::{AgentMsg, ConsoleMsg, Direction, FaultAction, Role, RoleState};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+/// Lease of a fault put on by a key: the agent reverts it by itself after this long, so a
+/// forgotten fault does not outlive the session's attention (`r` reverts it sooner).
+pub const FAULT_LEASE_MS: u64 = 300_000;
+/// One client run of the dashboard's workload may last this long.
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+/// A run that failed is followed by the next after this pause, so a testbed with every server
+/// down is not hammered.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// How long roles may take to run again after a mode switch.
+const ROLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long stopped client runs may take to report.
+const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub struct Orchestrator {
+    testbed: Testbed,
+    inbox: mpsc::UnboundedReceiver<(String, AgentMsg)>,
+    updates: mpsc::UnboundedSender<Update>,
+    changes: watch::Receiver<u64>,
+    /// The testbed's state, readable while an experiment's runner holds the testbed.
+    view: StateView,
+    settings: RunSettings,
+    /// Where experiment records go.
+    results: PathBuf,
+    next_id: u64,
+    /// Agent faults applied or sent and not reverted: id → host.
+    held: BTreeMap<u64, String>,
+    workload: bool,
+    /// Client run in progress per client host.
+    runs: BTreeMap<String, u64>,
+    /// Client hosts waiting for their next run.
+    restart_at: BTreeMap<String, Instant>,
+    /// Mode none: the server each client host last got its bytes from, tried first next time,
+    /// as a traditional client keeps to the server that answered.
+    preferred: BTreeMap<String, String>,
+    /// The last mode `m` tried.
+    mode_cursor: Mode,
+}
+
+impl Orchestrator {
+    /// Takes the testbed's inbox; fails if it is already taken.
+    pub fn new(
+        mut testbed: Testbed,
+        updates: mpsc::UnboundedSender<Update>,
+        results: PathBuf,
+    ) -> Result<Orchestrator, TestbedError> {
+        let inbox = testbed
+            .take_inbox()
+            .ok_or_else(|| TestbedError::Internal("the testbed's inbox is taken".into()))?;
+        let changes = testbed.subscribe();
+        let view = testbed.state_view();
+        let settings = testbed.topology.run.clone();
+        Ok(Orchestrator {
+            mode_cursor: settings.mode,
+            testbed,
+            inbox,
+            updates,
+            changes,
+            view,
+            settings,
+            results,
+            next_id: 1,
+            held: BTreeMap::new(),
+            workload: false,
+            runs: BTreeMap::new(),
+            restart_at: BTreeMap::new(),
+            preferred: BTreeMap::new(),
+        })
+    }
+
+    fn send(&self, u: Update) {
+        // The UI is gone only when the dashboard is closing: nothing left to tell.
+        let _ = self.updates.send(u);
+    }
+
+    fn log(&self, level: Level, text: impl Into<String>) {
+        self.send(Update::Log(level, text.into()));
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn send_hosts(&self) {
+        self.send(Update::Hosts(self.view.snapshot().hosts));
+    }
+
+    /// Serves commands until `Shutdown` (or the UI is gone), then takes the testbed down.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+    ) -> Result<Timings, TestbedError> {
+        self.send_hosts();
+        if let Err(e) = check_mode(self.settings.mode) {
+            self.log(Level::Warn, format!("{e}; press m to switch mode"));
+            self.send(Update::Mode(ModeView {
+                current: self.settings.mode,
+                switching: None,
+                note: Some("not runnable yet, m switches".into()),
+            }));
+        }
+        loop {
+            let next_restart = self.restart_at.values().min().copied();
+            tokio::select! {
+                c = commands.recv() => match c {
+                    None | Some(Command::Shutdown) => break,
+                    Some(c) => if self.handle(c, &mut commands).await {
+                        break;
+                    },
+                },
+                m = self.inbox.recv() => match m {
+                    Some((host, msg)) => self.on_agent(host, msg).await,
+                    None => {
+                        self.log(Level::Error, "every agent is gone");
+                        // Nothing more will come; wait for the quit.
+                        if let Some(Command::Shutdown) | None = commands.recv().await {
+                            break;
+                        }
+                    }
+                },
+                r = self.changes.changed() => {
+                    if r.is_ok() {
+                        self.send_hosts();
+                    }
+                }
+                _ = tokio::time::sleep_until(next_restart.unwrap_or_else(Instant::now)), if next_restart.is_some() => {
+                    let now = Instant::now();
+                    let due: Vec<String> = self.restart_at.iter().filter(|(_, t)| **t <= now).map(|(h, _)| h.clone()).collect();
+                    for h in due {
+                        self.restart_at.remove(&h);
+                        if self.workload {
+                            self.start_run(&h).await;
+                        }
+                    }
+                }
+            }
+        }
+        self.stop_workload(false).await;
+        let name = self.testbed.topology.name.clone();
+        let outcome = self.testbed.down().await;
+        let _ = self.updates.send(Update::Down(match &outcome {
+            Ok(t) => Ok(format!(
+                "testbed {name} is down in {:.2} s",
+                t.total.as_secs_f64()
+            )),
+            Err(e) => Err(crate::error::chain(e)),
+        }));
+        outcome
+    }
+
+    /// Carries out one command; true when a shutdown arrived meanwhile.
+    async fn handle(
+        &mut self,
+        c: Command,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> bool {
+        match c {
+            Command::Fault { host, fault } => self.fault(host, fault).await,
+            Command::ToggleWorkload => {
+                if self.workload {
+                    self.stop_workload(true).await;
+                } else {
+                    self.start_workload().await;
+                }
+            }
+            Command::SwitchMode => self.switch_mode().await,
+            Command::RunExperiment(path) => return self.experiment(&path, commands).await,
+            Command::Shutdown => return true,
+        }
+        false
+    }
+
+    /// A message from an agent: passed on to the UI, and the workload's next run started
+    /// when one ends.
+    async fn on_agent(&mut self, host: String, msg: AgentMsg) {
+        let mut next = None;
+        match &msg {
+            AgentMsg::FaultReverted { id, .. } | AgentMsg::FaultFailed { id, .. } => {
+                self.held.remove(id);
+            }
+            AgentMsg::ClientDone { run, result } if self.runs.get(&host) == Some(run) => {
+                self.runs.remove(&host);
+                let failed = result.connections.iter().any(|c| c.error.is_some());
+                if let Some(server) = result
+                    .connections
+                    .iter()
+                    .filter(|c| c.error.is_none())
+                    .find_map(|c| c.servers_used.last().cloned())
+                {
+                    self.preferred.insert(host.clone(), server);
+                }
+                if self.workload {
+                    next = Some(failed);
+                }
+            }
+            _ => {}
+        }
+        self.send(Update::Agent {
+            host: host.clone(),
+            msg,
+        });
+        match next {
+            Some(false) => self.start_run(&host).await,
+            Some(true) => {
+                self.restart_at.insert(host, Instant::now() + RETRY_PAUSE);
+            }
+            None => {}
+        }
+    }
+
+    fn client_hosts(&self) -> Vec<String> {
+        let snap = self.testbed.snapshot();
+        self.testbed
+            .topology
+            .hosts_with(Role::Client)
+            .filter(|h| {
+                snap.hosts
+                    .iter()
+                    .any(|r| r.name == h.name && r.state == HostState::Connected)
+            })
+            .map(|h| h.name.clone())
+            .collect()
+    }
+
+    async fn start_workload(&mut self) {
+        if let Err(e) = check_mode(self.settings.mode) {
+            self.log(Level::Warn, format!("workload not started: {e}"));
+            self.send(Update::Workload {
+                running: false,
+                detail: format!(
+                    "{} stopped (mode {} not runnable yet, m switches)",
+                    workload_text(&self.testbed.topology),
+                    self.settings.mode
+                ),
+            });
+            return;
+        }
+        let clients = self.client_hosts();
+        if clients.is_empty() {
+            self.send(Update::Workload {
+                running: false,
+                detail: "stopped: no client host is up".into(),
+            });
+            return;
+        }
+        self.workload = true;
+        self.send(Update::Workload {
+            running: true,
+            detail: format!(
+                "{} on {} client(s)",
+                workload_text(&self.testbed.topology),
+                clients.len()
+            ),
+        });
+        for h in clients {
+            self.start_run(&h).await;
+        }
+    }
+
+    async fn start_run(&mut self, host: &str) {
+        if self.runs.contains_key(host) {
+            return;
+        }
+        let run = self.fresh_id();
+        let seed = seed_for("dashboard", run as usize, crate::state::unix_ms());
+        let mut spec = client_spec(
+            &self.testbed.topology,
+            &self.settings,
+            seed,
+            RUN_TIMEOUT,
+            self.testbed.mode().clone(),
+        );
+        if self.settings.mode == Mode::None
+            && let Some(p) = self.preferred.get(host)
+            && let Some(i) = spec.servers.iter().position(|s| s == p)
+        {
+            spec.servers.rotate_left(i);
+        }
+        match self
+            .testbed
+            .send(host, ConsoleMsg::StartClient { run, spec })
+            .await
+        {
+            Ok(()) => {
+                self.runs.insert(host.to_string(), run);
+                self.send(Update::RunStarted {
+                    host: host.to_string(),
+                    run,
+                });
+            }
+            Err(e) => self.log(
+                Level::Error,
+                format!(
+                    "{host}: cannot start the client: {}",
+                    crate::error::chain(&e)
+                ),
+            ),
+        }
+    }
+
+    /// Stops every client run; with `wait`, waits (a bounded time) for their last reports.
+    async fn stop_workload(&mut self, wait: bool) {
+        let was = self.workload;
+        self.workload = false;
+        self.restart_at.clear();
+        for (host, run) in self.runs.clone() {
+            let _ = self
+                .testbed
+                .send(&host, ConsoleMsg::StopClient { run })
+                .await;
+        }
+        if was {
+            self.send(Update::Workload {
+                running: false,
+                detail: format!("{} stopped", workload_text(&self.testbed.topology)),
+            });
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while wait && !self.runs.is_empty() {
+            match tokio::time::timeout_at(deadline, self.inbox.recv()).await {
+                Ok(Some((host, msg))) => self.on_agent(host, msg).await,
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+
+    async fn fault(&mut self, host: String, fault: FaultKey) {
+        let Some(h) = self.testbed.topology.host(&host).cloned() else {
+            return;
+        };
+        let state = self
+            .testbed
+            .snapshot()
+            .hosts
+            .iter()
+            .find(|r| r.name == host)
+            .map(|r| r.state);
+        let action = match &fault {
+            FaultKey::PowerOff => {
+                if state == Some(HostState::PoweredOff) {
+                    self.log(Level::Warn, format!("{host} is already powered off"));
+                    return;
+                }
+                match self.testbed.power_off(&host).await {
+                    Ok(at_ns) => {
+                        let id = self.fresh_id();
+                        // The agent died with the host; what it held went with it.
+                        self.held.retain(|_, h| *h != host);
+                        self.runs.remove(&host);
+                        self.send(Update::PoweredOff { id, host, at_ns });
+                    }
+                    Err(e) => self.log(
+                        Level::Error,
+                        format!("power-off of {host}: {}", crate::error::chain(&e)),
+                    ),
+                }
+                return;
+            }
+            FaultKey::PowerOn => {
+                self.power_on(&host, state).await;
+                return;
+            }
+            FaultKey::RevertAll => {
+                let ids: Vec<u64> = self
+                    .held
+                    .iter()
+                    .filter(|(_, h)| **h == host)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in &ids {
+                    if let Err(e) = self
+                        .testbed
+                        .send(&host, ConsoleMsg::RevertFault { id: *id })
+                        .await
+                    {
+                        self.log(
+                            Level::Error,
+                            format!("revert on {host}: {}", crate::error::chain(&e)),
+                        );
+                    }
+                }
+                if state == Some(HostState::PoweredOff) {
+                    self.power_on(&host, state).await;
+                } else if ids.is_empty() {
+                    self.log(Level::Info, format!("nothing to revert on {host}"));
+                }
+                return;
+            }
+            FaultKey::Kill | FaultKey::Hang | FaultKey::Crash => {
+                let Some(role) = server_role(&h.roles) else {
+                    self.log(
+                        Level::Warn,
+                        format!(
+                            "{host} runs no server process: {} needs a primary or backup",
+                            fault.label()
+                        ),
+                    );
+                    return;
+                };
+                match fault {
+                    FaultKey::Kill => FaultAction::ProcessKill { role },
+                    FaultKey::Hang => FaultAction::ProcessHang { role },
+                    _ => FaultAction::ProcessCrash { role },
+                }
+            }
+            FaultKey::NicDown => FaultAction::NicDown { interface: None },
+            FaultKey::Loss(p) => FaultAction::Loss {
+                percent: *p,
+                direction: Direction::Both,
+            },
+            FaultKey::Partition(peer) => FaultAction::Partition {
+                peers: partition_peers(&self.testbed.topology, peer),
+            },
+        };
+        if state != Some(HostState::Connected) {
+            self.log(
+                Level::Warn,
+                format!("{host} is not up: {} not sent", fault.label()),
+            );
+            return;
+        }
+        let id = self.fresh_id();
+        let msg = ConsoleMsg::InjectFault {
+            id,
+            action,
+            lease_ms: Some(FAULT_LEASE_MS),
+        };
+        match self.testbed.send(&host, msg).await {
+            Ok(()) => {
+                self.held.insert(id, host.clone());
+                self.send(Update::FaultSent {
+                    id,
+                    host,
+                    label: fault.label(),
+                    lease_ms: Some(FAULT_LEASE_MS),
+                });
+            }
+            Err(e) => self.log(
+                Level::Error,
+                format!("{} on {host}: {}", fault.label(), crate::error::chain(&e)),
+            ),
+        }
+    }
+
+    async fn power_on(&mut self, host: &str, state: Option<HostState>) {
+        if state != Some(HostState::PoweredOff) {
+            self.log(Level::Warn, format!("{host} is not powered off"));
+            return;
+        }
+        match self.testbed.power_on(host).await {
+            Ok(()) => self.send(Update::PoweredOn {
+                host: host.to_string(),
+            }),
+            Err(e) => self.log(
+                Level::Error,
+                format!("power-on of {host}: {}", crate::error::chain(&e)),
+            ),
+        }
+    }
+
+    /// `m`: the next mode of the cycle; its roles redeployed if this version runs it, a note
+    /// saying so if not.
+    async fn switch_mode(&mut self) {
+        let target = next_mode(self.mode_cursor);
+        self.mode_cursor = target;
+        let settings = RunSettings {
+            mode: target,
+            ..self.settings.clone()
+        };
+        let config = check_mode(target).map_err(|e| e.to_string()).and_then(|()| {
+            crate::modes::mode_config(
+                &self.testbed.topology,
+                &settings,
+                self.testbed.mode_key(),
+            )
+        });
+        let config = match config {
+            Ok(c) => c,
+            Err(e) => {
+                self.log(
+                    Level::Warn,
+                    format!("mode {target} not switched to: {e}; m tries the next"),
+                );
+            self.send(Update::Mode(ModeView {
+                current: self.settings.mode,
+                switching: None,
+                    note: Some(format!("{target}: not runnable yet")),
+                }));
+                return;
+            }
+        };
+        self.testbed.set_mode(config.clone());
+        self.send(Update::Mode(ModeView {
+            current: self.settings.mode,
+            switching: Some(target),
+            note: None,
+        }));
+        let was_running = self.workload;
+        self.stop_workload(true).await;
+        // Redeploy: every role of every host that is up stopped, then started again.
+        let snap = self.testbed.snapshot();
+        let mut waiting: Vec<(String, Role)> = Vec::new();
+        for h in self.testbed.topology.hosts.clone() {
+            if !snap
+                .hosts
+                .iter()
+                .any(|r| r.name == h.name && r.state == HostState::Connected)
+            {
+                continue;
+            }
+            for &role in &h.roles {
+                let _ = self
+                    .testbed
+                    .send(&h.name, ConsoleMsg::StopRole { role })
+                    .await;
+            }
+            for &role in &h.roles {
+                let _ = self
+                    .testbed
+                    .send(
+                        &h.name,
+                        ConsoleMsg::StartRole {
+                            role,
+                            mode: config.clone(),
+                        },
+                    )
+                    .await;
+                if matches!(role, Role::Primary | Role::Backup) {
+                    waiting.push((h.name.clone(), role));
+                }
+            }
+        }
+        let deadline = Instant::now() + ROLE_TIMEOUT;
+        let mut note = None;
+        while !waiting.is_empty() {
+            match tokio::time::timeout_at(deadline, self.inbox.recv()).await {
+                Ok(Some((host, msg))) => {
+                    if let AgentMsg::RoleState {
+                        role,
+                        state: RoleState::Running,
+                        ..
+                    } = &msg
+                    {
+                        waiting.retain(|(h, r)| !(*h == host && r == role));
+                    }
+                    self.on_agent(host, msg).await;
+                }
+                Ok(None) | Err(_) => {
+                    note = Some(format!("roles not running after the switch: {waiting:?}"));
+                    break;
+                }
+            }
+        }
+        self.settings.mode = target;
+        self.send(Update::Mode(ModeView {
+            current: target,
+            switching: None,
+            note,
+        }));
+        if was_running {
+            self.start_workload().await;
+        }
+    }
+
+    /// `e`: runs an experiment on this testbed, its records appended to the session's
+    /// results file; true when a shutdown arrived meanwhile.
+    async fn experiment(
+        &mut self,
+        path: &Path,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> bool {
+        let exp = match experiment::load(path) {
+            Ok(e) => e,
+            Err(e) => {
+                let text = e.to_string();
+                self.log(
+                    Level::Error,
+                    format!(
+                        "{}: {}",
+                        path.display(),
+                        text.lines().next().unwrap_or_default()
+                    ),
+                );
+                return false;
+            }
+        };
+        if exp.topology.name != self.testbed.topology.name {
+            self.log(
+                Level::Error,
+                format!(
+                    "experiment {} is for testbed {}, this is {}",
+                    exp.name, exp.topology.name, self.testbed.topology.name
+                ),
+            );
+            return false;
+        }
+        if let Err(e) =
+            check_supported(&exp).and_then(|()| check_capabilities(&exp, &self.testbed.snapshot()))
+        {
+            self.log(Level::Error, format!("experiment {}: {e}", exp.name));
+            return false;
+        }
+        self.stop_workload(true).await;
+        let plans = exp.runs();
+        let total = plans.len();
+        let mut view = ExperimentView {
+            name: exp.name.clone(),
+            done: 0,
+            total,
+            current: "starting".into(),
+            finished: false,
+        };
+        self.send(Update::Experiment(view.clone()));
+        self.log(
+            Level::Info,
+            format!(
+                "experiment {}: {total} runs, records to {}",
+                exp.name,
+                self.results.display()
+            ),
+        );
+        let (tee, runner_inbox) = mpsc::unbounded_channel();
+        let mut failed = 0;
+        let mut shutdown = false;
+        {
+            let Orchestrator {
+                testbed,
+                inbox,
+                updates,
+                results,
+                changes,
+                view: state,
+                ..
+            } = self;
+            let mut runner = Runner::with_inbox(testbed, &exp, runner_inbox);
+            'plans: for plan in &plans {
+                view.current = crate::commands::run::describe(plan);
+                let _ = updates.send(Update::Experiment(view.clone()));
+                let fut = runner.execute(plan);
+                tokio::pin!(fut);
+                let record = loop {
+                    tokio::select! {
+                        r = &mut fut => break r,
+                        m = inbox.recv() => if let Some((host, msg)) = m {
+                            // Every message goes to the runner, and a copy to the screen.
+                            let _ = tee.send((host.clone(), msg.clone()));
+                            let _ = updates.send(Update::Agent { host, msg });
+                        },
+                        r = changes.changed() => if r.is_ok() {
+                            let _ = updates.send(Update::Hosts(state.snapshot().hosts));
+                        },
+                        c = commands.recv() => match c {
+                            None | Some(Command::Shutdown) => {
+                                shutdown = true;
+                                break 'plans;
+                            }
+                            Some(_) => {
+                                let _ = updates.send(Update::Log(Level::Warn, "an experiment is running: keys wait until it ends (q quits)".into()));
+                            }
+                        },
+                    }
+                };
+                if record.error.is_some() || !record.integrity.integrity_ok {
+                    failed += 1;
+                }
+                if let Err(e) = append_record(results, &record) {
+                    let _ = updates.send(Update::Log(
+                        Level::Error,
+                        format!("cannot append to {}: {e}", results.display()),
+                    ));
+                }
+                view.done += 1;
+                let _ = updates.send(Update::ExperimentRecord(Box::new(record)));
+            }
+        }
+        view.finished = !shutdown;
+        view.current = if shutdown {
+            "interrupted".into()
+        } else {
+            format!("{failed} failed; {}", self.results.display())
+        };
+        self.send(Update::Experiment(view));
+        self.send_hosts();
+        shutdown
+    }
+}

@@ -1,0 +1,337 @@
+//! The dashboard end to end: the real `halab up` binary in a real terminal (tmux), driven by
+//! keys. `w` starts the workload, `p` on the primary powers it off, and the failover row must
+//! show a failover time and integrity ok (read with `tmux capture-pane`); then `q` (confirmed)
+//! tears down and nothing is left: no namespace of the testbed, no agent process, no state file.
+//!
+//! Needs root (namespaces) and tmux; skips without them unless HALAB_REQUIRE_NETNS=1.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::{agent_bin, halab_bin, netns_available};
+
+/// The topology the test brings up, relative to the console crate.
+const TOPOLOGY: &str = "../topologies/two-server.toml";
+/// two-server.toml runs mode st-tcp, which this version cannot run yet: the test's copy is
+/// turned into mode none (heartbeat settings and the logger host removed). Once st-tcp runs,
+/// set this to false and the test brings the topology up as shipped (renamed only).
+const AS_MODE_NONE: bool = true;
+/// Testbed names of the copies (unique among the test suites).
+const TESTBED: &str = "t-tui-e2e";
+const TESTBED_DOWN: &str = "t-tui-down";
+
+fn tmux_available(test: &str) -> bool {
+    let ok = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        if std::env::var("HALAB_REQUIRE_NETNS").as_deref() == Ok("1") {
+            panic!("{test}: needs tmux (apt-get install tmux), and HALAB_REQUIRE_NETNS=1");
+        }
+        eprintln!("SKIPPED {test}: needs tmux, which is not installed");
+    }
+    ok
+}
+
+/// The shipped topology, renamed (and in mode none while st-tcp cannot run).
+fn topology_copy(dir: &Path, testbed: &str) -> PathBuf {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join(TOPOLOGY);
+    let mut text = std::fs::read_to_string(&shipped).expect("read the topology");
+    let name_line = text
+        .lines()
+        .find(|l| l.starts_with("name = "))
+        .expect("a name")
+        .to_string();
+    text = text.replace(&name_line, &format!("name = \"{testbed}\""));
+    if AS_MODE_NONE {
+        text = text
+            .lines()
+            .filter(|l| !l.starts_with("heartbeat_ms") && !l.starts_with("missed_heartbeats"))
+            .map(|l| {
+                if l.starts_with("mode = ") {
+                    "mode = \"none\""
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        // Mode none has no logger role: the logger host goes.
+        if let Some(i) = text.find("[[hosts]]\nname = \"logger\"") {
+            let end = text[i + 9..]
+                .find("[[hosts]]")
+                .map(|j| i + 9 + j)
+                .unwrap_or(text.len());
+            text.replace_range(i..end, "");
+        }
+    }
+    let path = dir.join("topology.toml");
+    std::fs::write(&path, text).expect("write the topology copy");
+    path
+}
+
+/// A tmux server of its own (its own socket) running `halab up`; killed, and the testbed
+/// taken down, on drop.
+struct Tmux {
+    socket: String,
+    dir: tempfile::TempDir,
+    testbed: &'static str,
+}
+
+impl Tmux {
+    /// Starts `halab up` on a copy of the topology named `testbed`, in a 100×30 terminal.
+    fn start(testbed: &'static str) -> Tmux {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let topology = topology_copy(dir.path(), testbed);
+        let tmux = Tmux {
+            socket: format!("halab-e2e-{}-{testbed}", std::process::id()),
+            dir,
+            testbed,
+        };
+        let script = format!(
+            "env HALAB_STATE_DIR={state} HALAB_RUNS_DIR={runs} HALAB_AGENT={agent} {halab} up {topo}; \
+             echo halab-exited-$?; sleep 600",
+            state = tmux.dir.path().join("state").display(),
+            runs = tmux.dir.path().join("runs").display(),
+            agent = agent_bin().display(),
+            halab = halab_bin().display(),
+            topo = topology.display(),
+        );
+        let started = tmux
+            .cmd()
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                "ui",
+                "-x",
+                "100",
+                "-y",
+                "30",
+                &script,
+            ])
+            .status()
+            .expect("tmux new-session");
+        assert!(started.success());
+        tmux
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]);
+        c
+    }
+
+    fn screen(&self) -> String {
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p", "-t", "ui"])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &str) {
+        let ok = self
+            .cmd()
+            .args(["send-keys", "-t", "ui", keys])
+            .status()
+            .expect("tmux send-keys");
+        assert!(ok.success());
+    }
+
+    /// Waits until the screen satisfies `pred`; panics with the screen after `limit`.
+    fn wait_for(&self, what: &str, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let s = self.screen();
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} within {limit:?}; the screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn halab(&self) -> Command {
+        let mut c = Command::new(halab_bin());
+        c.env("HALAB_STATE_DIR", self.dir.path().join("state"))
+            .env("HALAB_RUNS_DIR", self.dir.path().join("runs"));
+        c
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").status();
+        let _ = self.halab().args(["down", "--name", self.testbed]).output();
+    }
+}
+
+fn namespaces(testbed: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&format!("hl.{testbed}.")))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn dashboard_power_off_of_the_primary_shows_the_failover_and_quit_leaves_nothing() {
+    let test = "dashboard_power_off_of_the_primary_shows_the_failover";
+    if !netns_available(test) || !tmux_available(test) {
+        return;
+    }
+    let tmux = Tmux::start(TESTBED);
+    let hosts = if AS_MODE_NONE { 3 } else { 4 };
+    tmux.wait_for(
+        "dashboard with every host up",
+        Duration::from_secs(30),
+        |s| s.contains(&format!("hosts {hosts}/{hosts} up")),
+    );
+    // The agents' pids, to check they are gone at the end.
+    let status = tmux
+        .halab()
+        .args(["status", "--json"])
+        .output()
+        .expect("status");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status --json");
+    let agent_pids: Vec<u64> = status[0]["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .filter_map(|h| h["agent_pid"].as_u64())
+        .collect();
+    assert_eq!(agent_pids.len(), hosts, "{status}");
+
+    tmux.keys("w");
+    tmux.wait_for("the workload running", Duration::from_secs(10), |s| {
+        s.contains("client(s)")
+    });
+    // Let bytes flow for a moment, then select the primary and power it off.
+    std::thread::sleep(Duration::from_millis(1500));
+    for _ in 0..hosts {
+        if tmux.screen().lines().any(|l| l.contains("▶ primary")) {
+            break;
+        }
+        tmux.keys("Down");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        tmux.screen().lines().any(|l| l.contains("▶ primary")),
+        "{}",
+        tmux.screen()
+    );
+    tmux.keys("p");
+    let screen = tmux.wait_for("the failover row settled", Duration::from_secs(30), |s| {
+        s.lines().any(|l| {
+            l.contains("power-off primary")
+                && (l.contains(" ok ") || l.contains("FAILED") || l.contains("stopped"))
+        })
+    });
+    let row = screen
+        .lines()
+        .find(|l| l.contains("power-off primary"))
+        .expect("the row")
+        .trim_matches(|c| c == '│' || c == ' ')
+        .to_string();
+    eprintln!("failover row: {row}");
+    // "power-off primary" | detect | takeover | failover | stall | lost | dup | integrity
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols.len(), 9, "{row}");
+    assert_eq!(cols[8], "ok", "integrity: {row}");
+    let failover = cols[4];
+    let ms: f64 = failover
+        .strip_suffix("ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("a failover time in ms, got {failover}: {row}"));
+    assert!(ms > 0.0 && ms < 10_000.0, "{row}");
+    assert_eq!(cols[6], "0", "no byte lost: {row}");
+    assert_eq!(cols[7], "0", "no byte duplicated: {row}");
+
+    // Quit: a powered-off host is an active fault, so the dashboard asks first.
+    tmux.keys("q");
+    tmux.wait_for("the quit confirmation", Duration::from_secs(5), |s| {
+        s.contains("quit?")
+    });
+    tmux.keys("y");
+    let end = tmux.wait_for("halab to exit", Duration::from_secs(30), |s| {
+        s.contains("halab-exited-")
+    });
+    assert!(end.contains("halab-exited-0"), "{end}");
+    assert!(end.contains(&format!("testbed {TESTBED} is down")), "{end}");
+
+    assert_eq!(
+        namespaces(TESTBED),
+        Vec::<String>::new(),
+        "namespaces left behind"
+    );
+    for pid in agent_pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || !std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                    .unwrap_or_default()
+                    .contains("halab-agent"),
+            "agent pid {pid} still runs"
+        );
+    }
+    assert!(
+        !tmux
+            .dir
+            .path()
+            .join("state")
+            .join(format!("{TESTBED}.json"))
+            .exists(),
+        "state file left behind"
+    );
+}
+
+#[test]
+fn halab_down_from_another_terminal_closes_the_dashboard_and_tears_down() {
+    let test = "halab_down_from_another_terminal_closes_the_dashboard";
+    if !netns_available(test) || !tmux_available(test) {
+        return;
+    }
+    let tmux = Tmux::start(TESTBED_DOWN);
+    let hosts = if AS_MODE_NONE { 3 } else { 4 };
+    tmux.wait_for(
+        "dashboard with every host up",
+        Duration::from_secs(30),
+        |s| s.contains(&format!("hosts {hosts}/{hosts} up")),
+    );
+    // A fault active: SIGTERM from `halab down` must not wait for a confirmation.
+    tmux.keys("n");
+    tmux.wait_for("the NIC-down fault", Duration::from_secs(10), |s| {
+        s.contains("nic-down")
+    });
+    let out = tmux
+        .halab()
+        .args(["down", "--name", TESTBED_DOWN])
+        .output()
+        .expect("halab down");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let end = tmux.wait_for("halab to exit", Duration::from_secs(30), |s| {
+        s.contains("halab-exited-")
+    });
+    assert!(end.contains("halab-exited-0"), "{end}");
+    assert!(
+        end.contains(&format!("testbed {TESTBED_DOWN} is down")),
+        "{end}"
+    );
+    assert_eq!(namespaces(TESTBED_DOWN), Vec::<String>::new());
+}
