@@ -132,7 +132,11 @@ mod tests {
         let hosts: Vec<&str> = cfg.group.iter().map(|m| m.host.as_str()).collect();
         assert_eq!(hosts, ["server1", "server2", "server3"]);
         assert_eq!(cfg.group[1].service_addr, "10.20.0.2");
-        assert!(cfg.group[1].heartbeat_addrs.contains(&"10.20.1.2".to_string()));
+        assert!(
+            cfg.group[1]
+                .heartbeat_addrs
+                .contains(&"10.20.1.2".to_string())
+        );
         let mut client = topo.run.clone();
         client.trigger = Some(TopoTrigger::Client);
         client.heartbeat_ms = Some(50);
