@@ -111,3 +111,47 @@ pub async fn after_run(testbed: &mut Testbed, cfg: &AppMigrationConfig) -> Resul
     let _ = (testbed, cfg);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn three_server() -> Topology {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../topologies/three-server.toml");
+        crate::topology::load(&path).unwrap()
+    }
+
+    #[test]
+    fn the_group_is_primary_then_backups_with_every_address_and_the_key() {
+        let topo = three_server();
+        let cfg = config(&topo, &topo.run, "abcd").unwrap();
+        assert_eq!(cfg.trigger, Trigger::Server);
+        assert_eq!((cfg.heartbeat_ms, cfg.missed_heartbeats), (200, 3));
+        assert_eq!(cfg.key_hex, "abcd");
+        let hosts: Vec<&str> = cfg.group.iter().map(|m| m.host.as_str()).collect();
+        assert_eq!(hosts, ["server1", "server2", "server3"]);
+        assert_eq!(cfg.group[1].service_addr, "10.20.0.2");
+        assert!(
+            cfg.group[1]
+                .heartbeat_addrs
+                .contains(&"10.20.1.2".to_string())
+        );
+        let mut client = topo.run.clone();
+        client.trigger = Some(TopoTrigger::Client);
+        client.heartbeat_ms = Some(50);
+        let cfg = config(&topo, &client, "abcd").unwrap();
+        assert_eq!((cfg.trigger, cfg.heartbeat_ms), (Trigger::Client, 50));
+    }
+
+    #[test]
+    fn events_are_described_for_the_record() {
+        let e = Event::Detect {
+            peer: "server1".into(),
+            at_ns: 5,
+        };
+        let s = describe(&e);
+        assert_eq!((s.kind, s.agent_ns), ("detect", Some(5)));
+        assert!(s.detail.contains("server1"));
+    }
+}

@@ -302,15 +302,19 @@ async fn stream(
                     Ok(Ok(n)) => n,
                 };
                 if n == 0 {
-                    return End::Failed(if payload {
-                        Failure::fin(got, want)
-                    } else if tail == END_TOKEN {
+                    if payload {
+                        return End::Failed(Failure::fin(got, want));
+                    }
+                    if tail == END_TOKEN {
                         return End::Done;
-                    } else {
-                        Failure {
-                            event: ConnEvent::Fin,
-                            reason: format!("FIN without the end token (got {:?})", String::from_utf8_lossy(&tail)),
-                        }
+                    }
+                    // RedSocks' end token: a FIN without it is the server going away.
+                    return End::Failed(Failure {
+                        event: ConnEvent::Fin,
+                        reason: format!(
+                            "FIN without the end token (got {:?})",
+                            String::from_utf8_lossy(&tail)
+                        ),
                     });
                 }
                 if payload {

@@ -214,7 +214,10 @@ impl Hello {
             mport: mport.ok_or("no mport")?,
             offset: offset.ok_or("no offset")?,
         };
-        if h.offset > h.size || h.size > crate::workload::request::MAX_SIZE {
+        if h.size > crate::workload::request::MAX_SIZE {
+            return Err(format!("size {} too large", h.size));
+        }
+        if h.offset > h.size {
             return Err(format!("offset {} beyond size {}", h.offset, h.size));
         }
         Ok(h)
