@@ -122,12 +122,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Validate a topology file and probe host capabilities.
+    /// Validate a topology or experiment file and probe host capabilities.
     ///
     /// Provider local probes this machine; provider ssh deploys the agent to every host and
     /// probes each. Capabilities: root, namespaces, AF_PACKET, TCP_REPAIR, nftables, netem.
     Check {
-        /// Topology file (TOML)
+        /// Topology or experiment file (TOML); an experiment's runs are checked as `halab run`
+        /// would, and its topology probed
         file: PathBuf,
         /// Trust and record SSH host keys not yet in known_hosts
         #[arg(long)]

@@ -184,3 +184,49 @@ fn power_off_of_an_ssh_host_without_power_commands_is_refused_before_the_run() {
     // Refused before anything was brought up.
     assert!(!dir.path().join("t-cli-pwr.json").exists());
 }
+
+/// `halab check` takes an experiment file too: its runs are checked as `halab run` would, and
+/// one that cannot run on its topology is refused with the reason.
+#[test]
+fn check_validates_an_experiment_and_probes_its_topology() {
+    if !support::netns_available("check_validates_an_experiment_and_probes_its_topology") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = halab(dir.path())
+        .args(["check", "../experiments/workloads-none.toml"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("valid — experiment workloads-none, 5 runs, modes none"),
+        "{text}"
+    );
+    assert!(text.contains("valid — testbed two-server"), "{text}");
+
+    std::fs::copy(
+        "../topologies/two-server.toml",
+        dir.path().join("topology.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("exp.toml"),
+        "name = \"craft\"\ntopology = \"topology.toml\"\n[run]\nmode = \"craft\"\n",
+    )
+    .unwrap();
+    let out = halab(dir.path())
+        .args(["check", &dir.path().join("exp.toml").display().to_string()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("exp.toml:4:8: mode `craft` needs a host with role `lb`"),
+        "{err}"
+    );
+}

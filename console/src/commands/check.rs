@@ -49,7 +49,31 @@ pub async fn run(
     accept_new_host_keys: bool,
     json: bool,
 ) -> Result<ExitCode, CommandError> {
-    let topo = load_topology(file)?;
+    let topo = if is_experiment(file) {
+        // An experiment: its runs are checked as `halab run` would before bringing anything
+        // up, then its topology is probed.
+        let exp = crate::experiment::load(file)?;
+        crate::run::runner::check_supported(&exp)
+            .map_err(|e| CommandError::Message(format!("{}: {e}", file.display())))?;
+        if !json {
+            let modes: std::collections::BTreeSet<&str> = exp
+                .runs()
+                .iter()
+                .map(|p| p.settings.mode.as_str())
+                .collect();
+            println!(
+                "{}: valid — experiment {}, {} runs, modes {}, topology {}",
+                file.display(),
+                exp.name,
+                exp.runs().len(),
+                modes.into_iter().collect::<Vec<_>>().join(", "),
+                exp.topology.source.display()
+            );
+        }
+        exp.topology
+    } else {
+        load_topology(file)?
+    };
     let agent = ctx.agent_binary()?;
     if !json {
         println!(
@@ -226,4 +250,12 @@ fn print_table(probes: &[ProbeResult]) {
         println!("fault kinds on {}:", p.target);
         print!("{}", table(&["FAULT", "OK", "WHY"], &faults));
     }
+}
+
+/// Whether `file` is an experiment file (it names a `topology`) rather than a topology.
+fn is_experiment(file: &Path) -> bool {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .is_some_and(|t| t.contains_key("topology"))
 }

@@ -489,13 +489,15 @@ impl Orchestrator {
             mode: target,
             ..self.settings.clone()
         };
-        let config = check_mode(target).map_err(|e| e.to_string()).and_then(|()| {
-            crate::modes::mode_config(
-                &self.testbed.topology,
-                &settings,
-                self.testbed.mode_key(),
-            )
-        });
+        let config = check_mode(target)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                crate::modes::mode_config(
+                    &self.testbed.topology,
+                    &settings,
+                    self.testbed.mode_key(),
+                )
+            });
         let config = match config {
             Ok(c) => c,
             Err(e) => {
@@ -503,9 +505,9 @@ impl Orchestrator {
                     Level::Warn,
                     format!("mode {target} not switched to: {e}; m tries the next"),
                 );
-            self.send(Update::Mode(ModeView {
-                current: self.settings.mode,
-                switching: None,
+                self.send(Update::Mode(ModeView {
+                    current: self.settings.mode,
+                    switching: None,
                     note: Some(format!("{target}: not runnable yet")),
                 }));
                 return;
