@@ -809,6 +809,11 @@ pub fn compose(
     r.failover_ms = worst(cs.iter().map(|c| since_fault(c.resume_ns)).collect());
     r.detect_ms = worst(cs.iter().map(|c| since_fault(c.detect_ns)).collect());
     r.takeover_ms = worst(cs.iter().map(|c| since_fault(c.reconnected_ns)).collect());
+    if plan.settings.mode == crate::topology::Mode::StTcp {
+        // st-tcp: the client never reconnects; detection and takeover are the backup's
+        // (its mode events), and the client resumes with the first bytes after the takeover.
+        st_tcp_figures(&mut r, &mode_events, fault_ns.map(|f| (f - start as f64) / 1e6), start, cs);
+    }
     r.stall_ms = worst(cs.iter().map(|c| c.meter.stall_ms).collect());
     r.integrity = halab_workload::IntegrityReport::combine(cs.iter().map(|c| &c.integrity));
     // A connection that gave up did not get its bytes, whatever its checker saw.
@@ -851,3 +856,42 @@ pub fn compose(
     }
     r
 }
+
+/// st-tcp's detect, takeover and failover figures (ms after T_fault) from the backup's mode
+/// events: T_detect the first `detect`, T_takeover the last connection's `takeover`; T_resume
+/// the end of the first 10 ms bucket with bytes at or after T_takeover, worst over connections.
+fn st_tcp_figures(
+    r: &mut RunRecord,
+    events: &[ModeEventRecord],
+    fault_ms: Option<f64>,
+    start_ns: u64,
+    cs: &[halab_protocol::ConnectionResult],
+) {
+    let Some(fault_ms) = fault_ms else {
+        return;
+    };
+    let at = |kind: &'static str| {
+        events
+            .iter()
+            .filter(move |e| e.kind == kind)
+            .filter_map(|e| e.at_ms)
+    };
+    r.detect_ms = at("detect").reduce(f64::min).map(|t| t - fault_ms);
+    let takeover = at("takeover").reduce(f64::max);
+    r.takeover_ms = takeover.map(|t| t - fault_ms);
+    r.failover_ms = takeover.and_then(|t| {
+        cs.iter()
+            .filter_map(|c| {
+                let start_ms = (c.meter.start_ns as f64 - start_ns as f64) / 1e6;
+                c.meter
+                    .buckets_10ms
+                    .iter()
+                    .enumerate()
+                    .map(|(k, b)| (start_ms + (k + 1) as f64 * 10.0, *b))
+                    .find(|(end, b)| *b > 0 && *end >= t)
+                    .map(|(end, _)| end - fault_ms)
+            })
+            .reduce(f64::max)
+    });
+}
+
