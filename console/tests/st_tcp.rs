@@ -14,9 +14,9 @@ mod support;
 
 use halab::provider::local;
 use halab::testbed::{Testbed, UpOptions};
-use halab_protocol::{AgentMsg, ConsoleMsg, LogLevel, ModeEvent, Role, RoleState};
+use halab_protocol::{AgentMsg, LogLevel, ModeEvent, Role, RoleState};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -248,4 +248,224 @@ fn curl_survives_power_off_of_the_primary_byte_exact() {
     assert!(status.success(), "curl failed: {status} {err}");
     assert_content(&out, "/big.bin", size);
     lab.assert_taken_over(1);
+}
+
+/// Runs `experiment` (its `topology` key is added) with the real `halab run` on a renamed copy
+/// of two-server.toml; returns the records. `halab down` on the way out.
+fn halab_run(name: &str, heartbeat_ms: u64, experiment: &str) -> Vec<Value> {
+    struct Down<'a>(&'a Path, &'a str);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new(halab_bin())
+                .env("HALAB_STATE_DIR", self.0.join("state"))
+                .args(["down", "--name", self.1])
+                .output();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let _down = Down(dir.path(), name);
+    std::fs::write(dir.path().join("topology.toml"), topology_text(name, heartbeat_ms)).unwrap();
+    let file = dir.path().join("experiment.toml");
+    std::fs::write(&file, format!("topology = \"topology.toml\"\n{experiment}")).unwrap();
+    let out = Command::new(halab_bin())
+        .env("HALAB_STATE_DIR", dir.path().join("state"))
+        .env("HALAB_RUNS_DIR", dir.path().join("runs"))
+        .arg("run")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "halab run failed:\n{stderr}");
+    let run_dir = std::fs::read_dir(dir.path().join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("results.jsonl").exists())
+        .expect("a results.jsonl");
+    std::fs::read_to_string(run_dir.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is a JSON record"))
+        .collect()
+}
+
+fn assert_clean(r: &Value) {
+    assert_eq!(r["error"], Value::Null, "{r}");
+    assert_eq!(r["integrity_ok"], true, "{r}");
+    for k in ["bytes_lost", "bytes_duplicated", "bytes_corrupted", "bytes_refetched"] {
+        assert_eq!(r[k], 0, "{k}: {r}");
+    }
+    assert_eq!(r["bytes_received"], r["bytes_expected"], "{r}");
+}
+
+/// Every connection kept its one TCP connection: one attempt, no reconnect.
+fn assert_no_reconnect(r: &Value) {
+    for c in r["connections"].as_array().unwrap() {
+        assert_eq!(c["attempts"], 1, "{c}");
+        assert_eq!(c["reconnected_ns"], Value::Null, "{c}");
+        assert_eq!(c["detect_ns"], Value::Null, "the client noticed nothing: {c}");
+    }
+}
+
+fn mode_events<'a>(r: &'a Value, kind: &str) -> Vec<&'a Value> {
+    r["mode_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .collect()
+}
+
+/// Runs `experiment` through the console's own runner on a testbed of its own (a renamed
+/// copy of two-server.toml), after `setup` ran on the testbed's name; returns the records.
+fn run_lib(
+    name: &str,
+    heartbeat_ms: u64,
+    experiment: &str,
+    setup: impl FnOnce(&str),
+) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    // HALAB_KEEP_LOGS=1 keeps the agents' logs of every run for a look afterwards.
+    let dir_path = if std::env::var("HALAB_KEEP_LOGS").is_ok() {
+        let d = std::env::temp_dir().join(format!("halab-keep-{name}"));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        eprintln!("logs of {name}: {}", d.join("logs").display());
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter("info")
+            .try_init();
+        d
+    } else {
+        dir.path().to_path_buf()
+    };
+    std::fs::write(dir_path.join("topology.toml"), topology_text(name, heartbeat_ms)).unwrap();
+    let file = dir_path.join("experiment.toml");
+    std::fs::write(&file, format!("topology = \"topology.toml\"\n{experiment}")).unwrap();
+    let exp = halab::experiment::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    halab::run::runner::check_supported(&exp).expect("st-tcp supported");
+    let opts = UpOptions {
+        agent_binary: support::agent_bin(),
+        state_dir: dir_path.join("state"),
+        run_id: name.to_string(),
+        log_dir: dir_path.join("logs"),
+        probe: false,
+        ssh: None,
+    };
+    let _ = local::destroy(name, None);
+    struct Destroy<'a>(&'a str);
+    impl Drop for Destroy<'_> {
+        fn drop(&mut self) {
+            let _ = local::destroy(self.0, None);
+        }
+    }
+    let _destroy = Destroy(name);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let records = rt.block_on(async {
+        let mut tb = Testbed::up(exp.topology.clone(), &opts)
+            .await
+            .unwrap_or_else(|e| panic!("up {name}: {}", halab::error::chain(&e)));
+        setup(name);
+        let mut records = Vec::new();
+        {
+            let mut runner = halab::run::runner::Runner::new(&mut tb, &exp).unwrap();
+            for plan in exp.runs() {
+                let r = runner.execute(&plan).await;
+                records.push(serde_json::to_value(&r).unwrap());
+            }
+        }
+        let _ = tb.down().await;
+        records
+    });
+    records
+}
+
+/// Rate-limits the primary's service link (tbf; the kernel has no netem) so that the short
+/// echo and interactive runs last long enough for a fault in their middle: 100 exchanges
+/// would otherwise be over before a power-off has finished.
+fn shape_primary(rate: &'static str) -> impl FnOnce(&str) {
+    move |name: &str| {
+        support::run(
+            "ip",
+            &[
+                "netns", "exec", &local::host_ns(name, "primary"), "tc", "qdisc", "add", "dev",
+                "service", "root", "tbf", "rate", rate, "burst", "16kb", "latency", "300ms",
+            ],
+        );
+    }
+}
+
+const POWER_OFF_AT_40: &str =
+    "[[faults]]\nat = \"40%\"\nkind = \"power-off\"\ntarget = \"primary\"\n";
+
+/// Must hold 1 with the built-in clients: echo, interactive and bulk, the primary powered off
+/// at 40 % of the failure-free run; byte-exact, no reconnect, one takeover each.
+#[test]
+fn builtin_clients_survive_power_off_of_the_primary() {
+    if !netns_available("builtin_clients_survive_power_off_of_the_primary") {
+        return;
+    }
+    let _s = serial();
+    let one = |w: &str| {
+        format!("name = \"st-{w}\"\n[run]\nmode = \"st-tcp\"\nworkload = \"{w}\"\n{POWER_OFF_AT_40}")
+    };
+    let mut records = run_lib("t-st-echo", 200, &one("echo"), shape_primary("100kbit"));
+    records.extend(run_lib("t-st-inter", 200, &one("interactive"), shape_primary("2mbit")));
+    records.extend(run_lib(
+        "t-st-bulk",
+        200,
+        &one("bulk").replace("[[faults]]", "size = \"100MB\"\n[[faults]]"),
+        |_| {},
+    ));
+    assert_eq!(records.len(), 3);
+    for (r, w) in records.iter().zip(["echo", "interactive", "bulk"]) {
+        eprintln!(
+            "{w}: detect {} ms, takeover {} ms, failover {} ms, stall {} ms, duration {} ms",
+            r["detect_ms"], r["takeover_ms"], r["failover_ms"], r["stall_ms"], r["duration_ms"]
+        );
+        assert_eq!(r["workload"], w);
+        assert_clean(r);
+        assert_no_reconnect(r);
+        assert_eq!(mode_events(r, "takeover").len(), 1, "{w}: {}", r["mode_events"]);
+        assert_eq!(mode_events(r, "fence").len(), 1, "{w}");
+        assert!(r["detect_ms"].as_f64().unwrap() > 0.0, "{w}: {r}");
+        assert!(r["takeover_ms"].as_f64() >= r["detect_ms"].as_f64(), "{w}");
+    }
+}
+
+/// Must hold 2: 20 concurrent connections taken over in one failover, all byte-exact. The
+/// fault comes at 20 % so that no connection has finished yet (one thread serves them all on
+/// the primary, and their speeds differ).
+#[test]
+fn twenty_connections_are_taken_over_in_one_failover() {
+    if !netns_available("twenty_connections_are_taken_over_in_one_failover") {
+        return;
+    }
+    let _s = serial();
+    let records = run_lib(
+        "t-st-20",
+        200,
+        &format!(
+            "name = \"st-twenty\"\n[run]\nmode = \"st-tcp\"\nworkload = \"bulk\"\n\
+             size = \"20MB\"\nclients = 20\n\
+             [[faults]]\nat = \"20%\"\nkind = \"power-off\"\ntarget = \"primary\"\n"
+        ),
+        |_| {},
+    );
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    eprintln!(
+        "20 connections: detect {} ms, takeover {} ms, failover {} ms",
+        r["detect_ms"], r["takeover_ms"], r["failover_ms"]
+    );
+    assert_clean(r);
+    assert_no_reconnect(r);
+    assert_eq!(r["connections"].as_array().unwrap().len(), 20);
+    let done = mode_events(r, "takeover-done");
+    assert_eq!(done.len(), 1, "one failover: {}", r["mode_events"]);
+    assert_eq!(done[0]["detail"], "20 connections, 0 failed");
+    assert_eq!(mode_events(r, "takeover").len(), 20);
 }

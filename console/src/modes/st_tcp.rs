@@ -12,9 +12,12 @@ use halab_protocol::{ConsoleMsg, HTTP_PORT, ModeCommand, Role, WORKLOAD_PORT};
 /// Defaults of the mode's parameters the topology does not set.
 const DEFAULT_HEARTBEAT_MS: u64 = 200;
 const DEFAULT_MISSED: u32 = 3;
-/// AppMaxLagTime (thesis §3.7.3) when not derived from the heartbeat: the primary's
-/// application must make no progress while the replica has for this long.
-const MIN_APP_MAX_LAG_MS: u64 = 1000;
+/// AppMaxLagTime (thesis §3.7.3) at least: the primary's application must make no progress
+/// while the replica has for this long. Generous, as a busy primary (20 connections served by
+/// one thread on a loaded machine) can leave one connection unserved for a second.
+const MIN_APP_MAX_LAG_MS: u64 = 3000;
+/// MaxDelayFIN (thesis §3.7.4) at least.
+const MIN_MAX_DELAY_FIN_MS: u64 = 1000;
 
 /// Whether this version runs st-tcp.
 pub fn supported() -> Result<(), String> {
@@ -76,8 +79,8 @@ pub fn config(topo: &Topology, settings: &RunSettings) -> Result<StTcpConfig, St
         logger: topo.hosts_with(Role::Logger).next().map(peer).transpose()?,
         service_ports: vec![WORKLOAD_PORT, HTTP_PORT],
         app_max_lag_bytes: 0,
-        app_max_lag_ms: (heartbeat_ms * missed as u64).max(MIN_APP_MAX_LAG_MS),
-        max_delay_fin_ms: (heartbeat_ms * missed as u64).max(MIN_APP_MAX_LAG_MS),
+        app_max_lag_ms: (2 * heartbeat_ms * missed as u64).max(MIN_APP_MAX_LAG_MS),
+        max_delay_fin_ms: (heartbeat_ms * missed as u64).max(MIN_MAX_DELAY_FIN_MS),
     })
 }
 

@@ -62,7 +62,15 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
         outbound.clone(),
     ));
     let (notes_tx, notes_rx) = mpsc::unbounded_channel();
+    let rst_guard = match super::fin_hold::RstGuard::install(vip, &cfg.service_ports).await {
+        Ok(g) => Some(g),
+        Err(e) => {
+            tracing::warn!(error = %e, "st-tcp: no RST guard; a takeover may reset connections");
+            None
+        }
+    };
     let task = tokio::spawn(async move {
+        let _rst_guard = rst_guard;
         let mut b = Backup {
             detector: Detector::new(
                 cfg.heartbeat_ms,
@@ -540,6 +548,10 @@ impl Backup {
             let Some((r, _)) = self.replicas.get(&key) else {
                 continue;
             };
+            // Both sides closing (the client's FIN seen, the replica done): nothing to save.
+            if conn.client_fin.is_some() && self.ended.contains_key(&key) {
+                continue;
+            }
             let result = match RepairParams::from_conn(self.vip, key, conn, now) {
                 None => Err("handshake not seen whole".to_string()),
                 Some(p) => repair(&p).map_err(|e| e.to_string()).and_then(|sock| {

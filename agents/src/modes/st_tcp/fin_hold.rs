@@ -94,6 +94,46 @@ impl FinHold {
     }
 }
 
+/// The backup's guard against resetting connections it is about to rebuild: between adding the
+/// service address and rebuilding a connection, a client segment would find no socket and
+/// the kernel would answer with a RST. The backup drops every RST from the service address on
+/// its service ports while it runs (before a takeover it never sends from that address).
+pub struct RstGuard {
+    active: bool,
+}
+
+const RST_TABLE: &str = "halab_sttcp_rst";
+
+impl RstGuard {
+    pub async fn install(vip: Ipv4Addr, ports: &[u16]) -> Result<RstGuard, String> {
+        let ports = ports
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let script = format!(
+            "table inet {RST_TABLE}\ndelete table inet {RST_TABLE}\ntable inet {RST_TABLE} {{\n\
+             \x20 chain output {{\n\
+             \x20   type filter hook output priority 0; policy accept;\n\
+             \x20   ip saddr {vip} tcp sport {{ {ports} }} tcp flags & rst != 0 drop\n\
+             \x20 }}\n}}\n"
+        );
+        super::command("nft", &["-f", "-"], Some(&script)).await?;
+        Ok(RstGuard { active: true })
+    }
+}
+
+impl Drop for RstGuard {
+    fn drop(&mut self) {
+        if self.active {
+            let _ = std::process::Command::new("nft")
+                .args(["delete", "table", "inet", RST_TABLE])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
 impl Drop for FinHold {
     fn drop(&mut self) {
         if self.active {

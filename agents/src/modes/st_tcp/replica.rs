@@ -176,6 +176,8 @@ async fn run(
     let client = TcpStream::from_std(sock).map_err(|e| format!("rebuilt socket: {e}"))?;
     let (mut crd, mut cwr) = client.into_split();
     let resent = held.data.len() as u64;
+    // The connection is rebuilt: that is its T_takeover; the held bytes leave from here on.
+    let _ = done.send(Ok(resent));
     let (a, b) = held.data.as_slices();
     let first = async {
         cwr.write_all(a).await?;
@@ -187,11 +189,9 @@ async fn run(
     }
     .await;
     if let Err(e) = first {
-        let _ = done.send(Err(format!("sending held output: {e}")));
         feeder.abort();
         return Err(format!("sending held output: {e}"));
     }
-    let _ = done.send(Ok(resent));
     let mut produced = held.produced();
     let acked = held.acked;
     let mut client_open = true;

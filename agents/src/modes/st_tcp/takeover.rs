@@ -179,6 +179,9 @@ pub fn repair(p: &RepairParams) -> io::Result<std::net::TcpStream> {
     }
     let zero: libc::c_int = 0;
     set(&fd, libc::IPPROTO_TCP, TCP_REPAIR, &zero, "TCP_REPAIR off")?;
+    // Leaving repair mode drops the forced reuse of the port; without SO_REUSEADDR again the
+    // next connection of the same service port could not be bound.
+    set(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, &one, "SO_REUSEADDR after repair")?;
     let s = std::net::TcpStream::from(fd);
     s.set_nonblocking(true)?;
     let _ = s.set_nodelay(true);
