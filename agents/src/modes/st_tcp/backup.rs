@@ -425,6 +425,22 @@ impl Backup {
                 }
                 continue;
             }
+            // A replica behind the primary may still close where the primary did: only one
+            // that has gone past what the primary wrote shows the primary closed early.
+            let written = hb
+                .conns
+                .iter()
+                .find(|p| (p.client, p.client_port, p.port) == *k)
+                .map(|p| p.last_app_byte_written);
+            let produced = self
+                .replicas
+                .get(&key)
+                .map(|(r, _)| r.progress.produced.load(Ordering::Relaxed))
+                .unwrap_or(0);
+            if written.is_none_or(|w| produced <= w) {
+                self.held_since.remove(k);
+                continue;
+            }
             let since = *self.held_since.entry(*k).or_insert(now);
             if now - since > self.cfg.max_delay_fin_ms * 1_000_000 && held.is_none() {
                 held = Some(format!(

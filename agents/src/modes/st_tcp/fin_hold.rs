@@ -9,6 +9,45 @@ use std::net::Ipv4Addr;
 
 const TABLE: &str = "halab_sttcp";
 
+/// What the primary's loop asks of the FIN hold; the nft commands run in the hold's own task,
+/// so that a slow `nft` never delays a heartbeat.
+pub enum HoldCmd {
+    Install,
+    Allow(Vec<([u8; 4], u16, u16)>),
+    Release,
+}
+
+/// The hold's state as the heartbeat sees it: whether it is on, and what it lets go.
+#[derive(Debug, Default)]
+pub struct HoldView {
+    pub active: bool,
+    pub allowed: std::collections::BTreeSet<([u8; 4], u16, u16)>,
+}
+
+/// Runs the hold until `rx` closes; the table goes with it.
+pub async fn run(
+    mut hold: FinHold,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<HoldCmd>,
+    view: std::sync::Arc<std::sync::Mutex<HoldView>>,
+) {
+    while let Some(cmd) = rx.recv().await {
+        let r = match cmd {
+            HoldCmd::Install => hold.install().await,
+            HoldCmd::Allow(keys) => hold.allow(&keys).await,
+            HoldCmd::Release => hold.release().await,
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "st-tcp: FIN hold");
+        }
+        let mut v = view.lock().unwrap_or_else(|p| p.into_inner());
+        v.active = hold.active;
+        v.allowed = hold.allowed.clone();
+    }
+    if let Err(e) = hold.release().await {
+        tracing::warn!(error = %e, "st-tcp: FIN hold not removed");
+    }
+}
+
 pub struct FinHold {
     active: bool,
     vip: Ipv4Addr,
@@ -25,14 +64,6 @@ impl FinHold {
             ports,
             allowed: Default::default(),
         }
-    }
-
-    pub fn active(&self) -> bool {
-        self.active
-    }
-
-    pub fn allowed(&self, key: &([u8; 4], u16, u16)) -> bool {
-        !self.active || self.allowed.contains(key)
     }
 
     /// Installs (or re-installs, empty) the table.

@@ -1,7 +1,8 @@
 //! The st-tcp primary: the workload server, heartbeats with per-connection progress, the FIN
 //! hold, and non-fault-tolerant mode when the backup is gone (thesis table 3.3).
 
-use super::fin_hold::FinHold;
+use super::fin_hold::{self, FinHold, HoldCmd, HoldView};
+use std::sync::{Arc, Mutex};
 use super::heartbeat::{self, Detector, Link, Verdict};
 use super::{emit, sockdiag, tap};
 use crate::modes::{RoleCtx, StartedRole};
@@ -26,6 +27,12 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
         // Without nftables the primary still serves; only the FIN hold is missing.
         tracing::warn!(error = %e, "st-tcp: no FIN hold");
     }
+    let view = Arc::new(Mutex::new(HoldView {
+        active: true,
+        allowed: Default::default(),
+    }));
+    let (hold_tx, hold_rx) = mpsc::unbounded_channel();
+    let hold_task = tokio::spawn(fin_hold::run(hold, hold_rx, view.clone()));
     let child = start_server_process(&[]).await?;
     let p = child.id().unwrap_or(0);
     ctx.pid.store(p, Ordering::SeqCst);
@@ -53,16 +60,17 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
             cfg,
             vip,
             sock,
-            hold,
+            hold: hold_tx,
+            view,
             outbound,
             fault_tolerant: true,
             seq: 0,
         };
         p.run(cancel, cmd_rx).await;
         let _ = server.await;
-        if let Err(e) = p.hold.release().await {
-            tracing::warn!(error = %e, "st-tcp: FIN hold not removed");
-        }
+        // Closing the channel ends the hold's task, which removes the table.
+        drop(p);
+        let _ = hold_task.await;
     });
     Ok(StartedRole {
         task,
@@ -75,7 +83,8 @@ struct Primary {
     cfg: StTcpConfig,
     vip: Ipv4Addr,
     sock: tokio::net::UdpSocket,
-    hold: FinHold,
+    hold: mpsc::UnboundedSender<HoldCmd>,
+    view: Arc<Mutex<HoldView>>,
     outbound: mpsc::Sender<halab_protocol::AgentMsg>,
     fault_tolerant: bool,
     seq: u64,
@@ -112,8 +121,12 @@ impl Primary {
                         if !self.fault_tolerant && detector.verdict(mono_ns()) == Verdict::Alive {
                             self.back_to_fault_tolerant().await;
                         }
-                        if let Err(e) = self.hold.allow(&hb.fin_ok).await {
-                            tracing::warn!(error = %e, "st-tcp: FIN release");
+                        let new: Vec<_> = {
+                            let v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+                            hb.fin_ok.iter().filter(|k| !v.allowed.contains(*k)).copied().collect()
+                        };
+                        if !new.is_empty() {
+                            let _ = self.hold.send(HoldCmd::Allow(new));
                         }
                     }
                 }
@@ -144,7 +157,11 @@ impl Primary {
                 continue;
             }
             let key = (s.remote.octets(), s.remote_port, s.local_port);
-            if s.app_closed() && self.hold.active() && !self.hold.allowed(&key) {
+            let held = {
+                let v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+                v.active && !v.allowed.contains(&key)
+            };
+            if s.app_closed() && held {
                 held_fins.push(key);
             }
             conns.push(ConnProgress {
@@ -179,9 +196,7 @@ impl Primary {
             Verdict::ServiceLinkLost => "backup silent on the service link (its tap is blind)",
         };
         self.fault_tolerant = false;
-        if let Err(e) = self.hold.release().await {
-            tracing::warn!(error = %e, "st-tcp: FIN hold not released");
-        }
+        let _ = self.hold.send(HoldCmd::Release);
         emit(
             &self.outbound,
             Event::NonFaultTolerant {
@@ -194,9 +209,7 @@ impl Primary {
 
     async fn back_to_fault_tolerant(&mut self) {
         self.fault_tolerant = true;
-        if let Err(e) = self.hold.install().await {
-            tracing::warn!(error = %e, "st-tcp: FIN hold");
-        }
+        let _ = self.hold.send(HoldCmd::Install);
     }
 }
 

@@ -159,6 +159,10 @@ impl Tap {
                 if from.sll_pkttype != PACKET_OUTGOING {
                     f(&self.buf[..n as usize]);
                 }
+                // Bounded batches: the backup's heartbeats and checks share its loop.
+                if got >= 512 {
+                    return Ok(());
+                }
             }
             if got > 0 {
                 return Ok(());
