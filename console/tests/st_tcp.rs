@@ -317,12 +317,17 @@ fn mode_events<'a>(r: &'a Value, kind: &str) -> Vec<&'a Value> {
 
 /// Runs `experiment` through the console's own runner on a testbed of its own (a renamed
 /// copy of two-server.toml), after `setup` ran on the testbed's name; returns the records.
-fn run_lib(
+fn run_lib(name: &str, heartbeat_ms: u64, experiment: &str, setup: impl FnOnce(&str)) -> Vec<Value> {
+    run_lib_with(name, heartbeat_ms, experiment, setup).0
+}
+
+/// [`run_lib`], keeping what `setup` returned (a capture, say) alive through the runs.
+fn run_lib_with<T>(
     name: &str,
     heartbeat_ms: u64,
     experiment: &str,
-    setup: impl FnOnce(&str),
-) -> Vec<Value> {
+    setup: impl FnOnce(&str) -> T,
+) -> (Vec<Value>, T) {
     let dir = tempfile::tempdir().unwrap();
     // HALAB_KEEP_LOGS=1 keeps the agents' logs of every run for a look afterwards.
     let dir_path = if std::env::var("HALAB_KEEP_LOGS").is_ok() {
@@ -364,11 +369,11 @@ fn run_lib(
         .enable_all()
         .build()
         .unwrap();
-    let records = rt.block_on(async {
+    rt.block_on(async {
         let mut tb = Testbed::up(exp.topology.clone(), &opts)
             .await
             .unwrap_or_else(|e| panic!("up {name}: {}", halab::error::chain(&e)));
-        setup(name);
+        let kept = setup(name);
         let mut records = Vec::new();
         {
             let mut runner = halab::run::runner::Runner::new(&mut tb, &exp).unwrap();
@@ -378,9 +383,8 @@ fn run_lib(
             }
         }
         let _ = tb.down().await;
-        records
-    });
-    records
+        (records, kept)
+    })
 }
 
 /// Rate-limits the primary's service link (tbf; the kernel has no netem) so that the short
@@ -468,4 +472,160 @@ fn twenty_connections_are_taken_over_in_one_failover() {
     assert_eq!(done.len(), 1, "one failover: {}", r["mode_events"]);
     assert_eq!(done[0]["detail"], "20 connections, 0 failed");
     assert_eq!(mode_events(r, "takeover").len(), 20);
+}
+
+fn details(r: &Value, kind: &str) -> Vec<String> {
+    mode_events(r, kind)
+        .iter()
+        .map(|e| e["detail"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn one_run(name: &str, workload_and_size: &str, fault: &str) -> String {
+    format!(
+        "name = \"{name}\"\n[run]\nmode = \"st-tcp\"\n{workload_and_size}\n[[faults]]\nat = \"40%\"\n\
+         target = \"primary\"\n{fault}\n"
+    )
+}
+
+/// Thesis table 3.3, backup HW crash: the primary goes on alone (non-fault-tolerant mode),
+/// no takeover, and the client sees nothing.
+#[test]
+fn power_off_of_the_backup_leaves_the_primary_alone_and_the_client_unaffected() {
+    if !netns_available("power_off_of_the_backup_leaves_the_primary_alone") {
+        return;
+    }
+    let _s = serial();
+    let exp = one_run(
+        "st-backup-off",
+        "workload = \"bulk\"\nsize = \"100MB\"",
+        "kind = \"power-off\"",
+    )
+    .replace("target = \"primary\"", "target = \"backup\"");
+    let records = run_lib("t-st-boff", 200, &exp, |_| {});
+    let r = &records[0];
+    eprintln!("backup off: events {}", r["mode_events"]);
+    assert_clean(r);
+    assert_no_reconnect(r);
+    let nft = mode_events(r, "non-fault-tolerant");
+    assert_eq!(nft.len(), 1, "{}", r["mode_events"]);
+    assert_eq!(nft[0]["host"], "primary");
+    assert!(mode_events(r, "takeover").is_empty());
+    assert!(mode_events(r, "fence").is_empty());
+}
+
+/// Thesis §3.7.3: the primary's application hangs (SIGSTOP) while its agent beats on; the
+/// backup sees its progress lag the replica's for AppMaxLagTime, fences it and takes over.
+#[test]
+fn application_hang_is_detected_by_lag_and_taken_over() {
+    if !netns_available("application_hang_is_detected_by_lag_and_taken_over") {
+        return;
+    }
+    let _s = serial();
+    let exp = one_run(
+        "st-hang",
+        "workload = \"bulk\"\nsize = \"100MB\"",
+        "kind = \"process-hang\"",
+    );
+    let records = run_lib("t-st-hang", 200, &exp, |_| {});
+    let r = &records[0];
+    eprintln!(
+        "hang: detect {} ms, takeover {} ms; {:?}",
+        r["detect_ms"],
+        r["takeover_ms"],
+        details(r, "detect")
+    );
+    assert_clean(r);
+    assert_no_reconnect(r);
+    let d = details(r, "detect");
+    assert_eq!(d.len(), 1);
+    assert!(d[0].starts_with("app-lag"), "{d:?}");
+    assert_eq!(mode_events(r, "takeover").len(), 1);
+    // AppMaxLagTime is 3 s here: the decision waited for it, not for missed heartbeats.
+    assert!(r["detect_ms"].as_f64().unwrap() >= 3000.0, "{}", r["detect_ms"]);
+}
+
+/// Thesis §3.7.4: the primary's application crashes with cleanup (SIGTERM); its kernel's FIN is
+/// held back, the backup's replica has not closed there, and after MaxDelayFIN the backup
+/// fences the primary and takes over. A capture on the client shows that no FIN from the
+/// service reached it before the end of the stream.
+#[test]
+fn crash_with_cleanup_holds_the_fin_and_the_backup_takes_over() {
+    if !netns_available("crash_with_cleanup_holds_the_fin_and_the_backup_takes_over") {
+        return;
+    }
+    let _s = serial();
+    let size: u64 = 30_000_000;
+    let exp = one_run(
+        "st-crash",
+        &format!("workload = \"bulk\"\nsize = {size}"),
+        "kind = \"process-crash\"",
+    );
+    let (records, capture) = run_lib_with("t-st-crash", 200, &exp, |name| {
+        support::capture::Capture::start(&local::host_ns(name, "client"), 7070)
+    });
+    let packets = capture.stop();
+    let r = &records[0];
+    eprintln!(
+        "crash: detect {} ms, takeover {} ms; {:?} {:?}",
+        r["detect_ms"],
+        r["takeover_ms"],
+        details(r, "detect"),
+        details(r, "fin-held")
+    );
+    assert_clean(r);
+    assert_no_reconnect(r);
+    let d = details(r, "detect");
+    assert_eq!(d.len(), 1);
+    assert!(d[0].starts_with("fin-held"), "{d:?}");
+    assert_eq!(mode_events(r, "takeover").len(), 1);
+    // Every FIN or RST from the service sits at the end of its connection's stream: none came
+    // early (at the crashed primary's close).
+    let vip = std::net::Ipv4Addr::new(10, 10, 0, 100);
+    let mut checked = 0;
+    for p in packets.iter().filter(|p| p.src == vip && p.fin_or_rst()) {
+        let isn = packets
+            .iter()
+            .find(|q| q.src == vip && q.dst_port == p.dst_port && q.flags.syn && q.flags.ack)
+            .map(|q| q.seq)
+            .expect("the SYN-ACK of the connection");
+        let at = p
+            .seq
+            .wrapping_add(p.payload_len)
+            .wrapping_sub(isn.wrapping_add(1));
+        assert!(!p.flags.rst, "a RST reached the client: {}", p.describe());
+        assert_eq!(at as u64, size, "a FIN before the end of the stream: {}", p.describe());
+        checked += 1;
+    }
+    assert!(checked >= 1, "the connections' final FINs were captured");
+}
+
+/// Thesis §3.7, NIC failure on the primary: its service link goes down while the heartbeat
+/// link stays up. The backup hears it only on the heartbeat link, its own service link is up:
+/// the primary lost the service network; fence and takeover.
+#[test]
+fn nic_down_on_the_primary_is_told_apart_and_taken_over() {
+    if !netns_available("nic_down_on_the_primary_is_told_apart_and_taken_over") {
+        return;
+    }
+    let _s = serial();
+    let exp = one_run(
+        "st-nic",
+        "workload = \"bulk\"\nsize = \"100MB\"",
+        "kind = \"nic-down\"\ninterface = \"service\"",
+    );
+    let records = run_lib("t-st-nic", 200, &exp, |_| {});
+    let r = &records[0];
+    eprintln!(
+        "nic down: detect {} ms, takeover {} ms; {:?}",
+        r["detect_ms"],
+        r["takeover_ms"],
+        details(r, "detect")
+    );
+    assert_clean(r);
+    assert_no_reconnect(r);
+    let d = details(r, "detect");
+    assert_eq!(d.len(), 1);
+    assert!(d[0].starts_with("service-link-lost"), "{d:?}");
+    assert_eq!(mode_events(r, "takeover").len(), 1);
 }
