@@ -81,10 +81,11 @@ pub struct Heartbeat {
     /// Connections whose FIN/RST the primary holds back (client address, client port, port).
     #[serde(default)]
     pub held_fins: Vec<([u8; 4], u16, u16)>,
-    /// From the backup: connections whose replica closed its output too, so the primary may
-    /// let their FIN go (thesis §3.7.4).
+    /// From the backup: connections whose replica closed its output, and after how many
+    /// bytes: the primary lets a FIN go only where its application closed at the same point
+    /// (thesis §3.7.4).
     #[serde(default)]
-    pub fin_ok: Vec<([u8; 4], u16, u16)>,
+    pub fin_ok: Vec<([u8; 4], u16, u16, u64)>,
 }
 
 /// Console → agent requests of this mode.

@@ -182,7 +182,7 @@ struct Backup {
     state: State,
     vip_guard: VipGuard,
     /// Closes confirmed to the primary, with when.
-    fin_ok: Vec<(FinKey, u64)>,
+    fin_ok: Vec<(FinKey, u64, u64)>,
     /// Replicas whose output ended, and where.
     ended: HashMap<ConnKey, u64>,
     lag: HashMap<ConnKey, LagWatch>,
@@ -245,7 +245,7 @@ impl Backup {
                 Some(n) = notes.recv() => match n {
                     Note::OutputEnded { key, at } => {
                         self.ended.insert(key, at);
-                        self.fin_ok.push((fin_key(&key), mono_ns()));
+                        self.fin_ok.push((fin_key(&key), at, mono_ns()));
                         self.beat(&peer).await;
                     }
                     Note::Finished { key, detail } => {
@@ -351,14 +351,18 @@ impl Backup {
         self.seq += 1;
         let now = mono_ns();
         self.fin_ok
-            .retain(|(_, t)| now.saturating_sub(*t) < FIN_OK_KEEP_NS);
+            .retain(|(_, _, t)| now.saturating_sub(*t) < FIN_OK_KEEP_NS);
         let mut hb = Heartbeat {
             from: self.cfg.backup.host.clone(),
             seq: self.seq,
             link: String::new(),
             conns: Vec::new(),
             held_fins: Vec::new(),
-            fin_ok: self.fin_ok.iter().map(|(k, _)| *k).collect(),
+            fin_ok: self
+                .fin_ok
+                .iter()
+                .map(|(k, end, _)| (k.0, k.1, k.2, *end))
+                .collect(),
         };
         heartbeat::send(&self.sock, &mut hb, peer).await;
     }
@@ -419,19 +423,26 @@ impl Backup {
                 client_port: k.1,
                 port: k.2,
             };
-            if !self.replicas.contains_key(&key) || self.ended.contains_key(&key) {
-                if !self.fin_ok.iter().any(|(f, _)| f == k) {
-                    confirm.push(*k);
-                }
-                continue;
-            }
-            // A replica behind the primary may still close where the primary did: only one
-            // that has gone past what the primary wrote shows the primary closed early.
             let written = hb
                 .conns
                 .iter()
                 .find(|p| (p.client, p.client_port, p.port) == *k)
                 .map(|p| p.last_app_byte_written);
+            if !self.replicas.contains_key(&key) {
+                // Not replicated: nothing to take over, let it close.
+                if let Some(w) = written
+                    && !self.fin_ok.iter().any(|(f, _, _)| f == k)
+                {
+                    confirm.push((*k, w));
+                }
+                continue;
+            }
+            if self.ended.get(&key).is_some_and(|end| Some(*end) == written) {
+                // Closed where the replica closed: confirmed already.
+                continue;
+            }
+            // A replica behind the primary may still close where the primary did: only one
+            // that has gone past what the primary wrote shows the primary closed early.
             let produced = self
                 .replicas
                 .get(&key)
@@ -459,8 +470,8 @@ impl Backup {
             }
         }
         if !confirm.is_empty() {
-            for k in confirm {
-                self.fin_ok.push((k, now));
+            for (k, end) in confirm {
+                self.fin_ok.push((k, end, now));
             }
             self.beat(peer).await;
         }

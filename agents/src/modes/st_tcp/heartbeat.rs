@@ -163,7 +163,7 @@ mod tests {
             link: "heartbeat".into(),
             conns: vec![],
             held_fins: vec![],
-            fin_ok: vec![([10, 0, 0, 1], 4000, 7070)],
+            fin_ok: vec![([10, 0, 0, 1], 4000, 7070, 99)],
         };
         let (link, back) = parse(&serde_json::to_vec(&hb).unwrap()).unwrap();
         assert_eq!(link, Link::Heartbeat);

@@ -65,6 +65,7 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
             outbound,
             fault_tolerant: true,
             seq: 0,
+            pending: Default::default(),
         };
         p.run(cancel, cmd_rx).await;
         let _ = server.await;
@@ -88,7 +89,13 @@ struct Primary {
     outbound: mpsc::Sender<halab_protocol::AgentMsg>,
     fault_tolerant: bool,
     seq: u64,
+    /// Closes the backup confirmed (its replica closed after this many bytes) that the
+    /// application has not yet reached.
+    pending: std::collections::HashMap<([u8; 4], u16, u16), u64>,
 }
+
+/// How often sockets with a confirmed close pending are looked at.
+const FIN_POLL: Duration = Duration::from_millis(3);
 
 impl Primary {
     async fn run(
@@ -98,6 +105,10 @@ impl Primary {
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.heartbeat_ms.max(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // While the backup has confirmed closes the application has not reached, its sockets
+        // are watched closely: the FIN must be let go before it leaves behind the last data.
+        let mut fin_tick = tokio::time::interval(FIN_POLL);
+        fin_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = vec![0u8; 64 * 1024];
         let peer: Vec<(Link, String)> = peers(&self.cfg.backup);
         let mut detector = Detector::new(
@@ -112,6 +123,7 @@ impl Primary {
                     self.beat(&peer).await;
                     self.check_backup(&detector).await;
                 }
+                _ = fin_tick.tick(), if !self.pending.is_empty() => self.check_pending(),
                 r = self.sock.recv_from(&mut buf) => {
                     let Ok((n, _)) = r else { continue };
                     if let Some((link, hb)) = heartbeat::parse(&buf[..n])
@@ -121,13 +133,14 @@ impl Primary {
                         if !self.fault_tolerant && detector.verdict(mono_ns()) == Verdict::Alive {
                             self.back_to_fault_tolerant().await;
                         }
-                        let new: Vec<_> = {
-                            let v = self.view.lock().unwrap_or_else(|p| p.into_inner());
-                            hb.fin_ok.iter().filter(|k| !v.allowed.contains(*k)).copied().collect()
-                        };
-                        if !new.is_empty() {
-                            let _ = self.hold.send(HoldCmd::Allow(new));
+                        let v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+                        for &(a, cp, port, end) in &hb.fin_ok {
+                            if !v.allowed.contains(&(a, cp, port)) {
+                                self.pending.insert((a, cp, port), end);
+                            }
                         }
+                        drop(v);
+                        self.check_pending();
                     }
                 }
                 c = commands.recv() => match c {
@@ -168,10 +181,10 @@ impl Primary {
                 client: s.remote.octets(),
                 client_port: s.remote_port,
                 port: s.local_port,
-                last_byte_received: s.bytes_received,
-                last_ack_received: s.bytes_acked,
-                last_app_byte_written: s.bytes_acked + s.wqueue as u64,
-                last_app_byte_read: s.bytes_received.saturating_sub(s.rqueue as u64),
+                last_byte_received: s.received(),
+                last_ack_received: s.bytes_acked.min(s.written()),
+                last_app_byte_written: s.written(),
+                last_app_byte_read: s.read(),
             });
         }
         let mut hb = Heartbeat {
@@ -183,6 +196,31 @@ impl Primary {
             fin_ok: Vec::new(),
         };
         heartbeat::send(&self.sock, &mut hb, peer).await;
+    }
+
+    /// Lets the FIN of each connection go whose application has written exactly what the
+    /// replica wrote before closing: a close at the same point (an early close — a crash —
+    /// stays held).
+    fn check_pending(&mut self) {
+        let Ok(socks) = sockdiag::tcp_sockets() else {
+            return;
+        };
+        let mut allow = Vec::new();
+        self.pending.retain(|key, end| {
+            let Some(s) = socks.iter().find(|s| {
+                s.local == self.vip && (s.remote.octets(), s.remote_port, s.local_port) == *key
+            }) else {
+                return false;
+            };
+            if s.written() == *end {
+                allow.push(*key);
+                return false;
+            }
+            true
+        });
+        if !allow.is_empty() {
+            let _ = self.hold.send(HoldCmd::Allow(allow));
+        }
     }
 
     /// Thesis table 3.3, backup failure: the primary goes on alone and lets FINs go.

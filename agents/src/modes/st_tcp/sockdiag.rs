@@ -39,6 +39,30 @@ impl SockInfo {
     pub fn app_closed(&self) -> bool {
         matches!(self.state, 4 | 5 | 6 | 9 | 11)
     }
+
+    /// Whether the peer's FIN arrived (CLOSE_WAIT, LAST_ACK, CLOSING, TIME_WAIT).
+    pub fn peer_closed(&self) -> bool {
+        matches!(self.state, 6 | 8 | 9 | 11)
+    }
+
+    /// Bytes the application wrote (LastAppByteWritten). The kernel's counters count a FIN
+    /// as one byte of sequence space; it is taken out.
+    pub fn written(&self) -> u64 {
+        (self.bytes_acked + self.wqueue as u64).saturating_sub(self.app_closed() as u64)
+    }
+
+    /// Client bytes received (LastByteReceived), the peer's FIN taken out.
+    pub fn received(&self) -> u64 {
+        self.bytes_received
+            .saturating_sub(self.peer_closed() as u64)
+    }
+
+    /// Client bytes the application read (LastAppByteRead).
+    pub fn read(&self) -> u64 {
+        self.bytes_received
+            .saturating_sub(self.rqueue as u64)
+            .min(self.received())
+    }
 }
 
 /// Dumps every non-listening IPv4 TCP socket of this namespace.
