@@ -115,9 +115,7 @@ pub fn describe(event: &Event) -> EventSummary {
             "takeover-done",
             format!("{connections} connections, {failed} failed"),
         ),
-        Event::NonFaultTolerant { at_ns, reason } => {
-            (*at_ns, "non-fault-tolerant", reason.clone())
-        }
+        Event::NonFaultTolerant { at_ns, reason } => (*at_ns, "non-fault-tolerant", reason.clone()),
         Event::LoggerRecovered {
             at_ns,
             connection,
@@ -144,7 +142,10 @@ pub fn describe(event: &Event) -> EventSummary {
 /// Acts on an event of this mode from `host` during a run: a fence request powers the primary
 /// off (idempotent) and tells the backup whether that worked.
 pub async fn on_event(testbed: &mut Testbed, host: &str, event: &Event) -> Result<(), String> {
-    let Event::FenceRequest { host: target, why, .. } = event else {
+    let Event::FenceRequest {
+        host: target, why, ..
+    } = event
+    else {
         return Ok(());
     };
     let error = testbed

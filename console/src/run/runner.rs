@@ -812,7 +812,13 @@ pub fn compose(
     if plan.settings.mode == crate::topology::Mode::StTcp {
         // st-tcp: the client never reconnects; detection and takeover are the backup's
         // (its mode events), and the client resumes with the first bytes after the takeover.
-        st_tcp_figures(&mut r, &mode_events, fault_ns.map(|f| (f - start as f64) / 1e6), start, cs);
+        st_tcp_figures(
+            &mut r,
+            &mode_events,
+            fault_ns.map(|f| (f - start as f64) / 1e6),
+            start,
+            cs,
+        );
     }
     r.stall_ms = worst(cs.iter().map(|c| c.meter.stall_ms).collect());
     r.integrity = halab_workload::IntegrityReport::combine(cs.iter().map(|c| &c.integrity));
@@ -894,4 +900,3 @@ fn st_tcp_figures(
             .reduce(f64::max)
     });
 }
-

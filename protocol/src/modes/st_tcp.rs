@@ -111,7 +111,11 @@ pub enum Event {
         detail: String,
     },
     /// The backup asks the console to fence `host` before it takes over.
-    FenceRequest { at_ns: u64, host: String, why: String },
+    FenceRequest {
+        at_ns: u64,
+        host: String,
+        why: String,
+    },
     /// One connection taken over (T_takeover for it).
     Takeover {
         at_ns: u64,

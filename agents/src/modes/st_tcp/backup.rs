@@ -31,8 +31,8 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
         .vip
         .parse()
         .map_err(|e| format!("service address {}: {e}", cfg.vip))?;
-    let tap = Tap::open(&cfg.service_iface)
-        .map_err(|e| format!("tap on {}: {e}", cfg.service_iface))?;
+    let tap =
+        Tap::open(&cfg.service_iface).map_err(|e| format!("tap on {}: {e}", cfg.service_iface))?;
     let sock = heartbeat::socket()
         .await
         .map_err(|e| format!("heartbeat socket: {e}"))?;
@@ -143,7 +143,9 @@ impl VipGuard {
     async fn remove(&mut self) {
         if self.added {
             self.added = false;
-            if let Err(e) = command("ip", &["addr", "del", &self.cidr, "dev", &self.iface], None).await {
+            if let Err(e) =
+                command("ip", &["addr", "del", &self.cidr, "dev", &self.iface], None).await
+            {
                 tracing::warn!(error = %e, "st-tcp: service address not removed");
             }
         }
@@ -204,9 +206,8 @@ impl Backup {
         mut notes: mpsc::UnboundedReceiver<Note>,
         mut commands: mpsc::Receiver<ModeCommand>,
     ) {
-        let mut tick = tokio::time::interval(Duration::from_millis(
-            (self.cfg.heartbeat_ms / 2).max(1),
-        ));
+        let mut tick =
+            tokio::time::interval(Duration::from_millis((self.cfg.heartbeat_ms / 2).max(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut beat_every = 0u32;
         let mut buf = vec![0u8; 64 * 1024];
@@ -225,7 +226,7 @@ impl Backup {
                 _ = tick.tick() => {
                     // Beats go out every interval; checks run twice as often.
                     beat_every += 1;
-                    if beat_every % 2 == 0 {
+                    if beat_every.is_multiple_of(2) {
                         self.beat(&peer).await;
                     }
                     self.check().await;
@@ -307,7 +308,11 @@ impl Backup {
                     let Some(i) = self.cfg.service_ports.iter().position(|p| *p == key.port) else {
                         continue;
                     };
-                    let port = if i == 0 { REPLICA_PORTS.0 } else { REPLICA_PORTS.1 };
+                    let port = if i == 0 {
+                        REPLICA_PORTS.0
+                    } else {
+                        REPLICA_PORTS.1
+                    };
                     let cancel = self.cancel.child_token();
                     let r = replica::spawn(
                         key,
@@ -437,7 +442,11 @@ impl Backup {
                 }
                 continue;
             }
-            if self.ended.get(&key).is_some_and(|end| Some(*end) == written) {
+            if self
+                .ended
+                .get(&key)
+                .is_some_and(|end| Some(*end) == written)
+            {
                 // Closed where the replica closed: confirmed already.
                 continue;
             }
@@ -584,8 +593,7 @@ impl Backup {
                 Some(p) => repair(&p).map_err(|e| e.to_string()).and_then(|sock| {
                     let (done, rx) = oneshot::channel();
                     let from = conn.client_ack.unwrap_or(0);
-                    r.tx
-                        .send(ToReplica::TakeOver { sock, from, done })
+                    r.tx.send(ToReplica::TakeOver { sock, from, done })
                         .map_err(|_| "replica gone".to_string())
                         .map(|()| rx)
                 }),

@@ -107,7 +107,14 @@ impl FinHold {
             .join(", ");
         super::command(
             "nft",
-            &["add", "element", "inet", TABLE, "fin_ok", &format!("{{ {elems} }}")],
+            &[
+                "add",
+                "element",
+                "inet",
+                TABLE,
+                "fin_ok",
+                &format!("{{ {elems} }}"),
+            ],
             None,
         )
         .await?;

@@ -81,9 +81,8 @@ impl Detector {
     }
 
     pub fn verdict(&self, now_ns: u64) -> Verdict {
-        let silent = |i: usize| {
-            self.last[i].is_some_and(|t| now_ns.saturating_sub(t) > self.limit_ns)
-        };
+        let silent =
+            |i: usize| self.last[i].is_some_and(|t| now_ns.saturating_sub(t) > self.limit_ns);
         if self.last[0].is_none() {
             return Verdict::Alive;
         }
@@ -134,7 +133,11 @@ mod tests {
     #[test]
     fn dead_after_missed_beats_on_both_links_only() {
         let mut d = Detector::new(100, 3, true);
-        assert_eq!(d.verdict(10_000 * MS), Verdict::Alive, "never heard: nothing declared");
+        assert_eq!(
+            d.verdict(10_000 * MS),
+            Verdict::Alive,
+            "never heard: nothing declared"
+        );
         d.on_beat(Link::Service, 0);
         d.on_beat(Link::Heartbeat, 0);
         assert_eq!(d.verdict(300 * MS), Verdict::Alive);

@@ -2,7 +2,6 @@
 //! hold, and non-fault-tolerant mode when the backup is gone (thesis table 3.3).
 
 use super::fin_hold::{self, FinHold, HoldCmd, HoldView};
-use std::sync::{Arc, Mutex};
 use super::heartbeat::{self, Detector, Link, Verdict};
 use super::{emit, sockdiag, tap};
 use crate::modes::{RoleCtx, StartedRole};
@@ -11,6 +10,7 @@ use halab_protocol::modes::st_tcp::{Command, ConnProgress, Event, Heartbeat, StT
 use halab_protocol::{ModeCommand, mono_ns};
 use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 

@@ -87,7 +87,12 @@ pub fn tcp_sockets() -> io::Result<Vec<SockInfo>> {
     req.extend_from_slice(&1u32.to_ne_bytes());
     req.extend_from_slice(&0u32.to_ne_bytes());
     // inet_diag_req_v2: family, protocol, ext (bit INET_DIAG_INFO-1), pad, states.
-    req.extend_from_slice(&[libc::AF_INET as u8, libc::IPPROTO_TCP as u8, 1 << (INET_DIAG_INFO - 1), 0]);
+    req.extend_from_slice(&[
+        libc::AF_INET as u8,
+        libc::IPPROTO_TCP as u8,
+        1 << (INET_DIAG_INFO - 1),
+        0,
+    ]);
     let states: u32 = 0xfff & !(1 << TCP_LISTEN);
     req.extend_from_slice(&states.to_ne_bytes());
     req.extend_from_slice(&[0u8; 48]);
@@ -143,7 +148,10 @@ pub fn parse_dump(mut b: &[u8], out: &mut Vec<SockInfo>) -> io::Result<bool> {
         let len = u32_at(b, 0).unwrap_or(0) as usize;
         let ty = u16::from_ne_bytes([b[4], b[5]]);
         if len < 16 || len > b.len() {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "bad netlink length"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "bad netlink length",
+            ));
         }
         let msg = &b[16..len];
         match ty {

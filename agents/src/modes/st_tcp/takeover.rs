@@ -118,7 +118,13 @@ pub fn repair(p: &RepairParams) -> io::Result<std::net::TcpStream> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let one: libc::c_int = 1;
     set(&fd, libc::IPPROTO_TCP, TCP_REPAIR, &one, "TCP_REPAIR on")?;
-    set(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, &one, "SO_REUSEADDR")?;
+    set(
+        &fd,
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        &one,
+        "SO_REUSEADDR",
+    )?;
     let local = sockaddr(p.vip, p.key.port);
     // SAFETY: pointer and length describe `local`.
     if unsafe {
@@ -130,12 +136,39 @@ pub fn repair(p: &RepairParams) -> io::Result<std::net::TcpStream> {
     } != 0
     {
         let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("bind {}:{}: {e}", p.vip, p.key.port)));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("bind {}:{}: {e}", p.vip, p.key.port),
+        ));
     }
-    set(&fd, libc::IPPROTO_TCP, TCP_REPAIR_QUEUE, &TCP_SEND_QUEUE, "queue send")?;
-    set(&fd, libc::IPPROTO_TCP, TCP_QUEUE_SEQ, &p.snd_seq, "send seq")?;
-    set(&fd, libc::IPPROTO_TCP, TCP_REPAIR_QUEUE, &TCP_RECV_QUEUE, "queue recv")?;
-    set(&fd, libc::IPPROTO_TCP, TCP_QUEUE_SEQ, &p.rcv_seq, "recv seq")?;
+    set(
+        &fd,
+        libc::IPPROTO_TCP,
+        TCP_REPAIR_QUEUE,
+        &TCP_SEND_QUEUE,
+        "queue send",
+    )?;
+    set(
+        &fd,
+        libc::IPPROTO_TCP,
+        TCP_QUEUE_SEQ,
+        &p.snd_seq,
+        "send seq",
+    )?;
+    set(
+        &fd,
+        libc::IPPROTO_TCP,
+        TCP_REPAIR_QUEUE,
+        &TCP_RECV_QUEUE,
+        "queue recv",
+    )?;
+    set(
+        &fd,
+        libc::IPPROTO_TCP,
+        TCP_QUEUE_SEQ,
+        &p.rcv_seq,
+        "recv seq",
+    )?;
     if let Some(ts) = p.tsval {
         set(&fd, libc::IPPROTO_TCP, TCP_TIMESTAMP, &ts, "TCP_TIMESTAMP")?;
     }
@@ -181,7 +214,13 @@ pub fn repair(p: &RepairParams) -> io::Result<std::net::TcpStream> {
     set(&fd, libc::IPPROTO_TCP, TCP_REPAIR, &zero, "TCP_REPAIR off")?;
     // Leaving repair mode drops the forced reuse of the port; without SO_REUSEADDR again the
     // next connection of the same service port could not be bound.
-    set(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, &one, "SO_REUSEADDR after repair")?;
+    set(
+        &fd,
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        &one,
+        "SO_REUSEADDR after repair",
+    )?;
     let s = std::net::TcpStream::from(fd);
     s.set_nonblocking(true)?;
     let _ = s.set_nodelay(true);

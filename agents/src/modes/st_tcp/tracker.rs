@@ -56,7 +56,7 @@ pub fn parse_ipv4(p: &[u8]) -> Option<Segment<'_>> {
         return None;
     }
     let ihl = ((vihl & 0x0f) as usize) * 4;
-    if ihl < 20 || *p.get(9)? != 6 {
+    if ihl < 20 || p.len() < ihl || p[9] != 6 {
         return None;
     }
     // Fragments are not reassembled (TCP with PMTU discovery does not fragment).
@@ -66,12 +66,17 @@ pub fn parse_ipv4(p: &[u8]) -> Option<Segment<'_>> {
     }
     let total = u16::from_be_bytes([*p.get(2)?, *p.get(3)?]) as usize;
     // A GSO packet captured before segmentation may say 0; take what was captured then.
-    let end = if total == 0 { p.len() } else { total.min(p.len()) };
+    let end = if total == 0 {
+        p.len()
+    } else {
+        total.min(p.len())
+    };
+    // p.len() >= ihl >= 20: the addresses are there.
     let src = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
-    let dst = Ipv4Addr::new(*p.get(16)?, p[17], p[18], p[19]);
+    let dst = Ipv4Addr::new(p[16], p[17], p[18], p[19]);
     let t = p.get(ihl..end)?;
     let off = ((*t.get(12)? >> 4) as usize) * 4;
-    if off < 20 || off > t.len() {
+    if off < 20 || off > t.len() || t.len() < 20 {
         return None;
     }
     Some(Segment {
@@ -266,24 +271,34 @@ impl Tracker {
                 client_port: seg.sport,
                 port: seg.dport,
             };
-            self.from_client(key, seg, now_ns, out);
+            self.on_client_segment(key, seg, now_ns, out);
         } else if seg.src == self.vip && self.ports.contains(&seg.sport) {
             let key = ConnKey {
                 client: seg.dst,
                 client_port: seg.dport,
                 port: seg.sport,
             };
-            self.from_server(key, seg, now_ns, out);
+            self.on_server_segment(key, seg, now_ns, out);
         }
     }
 
-    fn from_client(&mut self, key: ConnKey, seg: &Segment<'_>, now: u64, out: &mut Vec<Output>) {
+    fn on_client_segment(
+        &mut self,
+        key: ConnKey,
+        seg: &Segment<'_>,
+        now: u64,
+        out: &mut Vec<Output>,
+    ) {
         if seg.flags & SYN != 0 {
             if seg.flags & ACK != 0 {
                 return;
             }
             // A retransmitted SYN of a connection we know changes nothing.
-            if self.conns.get(&key).is_some_and(|c| c.client_isn == seg.seq) {
+            if self
+                .conns
+                .get(&key)
+                .is_some_and(|c| c.client_isn == seg.seq)
+            {
                 return;
             }
             if self.conns.remove(&key).is_some() {
@@ -364,7 +379,13 @@ impl Tracker {
         }
     }
 
-    fn from_server(&mut self, key: ConnKey, seg: &Segment<'_>, now: u64, out: &mut Vec<Output>) {
+    fn on_server_segment(
+        &mut self,
+        key: ConnKey,
+        seg: &Segment<'_>,
+        now: u64,
+        out: &mut Vec<Output>,
+    ) {
         let Some(c) = self.conns.get_mut(&key) else {
             return;
         };
@@ -374,11 +395,9 @@ impl Tracker {
             out.push(Output::Closed(key));
             return;
         }
-        if seg.flags & SYN != 0 && seg.flags & ACK != 0 {
-            if seg.ack == c.client_isn.wrapping_add(1) {
-                c.server_isn = Some(seg.seq);
-                c.server_opts = parse_options(seg.options);
-            }
+        if seg.flags & SYN != 0 && seg.flags & ACK != 0 && seg.ack == c.client_isn.wrapping_add(1) {
+            c.server_isn = Some(seg.seq);
+            c.server_opts = parse_options(seg.options);
         }
         if let Some(ts) = tsval(seg.options) {
             c.server_tsval = Some((ts, now));
@@ -447,7 +466,13 @@ mod tests {
     const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
     const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
 
-    fn c2s(seq: u32, ack: u32, flags: u8, opts: &'static [u8], payload: &'static [u8]) -> Segment<'static> {
+    fn c2s(
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        opts: &'static [u8],
+        payload: &'static [u8],
+    ) -> Segment<'static> {
         Segment {
             src: CLIENT,
             dst: VIP,
@@ -491,7 +516,11 @@ mod tests {
 
     fn handshake(t: &mut Tracker, out: &mut Vec<Output>, cisn: u32, sisn: u32) {
         t.on_segment(&c2s(cisn, 0, SYN, SYN_OPTS, b""), 1, out);
-        t.on_segment(&s2c(sisn, cisn.wrapping_add(1), SYN | ACK, SYNACK_OPTS), 2, out);
+        t.on_segment(
+            &s2c(sisn, cisn.wrapping_add(1), SYN | ACK, SYNACK_OPTS),
+            2,
+            out,
+        );
         t.on_segment(
             &c2s(cisn.wrapping_add(1), sisn.wrapping_add(1), ACK, &[], b""),
             3,
@@ -551,9 +580,18 @@ mod tests {
         let base = (u32::MAX - 10).wrapping_add(1);
         t.on_segment(&c2s(2, base.wrapping_add(100), ACK, &[], b""), 4, &mut out);
         t.on_segment(&c2s(2, base.wrapping_add(50), ACK, &[], b""), 5, &mut out);
-        assert_eq!(out, vec![Output::Acked { key: KEY, upto: 100 }]);
+        assert_eq!(
+            out,
+            vec![Output::Acked {
+                key: KEY,
+                upto: 100
+            }]
+        );
         assert_eq!(t.get(&KEY).unwrap().client_ack, Some(100));
-        assert_eq!(t.get(&KEY).unwrap().server_seq(100), Some(base.wrapping_add(100)));
+        assert_eq!(
+            t.get(&KEY).unwrap().server_seq(100),
+            Some(base.wrapping_add(100))
+        );
     }
 
     #[test]
@@ -584,7 +622,9 @@ mod tests {
         // Ethernet + IPv4 + TCP with 4 bytes of payload.
         let mut f = vec![0u8; 14];
         f[12] = 0x08;
-        let mut ip = vec![0x45, 0, 0, 44, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 10, 10, 0, 0, 100];
+        let mut ip = vec![
+            0x45, 0, 0, 44, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 10, 10, 0, 0, 100,
+        ];
         let tcp = [
             0x9c, 0x40, 0x1b, 0x9e, 0, 0, 0, 5, 0, 0, 0, 9, 0x50, ACK, 0xff, 0xff, 0, 0, 0, 0,
         ];
