@@ -55,6 +55,14 @@ struct Lab {
 
 impl Lab {
     fn up(name: &str) -> Lab {
+        Lab::up_with(name, |_| {})
+    }
+
+    /// [`Lab::up`] with the st-tcp configuration changed by `tweak`.
+    fn up_with(
+        name: &str,
+        tweak: impl FnOnce(&mut halab_protocol::modes::st_tcp::StTcpConfig),
+    ) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let topo = halab::topology::parse_str(
             &topology_text(name, 200),
@@ -75,7 +83,10 @@ impl Lab {
             .enable_all()
             .build()
             .unwrap();
-        let mode = halab::modes::mode_config(&topo, &topo.run).expect("st-tcp config");
+        let mut mode = halab::modes::mode_config(&topo, &topo.run).expect("st-tcp config");
+        if let halab_protocol::ModeConfig::StTcp(c) = &mut mode {
+            tweak(c);
+        }
         let mut tb = rt
             .block_on(Testbed::up(topo, &opts))
             .unwrap_or_else(|e| panic!("up {name}: {}", halab::error::chain(&e)));
@@ -96,7 +107,7 @@ impl Lab {
         let deadline = Instant::now() + Duration::from_secs(15);
         lab.pump(deadline, |_, m| {
             if let AgentMsg::RoleState {
-                role: Role::Primary | Role::Backup,
+                role: Role::Primary | Role::Backup | Role::Logger,
                 state,
                 detail,
             } = m
@@ -104,7 +115,7 @@ impl Lab {
                 assert_eq!(*state, RoleState::Running, "{detail:?}");
                 running += 1;
             }
-            running == 2
+            running == 3
         });
         lab
     }
@@ -699,4 +710,85 @@ fn nic_down_on_the_primary_is_told_apart_and_taken_over() {
     assert_eq!(d.len(), 1);
     assert!(d[0].starts_with("service-link-lost"), "{d:?}");
     assert_eq!(mode_events(r, "takeover").len(), 1);
+}
+
+/// Must hold 4: the backup's capture drops every 7th client data segment; the backup fetches
+/// the missing bytes from the logger's ring, its replica stays in step, and a power-off of the
+/// primary at 40 % is taken over byte-exact.
+#[test]
+fn tap_omissions_are_recovered_from_the_logger_and_the_takeover_is_exact() {
+    if !netns_available("tap_omissions_are_recovered_from_the_logger") {
+        return;
+    }
+    let _s = serial();
+    let mut lab = Lab::up_with("t-st-log", |c| c.tap_drop_every = 7);
+    shape_primary("2mbit")(&lab.name);
+    let mode = lab.tb.as_ref().unwrap().mode().clone();
+    let spec = halab_protocol::ClientSpec {
+        workload: halab_protocol::Workload::Interactive,
+        seed: 42,
+        size: 0,
+        connections: 1,
+        servers: vec!["10.10.0.100".into()],
+        workload_port: halab_protocol::WORKLOAD_PORT,
+        http_port: halab_protocol::HTTP_PORT,
+        idle_timeout_ms: 1000,
+        connect_timeout_ms: 1000,
+        max_attempts: 1,
+        deadline_ms: 120_000,
+        mode,
+    };
+    let expected = 100 * 10240u64;
+    lab.rt
+        .block_on(lab.tb.as_ref().unwrap().send(
+            "client",
+            halab_protocol::ConsoleMsg::StartClient { run: 1, spec },
+        ))
+        .unwrap();
+    let reached = lab.pump(
+        Instant::now() + Duration::from_secs(60),
+        |_, m| matches!(m, AgentMsg::ClientTelemetry { bytes, .. } if *bytes >= expected * 4 / 10),
+    );
+    assert!(reached, "the client never reached 40 %");
+    lab.power_off("primary");
+    let mut result = None;
+    lab.pump(Instant::now() + Duration::from_secs(60), |_, m| {
+        if let AgentMsg::ClientDone { result: r, .. } = m {
+            result = Some((**r).clone());
+            true
+        } else {
+            false
+        }
+    });
+    lab.idle(Duration::from_millis(300));
+    let result = result.expect("the client finished");
+    let c = &result.connections[0];
+    eprintln!(
+        "logger: {:?}",
+        lab.events
+            .iter()
+            .filter(|e| e.1 == "logger-recovered")
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(c.error, None, "{c:?}");
+    assert!(c.integrity.integrity_ok, "{:?}", c.integrity);
+    assert_eq!(c.integrity.bytes_received, expected);
+    assert_eq!(c.attempts, 1);
+    assert_eq!(c.reconnected_ns, None);
+    let recovered: u64 = lab
+        .events
+        .iter()
+        .filter(|e| e.1 == "logger-recovered")
+        .map(|e| {
+            e.2.rsplit(": ")
+                .next()
+                .and_then(|b| b.trim_end_matches(" bytes").parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(
+        recovered >= 150,
+        "bytes recovered from the logger: {recovered}"
+    );
+    lab.assert_taken_over(1);
 }

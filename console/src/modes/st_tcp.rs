@@ -81,6 +81,7 @@ pub fn config(topo: &Topology, settings: &RunSettings) -> Result<StTcpConfig, St
         app_max_lag_bytes: 0,
         app_max_lag_ms: (2 * heartbeat_ms * missed as u64).max(MIN_APP_MAX_LAG_MS),
         max_delay_fin_ms: (heartbeat_ms * missed as u64).max(MIN_MAX_DELAY_FIN_MS),
+        tap_drop_every: 0,
     })
 }
 

@@ -49,6 +49,10 @@ pub struct StTcpConfig {
     /// Thesis §3.7.4 MaxDelayFIN: how long the primary holds back a FIN or RST of its
     /// application while the backup has not confirmed that its replica closed too.
     pub max_delay_fin_ms: u64,
+    /// Test knob: the backup's capture drops every n-th client data segment it sees (0: none),
+    /// as a tap omission the logger must make good (thesis §3.4).
+    #[serde(default)]
+    pub tap_drop_every: u32,
 }
 
 /// What the primary reports of one connection in each heartbeat (thesis §3.6.1), read with

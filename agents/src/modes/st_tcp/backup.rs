@@ -4,10 +4,11 @@
 //! takeover of every connection.
 
 use super::heartbeat::{self, Detector, Link, Verdict};
+use super::logger;
 use super::replica::{self, Note, Replica, ToReplica};
 use super::takeover::{RepairParams, repair};
 use super::tap::{self, Tap};
-use super::tracker::{ConnKey, Output, Tracker, parse_frame};
+use super::tracker::{ConnKey, Output, Tracker, parse_frame, unwrap};
 use super::{command, emit};
 use crate::modes::{RoleCtx, StartedRole};
 use crate::roles::{start_server_process, supervise_server};
@@ -69,6 +70,22 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
             None
         }
     };
+    let logger = match &cfg.logger {
+        None => None,
+        Some(l) => {
+            let addr: std::net::IpAddr = l
+                .service_addr
+                .parse()
+                .map_err(|e| format!("logger address {}: {e}", l.service_addr))?;
+            let sock = tokio::net::UdpSocket::bind(("0.0.0.0", 0))
+                .await
+                .map_err(|e| format!("logger query socket: {e}"))?;
+            Some((
+                sock,
+                std::net::SocketAddr::new(addr, halab_protocol::modes::st_tcp::LOGGER_PORT),
+            ))
+        }
+    };
     let task = tokio::spawn(async move {
         let _rst_guard = rst_guard;
         let mut b = Backup {
@@ -97,6 +114,9 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
             held_since: HashMap::new(),
             seq: 0,
             last_primary_seq: 0,
+            logger,
+            recovered: HashMap::new(),
+            client_segments: 0,
             cancel: cancel.clone(),
         };
         b.run(Some(tap), notes_rx, cmd_rx).await;
@@ -192,6 +212,12 @@ struct Backup {
     seq: u64,
     /// The latest primary beat taken (each comes once per link).
     last_primary_seq: u64,
+    /// Where missed client bytes are asked for (the logger), if there is a logger.
+    logger: Option<(tokio::net::UdpSocket, std::net::SocketAddr)>,
+    /// Client bytes recovered from the logger since the last report, per connection.
+    recovered: HashMap<ConnKey, u64>,
+    /// Client data segments seen, for the test knob `tap_drop_every`.
+    client_segments: u64,
     cancel: CancellationToken,
 }
 
@@ -211,12 +237,24 @@ impl Backup {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut beat_every = 0u32;
         let mut buf = vec![0u8; 64 * 1024];
+        let mut lbuf = vec![0u8; 64 * 1024];
         let peer = super::primary::peers(&self.cfg.primary);
         let mut outs = Vec::new();
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
-                r = next_frames(&mut tap, &mut self.tracker, &mut outs), if tap.is_some() => {
+                r = recv_answer(&self.logger, &mut lbuf) => {
+                    if let Some(n) = r {
+                        self.on_answer(&lbuf[..n], &mut outs);
+                        self.route(&mut outs);
+                    }
+                }
+                r = next_frames(
+                    &mut tap,
+                    &mut self.tracker,
+                    &mut outs,
+                    (self.cfg.tap_drop_every, &mut self.client_segments),
+                ), if tap.is_some() => {
                     if let Err(e) = r {
                         tracing::warn!(error = %e, "st-tcp: tap failed");
                         tap = None;
@@ -229,6 +267,8 @@ impl Backup {
                     if beat_every.is_multiple_of(2) {
                         self.beat(&peer).await;
                     }
+                    self.ask_logger().await;
+                    self.report_recovered().await;
                     self.check().await;
                 }
                 r = self.sock.recv_from(&mut buf) => {
@@ -270,6 +310,7 @@ impl Backup {
                                 }
                                 self.route(&mut outs);
                                 tap = None;
+                                self.fetch_gaps_now(&mut lbuf, &mut outs).await;
                                 self.takeover().await;
                             }
                             Some(e) => {
@@ -298,6 +339,80 @@ impl Backup {
             }
         }
         self.reset().await;
+    }
+
+    /// Asks the logger for every gap in the client streams the tap left.
+    async fn ask_logger(&mut self) {
+        let Some((sock, addr)) = &self.logger else {
+            return;
+        };
+        for (key, c) in self.tracker.conns() {
+            for (from, to) in c.gaps() {
+                let req = logger::Request {
+                    key: *key,
+                    seq: c.client_seq(from),
+                    len: (to - from).min(1 << 20) as u32,
+                };
+                let _ = sock.send_to(&req.encode(), addr).await;
+            }
+        }
+    }
+
+    /// Fills a gap with the logger's answer.
+    fn on_answer(&mut self, b: &[u8], outs: &mut Vec<Output>) {
+        let Some((key, seq, bytes)) = logger::decode_answer(b) else {
+            return;
+        };
+        let Some(c) = self.tracker.get(&key) else {
+            return;
+        };
+        let Some(at) = unwrap(seq, c.client_isn.wrapping_add(1), c.client_next) else {
+            return;
+        };
+        let before = c.client_next;
+        self.tracker.fill(key, at, bytes, outs);
+        let after = self.tracker.get(&key).map_or(before, |c| c.client_next);
+        // Only the answer's own bytes that closed a gap count (the bytes behind the gap that
+        // it released came from the tap).
+        let new = (at + bytes.len() as u64)
+            .min(after)
+            .saturating_sub(at.max(before));
+        if new > 0 {
+            *self.recovered.entry(key).or_default() += new;
+        }
+    }
+
+    async fn report_recovered(&mut self) {
+        for (key, bytes) in std::mem::take(&mut self.recovered) {
+            emit(
+                &self.outbound,
+                Event::LoggerRecovered {
+                    at_ns: mono_ns(),
+                    connection: key.to_string(),
+                    bytes,
+                },
+            )
+            .await;
+        }
+    }
+
+    /// Before a takeover: every gap filled from the logger if it can be, within 300 ms.
+    async fn fetch_gaps_now(&mut self, lbuf: &mut [u8], outs: &mut Vec<Output>) {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+        while self.tracker.conns().any(|(_, c)| !c.gaps().is_empty()) && self.logger.is_some() {
+            self.ask_logger().await;
+            let until = (tokio::time::Instant::now() + Duration::from_millis(50)).min(deadline);
+            while let Ok(Some(n)) =
+                tokio::time::timeout_at(until, recv_answer(&self.logger, lbuf)).await
+            {
+                self.on_answer(&lbuf[..n], outs);
+                self.route(outs);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+        }
+        self.report_recovered().await;
     }
 
     /// Hands the tracker's news to the replicas.
@@ -665,19 +780,39 @@ impl Backup {
     }
 }
 
-/// Waits for the next frames and feeds them to the tracker.
+/// Waits for the next frames and feeds them to the tracker; `drop` = (every n-th client data
+/// segment is dropped, 0: none; the count so far), the test knob of a lossy tap.
 async fn next_frames(
     tap: &mut Option<Tap>,
     tracker: &mut Tracker,
     outs: &mut Vec<Output>,
+    drop: (u32, &mut u64),
 ) -> std::io::Result<()> {
     let Some(t) = tap.as_mut() else {
         return std::future::pending().await;
     };
+    let (every, seen) = drop;
     t.next_batch(|f| {
         if let Some(seg) = parse_frame(f) {
+            if every > 0 && !seg.payload.is_empty() && tracker.is_to_service(&seg) {
+                *seen += 1;
+                if (*seen).is_multiple_of(every as u64) {
+                    return;
+                }
+            }
             tracker.on_segment(&seg, mono_ns(), outs);
         }
     })
     .await
+}
+
+/// The next answer of the logger, if there is a logger (else never).
+async fn recv_answer(
+    logger: &Option<(tokio::net::UdpSocket, std::net::SocketAddr)>,
+    buf: &mut [u8],
+) -> Option<usize> {
+    match logger {
+        None => std::future::pending().await,
+        Some((sock, _)) => sock.recv_from(buf).await.ok().map(|(n, _)| n),
+    }
 }

@@ -8,11 +8,13 @@
 //!   ([`replica`]) against its own workload server on the loopback, the failure detector
 //!   ([`heartbeat`], lag and FIN checks in [`backup`]), and on failure: fence request to the
 //!   console, service address, gratuitous ARP and TCP_REPAIR takeover ([`takeover`]).
-//! - logger: nothing yet beyond being present (its segment ring is not built).
+//! - logger: a bounded ring of tapped client segments the backup fetches missed bytes from
+//!   ([`logger`]).
 
 mod backup;
 mod fin_hold;
 pub mod heartbeat;
+pub mod logger;
 mod primary;
 pub mod replica;
 pub mod sockdiag;
@@ -30,6 +32,7 @@ pub async fn start_role(ctx: RoleCtx, cfg: &StTcpConfig) -> Result<StartedRole, 
     match ctx.role {
         Role::Primary => primary::start(ctx, cfg.clone()).await,
         Role::Backup => backup::start(ctx, cfg.clone()).await,
+        Role::Logger => logger::start(ctx, cfg.clone()).await,
         _ => {
             let RoleCtx { role, cancel, .. } = ctx;
             Ok(StartedRole {

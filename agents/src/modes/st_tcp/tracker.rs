@@ -247,6 +247,11 @@ impl Tracker {
         }
     }
 
+    /// Whether `seg` goes from a client to the service.
+    pub fn is_to_service(&self, seg: &Segment<'_>) -> bool {
+        seg.dst == self.vip && self.ports.contains(&seg.dport)
+    }
+
     pub fn get(&self, key: &ConnKey) -> Option<&Conn> {
         self.conns.get(key)
     }
