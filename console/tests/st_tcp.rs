@@ -792,3 +792,18 @@ fn tap_omissions_are_recovered_from_the_logger_and_the_takeover_is_exact() {
     );
     lab.assert_taken_over(1);
 }
+
+/// The shipped st-tcp experiment loads, and this version accepts it (st-tcp is supported).
+#[test]
+fn the_shipped_sttcp_experiment_is_accepted() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/sttcp-heartbeat.toml");
+    let exp = halab::experiment::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    halab::run::runner::check_supported(&exp).expect("st-tcp runs");
+    assert_eq!(exp.runs().len(), 9);
+    let cfg = halab::modes::st_tcp::config(&exp.topology, &exp.runs()[0].settings).unwrap();
+    assert_eq!(cfg.vip, "10.10.0.100");
+    assert_eq!(cfg.heartbeat_iface.as_deref(), Some("heartbeat"));
+    assert_eq!(cfg.backup.heartbeat_addr.as_deref(), Some("10.10.1.2"));
+    assert_eq!(cfg.logger.as_ref().map(|l| l.host.as_str()), Some("logger"));
+    assert_eq!(cfg.heartbeat_ms, 50);
+}
