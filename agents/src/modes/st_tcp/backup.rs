@@ -32,8 +32,8 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
         .vip
         .parse()
         .map_err(|e| format!("service address {}: {e}", cfg.vip))?;
-    let tap =
-        Tap::open(&cfg.service_iface).map_err(|e| format!("tap on {}: {e}", cfg.service_iface))?;
+    let tap = Tap::open(&cfg.service_iface, vip)
+        .map_err(|e| format!("tap on {}: {e}", cfg.service_iface))?;
     let sock = heartbeat::socket()
         .await
         .map_err(|e| format!("heartbeat socket: {e}"))?;
@@ -326,7 +326,7 @@ impl Backup {
                     }
                     Some(ModeCommand::StTcp(Command::Reset)) => {
                         self.reset().await;
-                        tap = match Tap::open(&self.cfg.service_iface) {
+                        tap = match Tap::open(&self.cfg.service_iface, self.vip) {
                             Ok(t) => Some(t),
                             Err(e) => {
                                 tracing::warn!(error = %e, "st-tcp: tap not reopened");
@@ -703,11 +703,23 @@ impl Backup {
             if conn.client_fin.is_some() && self.ended.contains_key(&key) {
                 continue;
             }
-            let result = match RepairParams::from_conn(self.vip, key, conn, now) {
+            // The client's ACK as the tap saw it, or as the primary last reported it if that
+            // is further (a tap that fell behind): starting below the client's real ACK would
+            // make every ACK it sends lie beyond what we sent, which the kernel ignores.
+            let from = conn
+                .client_ack
+                .unwrap_or(0)
+                .max(self.lag.get(&key).map_or(0, |w| w.last.last_ack_received));
+            let params = RepairParams::from_conn(self.vip, key, conn, now).map(|mut p| {
+                if let Some(seq) = conn.server_seq(from) {
+                    p.snd_seq = seq;
+                }
+                p
+            });
+            let result = match params {
                 None => Err("handshake not seen whole".to_string()),
                 Some(p) => repair(&p).map_err(|e| e.to_string()).and_then(|sock| {
                     let (done, rx) = oneshot::channel();
-                    let from = conn.client_ack.unwrap_or(0);
                     r.tx.send(ToReplica::TakeOver { sock, from, done })
                         .map_err(|_| "replica gone".to_string())
                         .map(|()| rx)

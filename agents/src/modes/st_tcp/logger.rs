@@ -147,8 +147,8 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
         .vip
         .parse()
         .map_err(|e| format!("service address {}: {e}", cfg.vip))?;
-    let mut tap =
-        Tap::open(&cfg.service_iface).map_err(|e| format!("tap on {}: {e}", cfg.service_iface))?;
+    let mut tap = Tap::open(&cfg.service_iface, vip)
+        .map_err(|e| format!("tap on {}: {e}", cfg.service_iface))?;
     let sock = tokio::net::UdpSocket::bind(("0.0.0.0", LOGGER_PORT))
         .await
         .map_err(|e| format!("logger socket: {e}"))?;

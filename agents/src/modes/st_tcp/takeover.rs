@@ -14,6 +14,7 @@ const TCP_REPAIR_QUEUE: i32 = 20;
 const TCP_QUEUE_SEQ: i32 = 21;
 const TCP_REPAIR_OPTIONS: i32 = 22;
 const TCP_TIMESTAMP: i32 = 24;
+const TCP_REPAIR_WINDOW: i32 = 29;
 const TCP_RECV_QUEUE: u32 = 1;
 const TCP_SEND_QUEUE: u32 = 2;
 const TCPOPT_MSS: u32 = 2;
@@ -37,6 +38,9 @@ pub struct RepairParams {
     pub sack: bool,
     /// The timestamp value our clock must continue from, if timestamps are in use.
     pub tsval: Option<u32>,
+    /// The client's window (scaled, bytes) and the one the primary advertised (scaled).
+    pub snd_wnd: u32,
+    pub rcv_wnd: u32,
 }
 
 impl RepairParams {
@@ -64,8 +68,14 @@ impl RepairParams {
         } else {
             None
         };
+        let (cs, ss) = wscale.unwrap_or((0, 0));
+        let snd_wnd = (c.client_window as u32) << cs;
+        // Never advertise less than a segment, or a zero window would stall the client.
+        let rcv_wnd = ((c.server_window as u32) << ss).max(65535);
         Some(RepairParams {
             vip,
+            snd_wnd,
+            rcv_wnd,
             key,
             snd_seq,
             rcv_seq: c.client_seq(rcv),
@@ -210,6 +220,24 @@ pub fn repair(p: &RepairParams) -> io::Result<std::net::TcpStream> {
         let e = io::Error::last_os_error();
         return Err(io::Error::new(e.kind(), format!("TCP_REPAIR_OPTIONS: {e}")));
     }
+    // The windows: without them the socket starts from a zero send window and, worse, from a
+    // window-update sequence (snd_wl1) that ignores the client's pure ACKs, so a client whose
+    // window once closes never opens it again for us. struct tcp_repair_window { snd_wl1,
+    // snd_wnd, max_window, rcv_wnd, rcv_wup }.
+    let win: [u32; 5] = [
+        p.rcv_seq.wrapping_sub(1),
+        p.snd_wnd,
+        p.snd_wnd.max(p.mss as u32),
+        p.rcv_wnd,
+        p.rcv_seq,
+    ];
+    set(
+        &fd,
+        libc::IPPROTO_TCP,
+        TCP_REPAIR_WINDOW,
+        &win,
+        "TCP_REPAIR_WINDOW",
+    )?;
     let zero: libc::c_int = 0;
     set(&fd, libc::IPPROTO_TCP, TCP_REPAIR, &zero, "TCP_REPAIR off")?;
     // Leaving repair mode drops the forced reuse of the port; without SO_REUSEADDR again the

@@ -89,9 +89,49 @@ pub struct Tap {
     buf: Vec<u8>,
 }
 
+/// Bytes kept of a frame the service sent: its headers (Ethernet, IPv4 and TCP with options
+/// fit), as the tracker needs nothing of the server's payload.
+const SERVER_SNAP: u32 = 160;
+
+/// A classic BPF filter run by the kernel on every frame: IPv4 only; frames from `vip` cut to
+/// their headers, the rest kept whole. The bulk of a download is the server's, so the capture
+/// copies (and queues) a fraction of it.
+fn attach_filter(fd: &OwnedFd, vip: Ipv4Addr) -> io::Result<()> {
+    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    let prog = [
+        op(0x28, 0, 0, 12),             // ldh [12]: ethertype
+        op(0x15, 0, 4, 0x0800),         // not IPv4 -> drop
+        op(0x20, 0, 0, 26),             // ld [26]: IPv4 source
+        op(0x15, 0, 1, u32::from(vip)), // from the service?
+        op(0x06, 0, 0, SERVER_SNAP),    // yes: headers only
+        op(0x06, 0, 0, 256 * 1024),     // no: whole
+        op(0x06, 0, 0, 0),              // drop
+    ];
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: fprog points at `prog`, which outlives the call (the kernel copies it).
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            &fprog as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::sock_fprog>() as u32,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 impl Tap {
-    pub fn open(iface: &str) -> io::Result<Tap> {
+    /// Opens the capture on `iface`; frames from `vip` are cut to their headers.
+    pub fn open(iface: &str, vip: Ipv4Addr) -> io::Result<Tap> {
         let (fd, index) = packet_socket(iface, ETH_P_ALL)?;
+        attach_filter(&fd, vip)?;
         // SAFETY: packet_mreq is plain old data; zeroed is valid.
         let mut mreq: libc::packet_mreq = unsafe { std::mem::zeroed() };
         mreq.mr_ifindex = index as i32;

@@ -26,6 +26,8 @@ pub struct Segment<'a> {
     pub seq: u32,
     pub ack: u32,
     pub flags: u8,
+    /// The advertised window, unscaled.
+    pub window: u16,
     pub options: &'a [u8],
     pub payload: &'a [u8],
 }
@@ -87,6 +89,7 @@ pub fn parse_ipv4(p: &[u8]) -> Option<Segment<'_>> {
         seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
         ack: u32::from_be_bytes([t[8], t[9], t[10], t[11]]),
         flags: t[13],
+        window: u16::from_be_bytes([t[14], t[15]]),
         options: &t[20..off],
         payload: &t[off..],
     })
@@ -173,6 +176,9 @@ pub struct Conn {
     pub client_tsval: Option<u32>,
     pub client_fin: Option<u64>,
     pub server_fin: bool,
+    /// The latest windows each side advertised (unscaled, as on the wire).
+    pub client_window: u16,
+    pub server_window: u16,
     /// Last segment from either side.
     pub last_seen_ns: u64,
 }
@@ -325,6 +331,8 @@ impl Tracker {
                     client_tsval: opts.tsval,
                     client_fin: None,
                     server_fin: false,
+                    client_window: seg.window,
+                    server_window: 0,
                     last_seen_ns: now,
                 },
             );
@@ -343,6 +351,7 @@ impl Tracker {
         if let Some(ts) = tsval(seg.options) {
             c.client_tsval = Some(ts);
         }
+        c.client_window = seg.window;
         // ACK of the server's stream (the SYN-ACK itself is offset −1: not a byte).
         if seg.flags & ACK != 0
             && let Some(isn) = c.server_isn
@@ -407,6 +416,7 @@ impl Tracker {
         if let Some(ts) = tsval(seg.options) {
             c.server_tsval = Some((ts, now));
         }
+        c.server_window = seg.window;
         if seg.flags & FIN != 0 {
             c.server_fin = true;
             if c.client_fin.is_some_and(|f| f == c.client_next) {
@@ -486,6 +496,7 @@ mod tests {
             seq,
             ack,
             flags,
+            window: 512,
             options: opts,
             payload,
         }
@@ -500,6 +511,7 @@ mod tests {
             seq,
             ack,
             flags,
+            window: 512,
             options: opts,
             payload: &[],
         }
