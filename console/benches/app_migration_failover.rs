@@ -8,6 +8,7 @@
 //! Environment: HALAB_BENCH_ROUNDS (runs per cell, default 20), HALAB_BENCH_BYTES (download
 //! size, default 1 GB), HALAB_BENCH_TRIGGERS (`server,client` by default).
 
+#[allow(dead_code)] // each benchmark uses a part of it
 mod common;
 
 use common::env_u64;

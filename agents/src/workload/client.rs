@@ -285,12 +285,29 @@ impl Client<'_> {
     }
 }
 
+/// Idle timeout of a client under st-tcp: the takeover happens under it, on the same
+/// connection, so only a failed takeover may end it.
+const ST_TCP_IDLE_TIMEOUT_MS: u64 = 30_000;
+
 async fn connection(
     index: u32,
     spec: &ClientSpec,
     stop: CancellationToken,
     live: Arc<Live>,
 ) -> ConnectionResult {
+    // st-tcp (DESIGN §5): an unmodified client of the service address that never reconnects;
+    // the failover is the backup's business. A failure ends the connection with its error.
+    let st_tcp_spec;
+    let spec = if matches!(spec.mode, halab_protocol::ModeConfig::StTcp(_)) {
+        let mut s = spec.clone();
+        s.servers.truncate(1);
+        s.max_attempts = 1;
+        s.idle_timeout_ms = s.idle_timeout_ms.max(ST_TCP_IDLE_TIMEOUT_MS);
+        st_tcp_spec = s;
+        &st_tcp_spec
+    } else {
+        spec
+    };
     let seed = spec.seed.wrapping_add(index as u64);
     let (check_seed, expected) = match spec.workload {
         Workload::Echo => (seed, EXCHANGES * REQUEST_LEN as u64),

@@ -1,6 +1,4 @@
 //! What the console's benchmarks share: settings from the environment and the agent binary.
-// Each bench compiles this module on its own and uses only some of it.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 

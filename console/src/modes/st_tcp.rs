@@ -1,34 +1,203 @@
-//! Mode st-tcp, console side (DESIGN §5; thesis chapter 3, paper 003).
+//! Mode st-tcp, console side (DESIGN §5; thesis chapter 3, paper 003): tells primary, backup
+//! and logger about each other, fences the primary when the backup asks (then answers the
+//! backup, which only takes over once the primary is surely dead), and after a run gives the
+//! service address back to the primary.
 
 use super::EventSummary;
 use crate::testbed::Testbed;
-use crate::topology::{RunSettings, Topology};
-use halab_protocol::modes::st_tcp::{Event, StTcpConfig};
+use crate::topology::{Host, RunSettings, Topology};
+use halab_protocol::modes::st_tcp::{Command, Event, StTcpConfig, StTcpPeer};
+use halab_protocol::{ConsoleMsg, HTTP_PORT, ModeCommand, Role, WORKLOAD_PORT};
+
+/// Defaults of the mode's parameters the topology does not set.
+const DEFAULT_HEARTBEAT_MS: u64 = 200;
+const DEFAULT_MISSED: u32 = 3;
+/// AppMaxLagTime (thesis §3.7.3) at least: the primary's application must make no progress
+/// while the replica has for this long. Generous, as a busy primary (20 connections served by
+/// one thread on a loaded machine) can leave one connection unserved for a second.
+const MIN_APP_MAX_LAG_MS: u64 = 3000;
+/// MaxDelayFIN (thesis §3.7.4) at least.
+const MIN_MAX_DELAY_FIN_MS: u64 = 1000;
 
 /// Whether this version runs st-tcp.
 pub fn supported() -> Result<(), String> {
-    Err("mode `st-tcp` cannot be run yet: it is not implemented".into())
+    Ok(())
 }
 
 /// What primary, backup and logger of an st-tcp run are told about each other.
 pub fn config(topo: &Topology, settings: &RunSettings) -> Result<StTcpConfig, String> {
-    let _ = (topo, settings);
-    Err("mode `st-tcp` is not implemented in this version".into())
+    let service = topo.service_network();
+    let one = |role: Role| -> Result<&Host, String> {
+        let mut it = topo.hosts_with(role);
+        let h = it
+            .next()
+            .ok_or_else(|| format!("st-tcp needs a host with role {role}"))?;
+        if it.next().is_some() {
+            return Err(format!("st-tcp takes exactly one {role} host"));
+        }
+        Ok(h)
+    };
+    let primary = one(Role::Primary)?;
+    let backup = one(Role::Backup)?;
+    // The dedicated heartbeat link: a network other than the service one that both share.
+    let heartbeat = topo.networks.iter().find(|n| {
+        n.name != service.name
+            && primary.addresses.contains_key(&n.name)
+            && backup.addresses.contains_key(&n.name)
+    });
+    let peer = |h: &Host| -> Result<StTcpPeer, String> {
+        Ok(StTcpPeer {
+            host: h.name.clone(),
+            service_addr: h
+                .addresses
+                .get(&service.name)
+                .ok_or_else(|| format!("host {} has no address on {}", h.name, service.name))?
+                .to_string(),
+            heartbeat_addr: heartbeat
+                .and_then(|n| h.addresses.get(&n.name))
+                .map(|a| a.to_string()),
+        })
+    };
+    if !service.hub && topo.provider == crate::topology::Provider::Local {
+        return Err(format!(
+            "st-tcp needs the service network `{}` in hub mode (hub = true) so the backup sees \
+             the primary's traffic",
+            service.name
+        ));
+    }
+    let heartbeat_ms = settings.heartbeat_ms.unwrap_or(DEFAULT_HEARTBEAT_MS);
+    let missed = settings.missed_heartbeats.unwrap_or(DEFAULT_MISSED);
+    Ok(StTcpConfig {
+        heartbeat_ms,
+        missed_heartbeats: missed,
+        vip: topo.service_address.to_string(),
+        vip_prefix: service.subnet.prefix_len(),
+        service_iface: service.name.clone(),
+        heartbeat_iface: heartbeat.map(|n| n.name.clone()),
+        primary: peer(primary)?,
+        backup: peer(backup)?,
+        logger: topo.hosts_with(Role::Logger).next().map(peer).transpose()?,
+        service_ports: vec![WORKLOAD_PORT, HTTP_PORT],
+        app_max_lag_bytes: 0,
+        app_max_lag_ms: (2 * heartbeat_ms * missed as u64).max(MIN_APP_MAX_LAG_MS),
+        max_delay_fin_ms: (heartbeat_ms * missed as u64).max(MIN_MAX_DELAY_FIN_MS),
+        tap_drop_every: 0,
+    })
 }
 
 /// Summarises an event of this mode for the run's record.
 pub fn describe(event: &Event) -> EventSummary {
-    match *event {}
+    let (at, kind, detail) = match event {
+        Event::Detect {
+            at_ns,
+            reason,
+            detail,
+        } => (*at_ns, "detect", format!("{reason}: {detail}")),
+        Event::FenceRequest { at_ns, host, why } => (*at_ns, "fence", format!("{host}: {why}")),
+        Event::Takeover {
+            at_ns,
+            connection,
+            resent,
+            error,
+        } => (
+            *at_ns,
+            "takeover",
+            match error {
+                None => format!("{connection}: {resent} bytes sent at once"),
+                Some(e) => format!("{connection}: failed: {e}"),
+            },
+        ),
+        Event::TakeoverDone {
+            at_ns,
+            connections,
+            failed,
+        } => (
+            *at_ns,
+            "takeover-done",
+            format!("{connections} connections, {failed} failed"),
+        ),
+        Event::NonFaultTolerant { at_ns, reason } => (*at_ns, "non-fault-tolerant", reason.clone()),
+        Event::LoggerRecovered {
+            at_ns,
+            connection,
+            bytes,
+        } => (
+            *at_ns,
+            "logger-recovered",
+            format!("{connection}: {bytes} bytes"),
+        ),
+        Event::FinHeld {
+            at_ns,
+            connection,
+            outcome,
+        } => (*at_ns, "fin-held", format!("{connection}: {outcome}")),
+        Event::Error { at_ns, message } => (*at_ns, "error", message.clone()),
+    };
+    EventSummary {
+        agent_ns: Some(at),
+        kind,
+        detail,
+    }
 }
 
-/// Acts on an event of this mode from `host` during a run.
+/// Acts on an event of this mode from `host` during a run: a fence request powers the primary
+/// off (idempotent) and tells the backup whether that worked.
 pub async fn on_event(testbed: &mut Testbed, host: &str, event: &Event) -> Result<(), String> {
-    let _ = (testbed, host);
-    match *event {}
+    let Event::FenceRequest {
+        host: target, why, ..
+    } = event
+    else {
+        return Ok(());
+    };
+    let error = testbed
+        .fence(target, why)
+        .await
+        .err()
+        .map(|e| crate::error::chain(&e));
+    let answer = ConsoleMsg::Mode {
+        command: ModeCommand::StTcp(Command::Fenced {
+            host: target.clone(),
+            error: error.clone(),
+        }),
+    };
+    testbed
+        .send(host, answer)
+        .await
+        .map_err(|e| crate::error::chain(&e))?;
+    match error {
+        None => Ok(()),
+        Some(e) => Err(format!("fencing {target}: {e}")),
+    }
 }
 
-/// Brings the testbed back to this mode's starting state after a run.
+/// Brings the testbed back to this mode's starting state after a run: the backup drops what it
+/// took over and gives the service address back, then a fenced primary is powered on again
+/// (its role announces the service address) or, if it ran on, announces it again.
 pub async fn after_run(testbed: &mut Testbed, cfg: &StTcpConfig) -> Result<(), String> {
-    let _ = (testbed, cfg);
+    let reset = || ConsoleMsg::Mode {
+        command: ModeCommand::StTcp(Command::Reset),
+    };
+    testbed
+        .send(&cfg.backup.host, reset())
+        .await
+        .map_err(|e| crate::error::chain(&e))?;
+    // The backup removes the address before the primary announces it.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let off = testbed
+        .snapshot()
+        .hosts
+        .iter()
+        .any(|h| h.name == cfg.primary.host && h.state == crate::state::HostState::PoweredOff);
+    if off {
+        testbed
+            .power_on(&cfg.primary.host)
+            .await
+            .map_err(|e| crate::error::chain(&e))?;
+    } else {
+        testbed
+            .send(&cfg.primary.host, reset())
+            .await
+            .map_err(|e| crate::error::chain(&e))?;
+    }
     Ok(())
 }

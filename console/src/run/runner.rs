@@ -915,6 +915,17 @@ pub fn compose(
     r.takeover_ms = figures.takeover_ms;
     r.stall_ms = figures.stall_ms;
     r.integrity = figures.integrity;
+    if plan.settings.mode == crate::topology::Mode::StTcp {
+        // st-tcp: the client never reconnects; detection and takeover are the backup's
+        // (its mode events), and the client resumes with the first bytes after the takeover.
+        st_tcp_figures(
+            &mut r,
+            &mode_events,
+            fault_ns.map(|f| (f - start as f64) / 1e6),
+            start,
+            cs,
+        );
+    }
     for c in cs {
         // Buckets of every connection, aligned on the run's start.
         let shift = (c.meter.start_ns.saturating_sub(start) / 10_000_000) as usize;
@@ -952,4 +963,42 @@ pub fn compose(
         r.size = None;
     }
     r
+}
+
+/// st-tcp's detect, takeover and failover figures (ms after T_fault) from the backup's mode
+/// events: T_detect the first `detect`, T_takeover the last connection's `takeover`; T_resume
+/// the end of the first 10 ms bucket with bytes at or after T_takeover, worst over connections.
+fn st_tcp_figures(
+    r: &mut RunRecord,
+    events: &[ModeEventRecord],
+    fault_ms: Option<f64>,
+    start_ns: u64,
+    cs: &[halab_protocol::ConnectionResult],
+) {
+    let Some(fault_ms) = fault_ms else {
+        return;
+    };
+    let at = |kind: &'static str| {
+        events
+            .iter()
+            .filter(move |e| e.kind == kind)
+            .filter_map(|e| e.at_ms)
+    };
+    r.detect_ms = at("detect").reduce(f64::min).map(|t| t - fault_ms);
+    let takeover = at("takeover").reduce(f64::max);
+    r.takeover_ms = takeover.map(|t| t - fault_ms);
+    r.failover_ms = takeover.and_then(|t| {
+        cs.iter()
+            .filter_map(|c| {
+                let start_ms = (c.meter.start_ns as f64 - start_ns as f64) / 1e6;
+                c.meter
+                    .buckets_10ms
+                    .iter()
+                    .enumerate()
+                    .map(|(k, b)| (start_ms + (k + 1) as f64 * 10.0, *b))
+                    .find(|(end, b)| *b > 0 && *end >= t)
+                    .map(|(end, _)| end - fault_ms)
+            })
+            .reduce(f64::max)
+    });
 }

@@ -4,6 +4,13 @@
 
 use serde::{Deserialize, Serialize};
 
+/// UDP port heartbeats travel on (primary → backup and backup → primary, both links).
+pub const HEARTBEAT_PORT: u16 = 7400;
+/// UDP port of the logger's segment ring (requests from the backup, answers to it).
+pub const LOGGER_PORT: u16 = 7401;
+/// Ports of the backup's replica server on its loopback (workload, http).
+pub const REPLICA_PORTS: (u16, u16) = (17070, 18080);
+
 /// A host of the st-tcp group and its addresses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,14 +39,115 @@ pub struct StTcpConfig {
     pub primary: StTcpPeer,
     pub backup: StTcpPeer,
     pub logger: Option<StTcpPeer>,
+    /// The service's TCP ports (workload protocol, http): the connections the backup tracks.
+    pub service_ports: Vec<u16>,
+    /// Thesis §3.7.3 AppMaxLagBytes: how far the primary's application may fall behind the
+    /// replica (bytes) ...
+    pub app_max_lag_bytes: u64,
+    /// ... for how long (AppMaxLagTime, ms) before it counts as hung.
+    pub app_max_lag_ms: u64,
+    /// Thesis §3.7.4 MaxDelayFIN: how long the primary holds back a FIN or RST of its
+    /// application while the backup has not confirmed that its replica closed too.
+    pub max_delay_fin_ms: u64,
+    /// Test knob: the backup's capture drops every n-th client data segment it sees (0: none),
+    /// as a tap omission the logger must make good (thesis §3.4).
+    #[serde(default)]
+    pub tap_drop_every: u32,
+}
+
+/// What the primary reports of one connection in each heartbeat (thesis §3.6.1), read with
+/// sock_diag from the kernel: offsets from the start of each direction's byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnProgress {
+    /// Client address and port, service port.
+    pub client: [u8; 4],
+    pub client_port: u16,
+    pub port: u16,
+    /// Client bytes the primary's kernel has received (tcpi_bytes_received).
+    pub last_byte_received: u64,
+    /// Server bytes the client has acknowledged (tcpi_bytes_acked).
+    pub last_ack_received: u64,
+    /// Server bytes the application has written (acked + send queue).
+    pub last_app_byte_written: u64,
+    /// Client bytes the application has read (received − receive queue).
+    pub last_app_byte_read: u64,
+}
+
+/// A heartbeat (UDP, JSON): from the primary with its connections' progress, from the backup
+/// with nothing but its sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub from: String,
+    pub seq: u64,
+    /// Which link it was sent on (`service` or `heartbeat`).
+    pub link: String,
+    pub conns: Vec<ConnProgress>,
+    /// Connections whose FIN/RST the primary holds back (client address, client port, port).
+    #[serde(default)]
+    pub held_fins: Vec<([u8; 4], u16, u16)>,
+    /// From the backup: connections whose replica closed its output, and after how many
+    /// bytes: the primary lets a FIN go only where its application closed at the same point
+    /// (thesis §3.7.4).
+    #[serde(default)]
+    pub fin_ok: Vec<([u8; 4], u16, u16, u64)>,
 }
 
 /// Console → agent requests of this mode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Command {}
+pub enum Command {
+    /// The console fenced `host` (the primary) as the backup asked; `error` when it could not.
+    Fenced { host: String, error: Option<String> },
+    /// End of a run: the backup gives the service address back, drops the connections it took
+    /// over and taps afresh; the primary announces the service address again.
+    Reset,
+}
 
 /// Agent → console events of this mode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Event {}
+pub enum Event {
+    /// The backup declared the primary failed (T_detect).
+    Detect {
+        at_ns: u64,
+        /// `heartbeats-lost`, `app-lag`, `service-link-lost`, `fin-held`.
+        reason: String,
+        detail: String,
+    },
+    /// The backup asks the console to fence `host` before it takes over.
+    FenceRequest {
+        at_ns: u64,
+        host: String,
+        why: String,
+    },
+    /// One connection taken over (T_takeover for it).
+    Takeover {
+        at_ns: u64,
+        connection: String,
+        /// Replica bytes sent at once (not yet acknowledged by the client).
+        resent: u64,
+        error: Option<String>,
+    },
+    /// Every connection has been taken over: how many, and how many failed.
+    TakeoverDone {
+        at_ns: u64,
+        connections: u32,
+        failed: u32,
+    },
+    /// The primary lost its backup and runs without fault tolerance (thesis table 3.3).
+    NonFaultTolerant { at_ns: u64, reason: String },
+    /// The backup's capture missed client bytes and fetched them from the logger.
+    LoggerRecovered {
+        at_ns: u64,
+        connection: String,
+        bytes: u64,
+    },
+    /// The primary held back a FIN/RST of its application, and what became of it.
+    FinHeld {
+        at_ns: u64,
+        connection: String,
+        outcome: String,
+    },
+    /// Something the mode could not do.
+    Error { at_ns: u64, message: String },
+}

@@ -1,0 +1,830 @@
+//! The st-tcp backup: tap, tracker and replicas in failure-free operation; failure detection
+//! from heartbeats over two links, the primary's progress against the replica's (application
+//! hang, thesis §3.7.3) and held FINs (§3.7.4); on failure the fence request, then the
+//! takeover of every connection.
+
+use super::heartbeat::{self, Detector, Link, Verdict};
+use super::logger;
+use super::replica::{self, Note, Replica, ToReplica};
+use super::takeover::{RepairParams, repair};
+use super::tap::{self, Tap};
+use super::tracker::{ConnKey, Output, Tracker, parse_frame, unwrap};
+use super::{command, emit};
+use crate::modes::{RoleCtx, StartedRole};
+use crate::roles::{start_server_process, supervise_server};
+use halab_protocol::modes::st_tcp::{
+    Command, ConnProgress, Event, Heartbeat, REPLICA_PORTS, StTcpConfig,
+};
+use halab_protocol::{AgentMsg, ModeCommand, mono_ns};
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How long a confirmed close stays in the backup's beats.
+const FIN_OK_KEEP_NS: u64 = 10_000_000_000;
+
+pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String> {
+    let vip: Ipv4Addr = cfg
+        .vip
+        .parse()
+        .map_err(|e| format!("service address {}: {e}", cfg.vip))?;
+    let tap = Tap::open(&cfg.service_iface, vip)
+        .map_err(|e| format!("tap on {}: {e}", cfg.service_iface))?;
+    let sock = heartbeat::socket()
+        .await
+        .map_err(|e| format!("heartbeat socket: {e}"))?;
+    let child = start_server_process(&[
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        REPLICA_PORTS.0.to_string(),
+        "--http-port".into(),
+        REPLICA_PORTS.1.to_string(),
+    ])
+    .await?;
+    let p = child.id().unwrap_or(0);
+    ctx.pid.store(p, Ordering::SeqCst);
+    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let RoleCtx {
+        role,
+        cancel,
+        pid,
+        outbound,
+    } = ctx;
+    let server = tokio::spawn(supervise_server(
+        role,
+        child,
+        cancel.clone(),
+        pid,
+        outbound.clone(),
+    ));
+    let (notes_tx, notes_rx) = mpsc::unbounded_channel();
+    let rst_guard = match super::fin_hold::RstGuard::install(vip, &cfg.service_ports).await {
+        Ok(g) => Some(g),
+        Err(e) => {
+            tracing::warn!(error = %e, "st-tcp: no RST guard; a takeover may reset connections");
+            None
+        }
+    };
+    let logger = match &cfg.logger {
+        None => None,
+        Some(l) => {
+            let addr: std::net::IpAddr = l
+                .service_addr
+                .parse()
+                .map_err(|e| format!("logger address {}: {e}", l.service_addr))?;
+            let sock = tokio::net::UdpSocket::bind(("0.0.0.0", 0))
+                .await
+                .map_err(|e| format!("logger query socket: {e}"))?;
+            Some((
+                sock,
+                std::net::SocketAddr::new(addr, halab_protocol::modes::st_tcp::LOGGER_PORT),
+            ))
+        }
+    };
+    let task = tokio::spawn(async move {
+        let _rst_guard = rst_guard;
+        let mut b = Backup {
+            detector: Detector::new(
+                cfg.heartbeat_ms,
+                cfg.missed_heartbeats,
+                cfg.primary.heartbeat_addr.is_some() && cfg.backup.heartbeat_addr.is_some(),
+            ),
+            tracker: Tracker::new(vip, cfg.service_ports.clone()),
+            vip_guard: VipGuard {
+                iface: cfg.service_iface.clone(),
+                cidr: format!("{vip}/{}", cfg.vip_prefix),
+                added: false,
+            },
+            cfg,
+            vip,
+            sock,
+            outbound,
+            replicas: HashMap::new(),
+            tasks: JoinSet::new(),
+            notes_tx,
+            state: State::Tapping,
+            fin_ok: Vec::new(),
+            ended: HashMap::new(),
+            lag: HashMap::new(),
+            held_since: HashMap::new(),
+            seq: 0,
+            last_primary_seq: 0,
+            logger,
+            recovered: HashMap::new(),
+            client_segments: 0,
+            cancel: cancel.clone(),
+        };
+        b.run(Some(tap), notes_rx, cmd_rx).await;
+        b.tasks.shutdown().await;
+        let _ = server.await;
+    });
+    Ok(StartedRole {
+        task,
+        detail: Some(format!("replica server pid {p}; st-tcp backup tapping")),
+        commands: Some(cmd_tx),
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Tapping,
+    /// The console was asked to fence the primary.
+    Fencing,
+    TakenOver,
+}
+
+/// The service address added to the backup's interface, removed on drop.
+struct VipGuard {
+    iface: String,
+    cidr: String,
+    added: bool,
+}
+
+impl VipGuard {
+    async fn add(&mut self) -> Result<(), String> {
+        match command("ip", &["addr", "add", &self.cidr, "dev", &self.iface], None).await {
+            Ok(()) => {
+                self.added = true;
+                Ok(())
+            }
+            Err(e) if e.contains("exists") => {
+                self.added = true;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn remove(&mut self) {
+        if self.added {
+            self.added = false;
+            if let Err(e) =
+                command("ip", &["addr", "del", &self.cidr, "dev", &self.iface], None).await
+            {
+                tracing::warn!(error = %e, "st-tcp: service address not removed");
+            }
+        }
+    }
+}
+
+impl Drop for VipGuard {
+    fn drop(&mut self) {
+        if self.added {
+            let _ = std::process::Command::new("ip")
+                .args(["addr", "del", &self.cidr, "dev", &self.iface])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Per connection: the primary's last progress and since when it has lagged the replica.
+struct LagWatch {
+    last: ConnProgress,
+    since_ns: Option<u64>,
+}
+
+type FinKey = ([u8; 4], u16, u16);
+
+struct Backup {
+    cfg: StTcpConfig,
+    vip: Ipv4Addr,
+    sock: tokio::net::UdpSocket,
+    outbound: mpsc::Sender<AgentMsg>,
+    detector: Detector,
+    tracker: Tracker,
+    replicas: HashMap<ConnKey, (Replica, CancellationToken)>,
+    tasks: JoinSet<()>,
+    notes_tx: mpsc::UnboundedSender<Note>,
+    state: State,
+    vip_guard: VipGuard,
+    /// Closes confirmed to the primary, with when.
+    fin_ok: Vec<(FinKey, u64, u64)>,
+    /// Replicas whose output ended, and where.
+    ended: HashMap<ConnKey, u64>,
+    lag: HashMap<ConnKey, LagWatch>,
+    held_since: HashMap<FinKey, u64>,
+    seq: u64,
+    /// The latest primary beat taken (each comes once per link).
+    last_primary_seq: u64,
+    /// Where missed client bytes are asked for (the logger), if there is a logger.
+    logger: Option<(tokio::net::UdpSocket, std::net::SocketAddr)>,
+    /// Client bytes recovered from the logger since the last report, per connection.
+    recovered: HashMap<ConnKey, u64>,
+    /// Client data segments seen, for the test knob `tap_drop_every`.
+    client_segments: u64,
+    cancel: CancellationToken,
+}
+
+fn fin_key(k: &ConnKey) -> FinKey {
+    (k.client.octets(), k.client_port, k.port)
+}
+
+impl Backup {
+    async fn run(
+        &mut self,
+        mut tap: Option<Tap>,
+        mut notes: mpsc::UnboundedReceiver<Note>,
+        mut commands: mpsc::Receiver<ModeCommand>,
+    ) {
+        let mut tick =
+            tokio::time::interval(Duration::from_millis((self.cfg.heartbeat_ms / 2).max(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut beat_every = 0u32;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut lbuf = vec![0u8; 64 * 1024];
+        let peer = super::primary::peers(&self.cfg.primary);
+        let mut outs = Vec::new();
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                r = recv_answer(&self.logger, &mut lbuf) => {
+                    if let Some(n) = r {
+                        self.on_answer(&lbuf[..n], &mut outs);
+                        self.route(&mut outs);
+                    }
+                }
+                r = next_frames(
+                    &mut tap,
+                    &mut self.tracker,
+                    &mut outs,
+                    (self.cfg.tap_drop_every, &mut self.client_segments),
+                ), if tap.is_some() => {
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "st-tcp: tap failed");
+                        tap = None;
+                    }
+                    self.route(&mut outs);
+                }
+                _ = tick.tick() => {
+                    // Beats go out every interval; checks run twice as often.
+                    beat_every += 1;
+                    if beat_every.is_multiple_of(2) {
+                        self.beat(&peer).await;
+                    }
+                    self.ask_logger().await;
+                    self.report_recovered().await;
+                    self.check().await;
+                }
+                r = self.sock.recv_from(&mut buf) => {
+                    let Ok((n, _)) = r else { continue };
+                    if let Some((link, hb)) = heartbeat::parse(&buf[..n])
+                        && hb.from == self.cfg.primary.host
+                    {
+                        self.detector.on_beat(link, mono_ns());
+                        if hb.seq != self.last_primary_seq {
+                            self.last_primary_seq = hb.seq;
+                            self.on_primary_beat(hb, &peer).await;
+                        }
+                    }
+                }
+                Some(n) = notes.recv() => match n {
+                    Note::OutputEnded { key, at } => {
+                        self.ended.insert(key, at);
+                        self.fin_ok.push((fin_key(&key), at, mono_ns()));
+                        self.beat(&peer).await;
+                    }
+                    Note::Finished { key, detail } => {
+                        tracing::debug!(%key, %detail, "replica finished");
+                    }
+                },
+                c = commands.recv() => match c {
+                    None => break,
+                    Some(ModeCommand::StTcp(Command::Fenced { host, error })) => {
+                        if self.state != State::Fencing {
+                            continue;
+                        }
+                        match error {
+                            None => {
+                                if let Some(t) = tap.as_mut() {
+                                    t.drain(|f| {
+                                        if let Some(seg) = parse_frame(f) {
+                                            self.tracker.on_segment(&seg, mono_ns(), &mut outs);
+                                        }
+                                    });
+                                }
+                                self.route(&mut outs);
+                                tap = None;
+                                self.fetch_gaps_now(&mut lbuf, &mut outs).await;
+                                self.takeover().await;
+                            }
+                            Some(e) => {
+                                // Never take over from a primary that may still be alive.
+                                emit(&self.outbound, Event::Error {
+                                    at_ns: mono_ns(),
+                                    message: format!("fencing {host} failed: {e}; no takeover"),
+                                }).await;
+                                self.state = State::Tapping;
+                                self.detector.reset();
+                            }
+                        }
+                    }
+                    Some(ModeCommand::StTcp(Command::Reset)) => {
+                        self.reset().await;
+                        tap = match Tap::open(&self.cfg.service_iface, self.vip) {
+                            Ok(t) => Some(t),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "st-tcp: tap not reopened");
+                                None
+                            }
+                        };
+                    }
+                    Some(_) => {}
+                },
+            }
+        }
+        self.reset().await;
+    }
+
+    /// Asks the logger for every gap in the client streams the tap left.
+    async fn ask_logger(&mut self) {
+        let Some((sock, addr)) = &self.logger else {
+            return;
+        };
+        for (key, c) in self.tracker.conns() {
+            for (from, to) in c.gaps() {
+                let req = logger::Request {
+                    key: *key,
+                    seq: c.client_seq(from),
+                    len: (to - from).min(1 << 20) as u32,
+                };
+                let _ = sock.send_to(&req.encode(), addr).await;
+            }
+        }
+    }
+
+    /// Fills a gap with the logger's answer.
+    fn on_answer(&mut self, b: &[u8], outs: &mut Vec<Output>) {
+        let Some((key, seq, bytes)) = logger::decode_answer(b) else {
+            return;
+        };
+        let Some(c) = self.tracker.get(&key) else {
+            return;
+        };
+        let Some(at) = unwrap(seq, c.client_isn.wrapping_add(1), c.client_next) else {
+            return;
+        };
+        let before = c.client_next;
+        self.tracker.fill(key, at, bytes, outs);
+        let after = self.tracker.get(&key).map_or(before, |c| c.client_next);
+        // Only the answer's own bytes that closed a gap count (the bytes behind the gap that
+        // it released came from the tap).
+        let new = (at + bytes.len() as u64)
+            .min(after)
+            .saturating_sub(at.max(before));
+        if new > 0 {
+            *self.recovered.entry(key).or_default() += new;
+        }
+    }
+
+    async fn report_recovered(&mut self) {
+        for (key, bytes) in std::mem::take(&mut self.recovered) {
+            emit(
+                &self.outbound,
+                Event::LoggerRecovered {
+                    at_ns: mono_ns(),
+                    connection: key.to_string(),
+                    bytes,
+                },
+            )
+            .await;
+        }
+    }
+
+    /// Before a takeover: every gap filled from the logger if it can be, within 300 ms.
+    async fn fetch_gaps_now(&mut self, lbuf: &mut [u8], outs: &mut Vec<Output>) {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+        while self.tracker.conns().any(|(_, c)| !c.gaps().is_empty()) && self.logger.is_some() {
+            self.ask_logger().await;
+            let until = (tokio::time::Instant::now() + Duration::from_millis(50)).min(deadline);
+            while let Ok(Some(n)) =
+                tokio::time::timeout_at(until, recv_answer(&self.logger, lbuf)).await
+            {
+                self.on_answer(&lbuf[..n], outs);
+                self.route(outs);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+        }
+        self.report_recovered().await;
+    }
+
+    /// Hands the tracker's news to the replicas.
+    fn route(&mut self, outs: &mut Vec<Output>) {
+        for o in outs.drain(..) {
+            match o {
+                Output::Opened(key) => {
+                    let Some(i) = self.cfg.service_ports.iter().position(|p| *p == key.port) else {
+                        continue;
+                    };
+                    let port = if i == 0 {
+                        REPLICA_PORTS.0
+                    } else {
+                        REPLICA_PORTS.1
+                    };
+                    let cancel = self.cancel.child_token();
+                    let r = replica::spawn(
+                        key,
+                        port,
+                        cancel.clone(),
+                        self.notes_tx.clone(),
+                        &mut self.tasks,
+                    );
+                    if let Some((_, old)) = self.replicas.insert(key, (r, cancel)) {
+                        old.cancel();
+                    }
+                }
+                Output::ClientBytes { key, bytes, .. } => {
+                    if let Some((r, _)) = self.replicas.get(&key) {
+                        let _ = r.tx.send(ToReplica::Bytes(bytes));
+                    }
+                }
+                Output::Acked { key, upto } => {
+                    if let Some((r, _)) = self.replicas.get(&key) {
+                        let _ = r.tx.send(ToReplica::Acked(upto));
+                    }
+                }
+                Output::ClientFin(key) => {
+                    if let Some((r, _)) = self.replicas.get(&key) {
+                        let _ = r.tx.send(ToReplica::ClientFin);
+                    }
+                }
+                Output::Closed(key) => {
+                    if let Some((_, c)) = self.replicas.remove(&key) {
+                        c.cancel();
+                    }
+                    self.ended.remove(&key);
+                    self.lag.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// The backup's own beat: alive, and which closes it confirms.
+    async fn beat(&mut self, peer: &[(Link, String)]) {
+        self.seq += 1;
+        let now = mono_ns();
+        self.fin_ok
+            .retain(|(_, _, t)| now.saturating_sub(*t) < FIN_OK_KEEP_NS);
+        let mut hb = Heartbeat {
+            from: self.cfg.backup.host.clone(),
+            seq: self.seq,
+            link: String::new(),
+            conns: Vec::new(),
+            held_fins: Vec::new(),
+            fin_ok: self
+                .fin_ok
+                .iter()
+                .map(|(k, end, _)| (k.0, k.1, k.2, *end))
+                .collect(),
+        };
+        heartbeat::send(&self.sock, &mut hb, peer).await;
+    }
+
+    /// Progress and held FINs from a primary beat (thesis §3.6.1, §3.7.3, §3.7.4).
+    async fn on_primary_beat(&mut self, hb: Heartbeat, peer: &[(Link, String)]) {
+        if self.state != State::Tapping {
+            return;
+        }
+        let now = mono_ns();
+        let lag_ns = self.cfg.app_max_lag_ms * 1_000_000;
+        let mut hung: Option<String> = None;
+        for p in &hb.conns {
+            let key = ConnKey {
+                client: Ipv4Addr::from(p.client),
+                client_port: p.client_port,
+                port: p.port,
+            };
+            let Some((r, _)) = self.replicas.get(&key) else {
+                continue;
+            };
+            let produced = r.progress.produced.load(Ordering::Relaxed);
+            let w = self.lag.entry(key).or_insert(LagWatch {
+                last: *p,
+                since_ns: None,
+            });
+            let still = w.last.last_app_byte_written == p.last_app_byte_written
+                && w.last.last_app_byte_read == p.last_app_byte_read;
+            // Hung: nothing written though all it wrote is acknowledged and the replica has
+            // more; or client bytes received that the application does not read.
+            let behind_out = p.last_app_byte_written == p.last_ack_received
+                && produced > p.last_app_byte_written + self.cfg.app_max_lag_bytes;
+            let unread = p.last_byte_received > p.last_app_byte_read + self.cfg.app_max_lag_bytes;
+            if still && (behind_out || unread) {
+                let since = *w.since_ns.get_or_insert(now);
+                if now - since > lag_ns && hung.is_none() {
+                    hung = Some(format!(
+                        "{key}: application wrote {} and read {} of {} received; replica at {produced}, for {} ms",
+                        p.last_app_byte_written,
+                        p.last_app_byte_read,
+                        p.last_byte_received,
+                        (now - since) / 1_000_000
+                    ));
+                }
+            } else if !still {
+                w.since_ns = None;
+            }
+            w.last = *p;
+        }
+        // Held FINs: confirm those of connections the backup cannot replicate or whose
+        // replica closed too; the others wait at most MaxDelayFIN.
+        let mut confirm = Vec::new();
+        let mut held: Option<String> = None;
+        self.held_since.retain(|k, _| hb.held_fins.contains(k));
+        for k in &hb.held_fins {
+            let key = ConnKey {
+                client: Ipv4Addr::from(k.0),
+                client_port: k.1,
+                port: k.2,
+            };
+            let written = hb
+                .conns
+                .iter()
+                .find(|p| (p.client, p.client_port, p.port) == *k)
+                .map(|p| p.last_app_byte_written);
+            if !self.replicas.contains_key(&key) {
+                // Not replicated: nothing to take over, let it close.
+                if let Some(w) = written
+                    && !self.fin_ok.iter().any(|(f, _, _)| f == k)
+                {
+                    confirm.push((*k, w));
+                }
+                continue;
+            }
+            if self
+                .ended
+                .get(&key)
+                .is_some_and(|end| Some(*end) == written)
+            {
+                // Closed where the replica closed: confirmed already.
+                continue;
+            }
+            // A replica behind the primary may still close where the primary did: only one
+            // that has gone past what the primary wrote shows the primary closed early.
+            let produced = self
+                .replicas
+                .get(&key)
+                .map(|(r, _)| r.progress.produced.load(Ordering::Relaxed))
+                .unwrap_or(0);
+            if written.is_none_or(|w| produced <= w) {
+                self.held_since.remove(k);
+                continue;
+            }
+            let since = *self.held_since.entry(*k).or_insert(now);
+            if now - since > self.cfg.max_delay_fin_ms * 1_000_000 && held.is_none() {
+                held = Some(format!(
+                    "{key}: the primary closed while its replica goes on, for {} ms (MaxDelayFIN)",
+                    (now - since) / 1_000_000
+                ));
+                emit(
+                    &self.outbound,
+                    Event::FinHeld {
+                        at_ns: now,
+                        connection: key.to_string(),
+                        outcome: "not confirmed: takeover".into(),
+                    },
+                )
+                .await;
+            }
+        }
+        if !confirm.is_empty() {
+            for (k, end) in confirm {
+                self.fin_ok.push((k, end, now));
+            }
+            self.beat(peer).await;
+        }
+        if let Some(d) = hung {
+            self.fail("app-lag", d).await;
+        } else if let Some(d) = held {
+            self.fail("fin-held", d).await;
+        }
+    }
+
+    /// Heartbeat verdict, every half interval.
+    async fn check(&mut self) {
+        if self.state != State::Tapping {
+            return;
+        }
+        let now = mono_ns();
+        match self.detector.verdict(now) {
+            Verdict::Alive => {}
+            Verdict::Dead => {
+                let last = self.detector.last_any().unwrap_or(now);
+                let d = format!(
+                    "no heartbeat on any link for {} ms ({} × {} ms)",
+                    (now - last) / 1_000_000,
+                    self.cfg.missed_heartbeats,
+                    self.cfg.heartbeat_ms
+                );
+                self.fail("heartbeats-lost", d).await;
+            }
+            Verdict::ServiceLinkLost => {
+                if tap::link_up(&self.cfg.service_iface) {
+                    let d = "heartbeats on the heartbeat link only, and the backup's own service \
+                             link is up: the primary lost the service network"
+                        .to_string();
+                    self.fail("service-link-lost", d).await;
+                } else {
+                    // The backup's own NIC failed: it cannot take over anything.
+                    self.detector.reset();
+                    emit(
+                        &self.outbound,
+                        Event::Error {
+                            at_ns: now,
+                            message: "the backup's service link is down: no takeover".into(),
+                        },
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+
+    /// Declares the primary failed and asks the console to fence it.
+    async fn fail(&mut self, reason: &str, detail: String) {
+        self.state = State::Fencing;
+        let now = mono_ns();
+        emit(
+            &self.outbound,
+            Event::Detect {
+                at_ns: now,
+                reason: reason.into(),
+                detail: detail.clone(),
+            },
+        )
+        .await;
+        emit(
+            &self.outbound,
+            Event::FenceRequest {
+                at_ns: mono_ns(),
+                host: self.cfg.primary.host.clone(),
+                why: format!("{reason}: {detail}"),
+            },
+        )
+        .await;
+    }
+
+    /// Service address, gratuitous ARP, then every connection rebuilt and its held output
+    /// sent.
+    async fn takeover(&mut self) {
+        self.state = State::TakenOver;
+        if let Err(e) = self.vip_guard.add().await {
+            emit(
+                &self.outbound,
+                Event::Error {
+                    at_ns: mono_ns(),
+                    message: format!("cannot add the service address: {e}"),
+                },
+            )
+            .await;
+            return;
+        }
+        if let Err(e) = tap::send_garp(&self.cfg.service_iface, self.vip, 3) {
+            tracing::warn!(error = %e, "st-tcp: gratuitous ARP");
+        }
+        let mut waiting: Vec<(ConnKey, oneshot::Receiver<Result<u64, String>>)> = Vec::new();
+        let mut failed = 0u32;
+        let now = mono_ns();
+        let keys: Vec<ConnKey> = self.tracker.conns().map(|(k, _)| *k).collect();
+        for key in keys {
+            let Some(conn) = self.tracker.get(&key) else {
+                continue;
+            };
+            let Some((r, _)) = self.replicas.get(&key) else {
+                continue;
+            };
+            // Both sides closing (the client's FIN seen, the replica done): nothing to save.
+            if conn.client_fin.is_some() && self.ended.contains_key(&key) {
+                continue;
+            }
+            // The client's ACK as the tap saw it, or as the primary last reported it if that
+            // is further (a tap that fell behind): starting below the client's real ACK would
+            // make every ACK it sends lie beyond what we sent, which the kernel ignores.
+            let from = conn
+                .client_ack
+                .unwrap_or(0)
+                .max(self.lag.get(&key).map_or(0, |w| w.last.last_ack_received));
+            let params = RepairParams::from_conn(self.vip, key, conn, now).map(|mut p| {
+                if let Some(seq) = conn.server_seq(from) {
+                    p.snd_seq = seq;
+                }
+                p
+            });
+            let result = match params {
+                None => Err("handshake not seen whole".to_string()),
+                Some(p) => repair(&p).map_err(|e| e.to_string()).and_then(|sock| {
+                    let (done, rx) = oneshot::channel();
+                    r.tx.send(ToReplica::TakeOver { sock, from, done })
+                        .map_err(|_| "replica gone".to_string())
+                        .map(|()| rx)
+                }),
+            };
+            match result {
+                Ok(rx) => waiting.push((key, rx)),
+                Err(e) => {
+                    failed += 1;
+                    emit(
+                        &self.outbound,
+                        Event::Takeover {
+                            at_ns: mono_ns(),
+                            connection: key.to_string(),
+                            resent: 0,
+                            error: Some(e),
+                        },
+                    )
+                    .await;
+                }
+            }
+        }
+        let total = waiting.len() as u32 + failed;
+        for (key, rx) in waiting {
+            let (resent, error) = match tokio::time::timeout(Duration::from_secs(5), rx).await {
+                Ok(Ok(Ok(n))) => (n, None),
+                Ok(Ok(Err(e))) => (0, Some(e)),
+                Ok(Err(_)) => (0, Some("replica ended".to_string())),
+                Err(_) => (0, Some("replica did not answer within 5 s".to_string())),
+            };
+            if error.is_some() {
+                failed += 1;
+            }
+            emit(
+                &self.outbound,
+                Event::Takeover {
+                    at_ns: mono_ns(),
+                    connection: key.to_string(),
+                    resent,
+                    error,
+                },
+            )
+            .await;
+        }
+        emit(
+            &self.outbound,
+            Event::TakeoverDone {
+                at_ns: mono_ns(),
+                connections: total,
+                failed,
+            },
+        )
+        .await;
+    }
+
+    /// Back to tapping with nothing: connections dropped, service address given back.
+    async fn reset(&mut self) {
+        for (_, (_, c)) in self.replicas.drain() {
+            c.cancel();
+        }
+        self.tracker.clear();
+        self.vip_guard.remove().await;
+        self.detector.reset();
+        self.state = State::Tapping;
+        self.fin_ok.clear();
+        self.ended.clear();
+        self.lag.clear();
+        self.held_since.clear();
+        self.last_primary_seq = 0;
+    }
+}
+
+/// Waits for the next frames and feeds them to the tracker; `drop` = (every n-th client data
+/// segment is dropped, 0: none; the count so far), the test knob of a lossy tap.
+async fn next_frames(
+    tap: &mut Option<Tap>,
+    tracker: &mut Tracker,
+    outs: &mut Vec<Output>,
+    drop: (u32, &mut u64),
+) -> std::io::Result<()> {
+    let Some(t) = tap.as_mut() else {
+        return std::future::pending().await;
+    };
+    let (every, seen) = drop;
+    t.next_batch(|f| {
+        if let Some(seg) = parse_frame(f) {
+            if every > 0 && !seg.payload.is_empty() && tracker.is_to_service(&seg) {
+                *seen += 1;
+                if (*seen).is_multiple_of(every as u64) {
+                    return;
+                }
+            }
+            tracker.on_segment(&seg, mono_ns(), outs);
+        }
+    })
+    .await
+}
+
+/// The next answer of the logger, if there is a logger (else never).
+async fn recv_answer(
+    logger: &Option<(tokio::net::UdpSocket, std::net::SocketAddr)>,
+    buf: &mut [u8],
+) -> Option<usize> {
+    match logger {
+        None => std::future::pending().await,
+        Some((sock, _)) => sock.recv_from(buf).await.ok().map(|(n, _)| n),
+    }
+}

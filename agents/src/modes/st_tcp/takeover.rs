@@ -1,0 +1,256 @@
+//! Rebuilding a tapped connection as a local socket with TCP_REPAIR (DESIGN §5 st-tcp step 3):
+//! socket → repair on → SO_REUSEADDR → bind(VIP:port) → send queue seq = client's last ACK →
+//! receive queue seq = client's next byte → TCP_TIMESTAMP above the primary's last TSval →
+//! connect (no SYN in repair mode) → repair options → repair off. What the client has not
+//! acknowledged is then written as ordinary data and leaves at once.
+
+use super::tracker::{Conn, ConnKey};
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const TCP_REPAIR: i32 = 19;
+const TCP_REPAIR_QUEUE: i32 = 20;
+const TCP_QUEUE_SEQ: i32 = 21;
+const TCP_REPAIR_OPTIONS: i32 = 22;
+const TCP_TIMESTAMP: i32 = 24;
+const TCP_REPAIR_WINDOW: i32 = 29;
+const TCP_RECV_QUEUE: u32 = 1;
+const TCP_SEND_QUEUE: u32 = 2;
+const TCPOPT_MSS: u32 = 2;
+const TCPOPT_WINDOW: u32 = 3;
+const TCPOPT_SACK_PERM: u32 = 4;
+const TCPOPT_TIMESTAMP: u32 = 8;
+
+/// What rebuilding one connection needs, taken from the tracker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepairParams {
+    pub vip: Ipv4Addr,
+    pub key: ConnKey,
+    /// Sequence number of the first byte the client has not acknowledged.
+    pub snd_seq: u32,
+    /// Sequence number of the next byte expected from the client.
+    pub rcv_seq: u32,
+    /// The client's MSS.
+    pub mss: u16,
+    /// (client's scale = our send scale, primary's scale = our receive scale), if agreed.
+    pub wscale: Option<(u8, u8)>,
+    pub sack: bool,
+    /// The timestamp value our clock must continue from, if timestamps are in use.
+    pub tsval: Option<u32>,
+    /// The client's window (scaled, bytes) and the one the primary advertised (scaled).
+    pub snd_wnd: u32,
+    pub rcv_wnd: u32,
+}
+
+impl RepairParams {
+    /// From the tracker's view of a connection at `now_ns`; `None` if the handshake was not
+    /// seen whole.
+    pub fn from_conn(vip: Ipv4Addr, key: ConnKey, c: &Conn, now_ns: u64) -> Option<RepairParams> {
+        let acked = c.client_ack?;
+        let snd_seq = c.server_seq(acked)?;
+        let mut rcv = c.client_next;
+        if c.client_fin.is_some_and(|f| f == c.client_next) {
+            rcv += 1;
+        }
+        let wscale = match (c.client_opts.wscale, c.server_opts.wscale) {
+            (Some(cs), Some(ss)) => Some((cs, ss)),
+            _ => None,
+        };
+        let ts_on = c.client_opts.tsval.is_some() && c.server_opts.tsval.is_some();
+        // The primary's clock ran on since its last segment (1 ms per tick on Linux): continue
+        // above where it would be now, so the client's PAWS check accepts every segment.
+        let tsval = if ts_on {
+            c.server_tsval.map(|(v, at)| {
+                let elapsed_ms = now_ns.saturating_sub(at) / 1_000_000;
+                v.wrapping_add(elapsed_ms as u32).wrapping_add(1)
+            })
+        } else {
+            None
+        };
+        let (cs, ss) = wscale.unwrap_or((0, 0));
+        let snd_wnd = (c.client_window as u32) << cs;
+        // Never advertise less than a segment, or a zero window would stall the client.
+        let rcv_wnd = ((c.server_window as u32) << ss).max(65535);
+        Some(RepairParams {
+            vip,
+            snd_wnd,
+            rcv_wnd,
+            key,
+            snd_seq,
+            rcv_seq: c.client_seq(rcv),
+            mss: c.client_opts.mss.unwrap_or(536),
+            wscale,
+            sack: c.client_opts.sack_ok && c.server_opts.sack_ok,
+            tsval,
+        })
+    }
+}
+
+fn set<T>(fd: &OwnedFd, level: i32, opt: i32, v: &T, what: &str) -> io::Result<()> {
+    // SAFETY: pointer and length describe `v`, which lives across the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            v as *const T as *const libc::c_void,
+            std::mem::size_of_val(v) as u32,
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("{what}: {e}")));
+    }
+    Ok(())
+}
+
+fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+/// Rebuilds the connection; the socket is returned blocking-free and out of repair mode.
+/// The service address must be on an interface of this host already.
+pub fn repair(p: &RepairParams) -> io::Result<std::net::TcpStream> {
+    // SAFETY: plain socket(2); owned at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by socket(2).
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    set(&fd, libc::IPPROTO_TCP, TCP_REPAIR, &one, "TCP_REPAIR on")?;
+    set(
+        &fd,
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        &one,
+        "SO_REUSEADDR",
+    )?;
+    let local = sockaddr(p.vip, p.key.port);
+    // SAFETY: pointer and length describe `local`.
+    if unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &local as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        )
+    } != 0
+    {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("bind {}:{}: {e}", p.vip, p.key.port),
+        ));
+    }
+    set(
+        &fd,
+        libc::IPPROTO_TCP,
+        TCP_REPAIR_QUEUE,
+        &TCP_SEND_QUEUE,
+        "queue send",
+    )?;
+    set(
+        &fd,
+        libc::IPPROTO_TCP,
+        TCP_QUEUE_SEQ,
+        &p.snd_seq,
+        "send seq",
+    )?;
+    set(
+        &fd,
+        libc::IPPROTO_TCP,
+        TCP_REPAIR_QUEUE,
+        &TCP_RECV_QUEUE,
+        "queue recv",
+    )?;
+    set(
+        &fd,
+        libc::IPPROTO_TCP,
+        TCP_QUEUE_SEQ,
+        &p.rcv_seq,
+        "recv seq",
+    )?;
+    if let Some(ts) = p.tsval {
+        set(&fd, libc::IPPROTO_TCP, TCP_TIMESTAMP, &ts, "TCP_TIMESTAMP")?;
+    }
+    let peer = sockaddr(p.key.client, p.key.client_port);
+    // SAFETY: pointer and length describe `peer`; in repair mode connect sends nothing.
+    if unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            &peer as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        )
+    } != 0
+    {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("repair connect: {e}")));
+    }
+    // struct tcp_repair_opt { u32 opt_code; u32 opt_val; }
+    let mut opts: Vec<[u32; 2]> = vec![[TCPOPT_MSS, p.mss as u32]];
+    if let Some((snd, rcv)) = p.wscale {
+        opts.push([TCPOPT_WINDOW, snd as u32 | ((rcv as u32) << 16)]);
+    }
+    if p.sack {
+        opts.push([TCPOPT_SACK_PERM, 0]);
+    }
+    if p.tsval.is_some() {
+        opts.push([TCPOPT_TIMESTAMP, 0]);
+    }
+    // SAFETY: `opts` is a contiguous array of tcp_repair_opt.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            TCP_REPAIR_OPTIONS,
+            opts.as_ptr() as *const libc::c_void,
+            (opts.len() * 8) as u32,
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("TCP_REPAIR_OPTIONS: {e}")));
+    }
+    // The windows: without them the socket starts from a zero send window and, worse, from a
+    // window-update sequence (snd_wl1) that ignores the client's pure ACKs, so a client whose
+    // window once closes never opens it again for us. struct tcp_repair_window { snd_wl1,
+    // snd_wnd, max_window, rcv_wnd, rcv_wup }.
+    let win: [u32; 5] = [
+        p.rcv_seq.wrapping_sub(1),
+        p.snd_wnd,
+        p.snd_wnd.max(p.mss as u32),
+        p.rcv_wnd,
+        p.rcv_seq,
+    ];
+    set(
+        &fd,
+        libc::IPPROTO_TCP,
+        TCP_REPAIR_WINDOW,
+        &win,
+        "TCP_REPAIR_WINDOW",
+    )?;
+    let zero: libc::c_int = 0;
+    set(&fd, libc::IPPROTO_TCP, TCP_REPAIR, &zero, "TCP_REPAIR off")?;
+    // Leaving repair mode drops the forced reuse of the port; without SO_REUSEADDR again the
+    // next connection of the same service port could not be bound.
+    set(
+        &fd,
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        &one,
+        "SO_REUSEADDR after repair",
+    )?;
+    let s = std::net::TcpStream::from(fd);
+    s.set_nonblocking(true)?;
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
