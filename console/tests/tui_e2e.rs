@@ -14,10 +14,10 @@ use support::{agent_bin, halab_bin, netns_available};
 
 /// The topology the test brings up, relative to the console crate.
 const TOPOLOGY: &str = "../topologies/two-server.toml";
-/// two-server.toml runs mode st-tcp, which this version cannot run yet: the test's copy is
-/// turned into mode none (heartbeat settings and the logger host removed). Once st-tcp runs,
-/// set this to false and the test brings the topology up as shipped (renamed only).
-const AS_MODE_NONE: bool = true;
+/// With true, the test's copy of two-server.toml is turned into mode none (heartbeat settings
+/// and the logger host removed); false runs its own mode, st-tcp: the backup takes the
+/// connection over and the client never notices but for a stall.
+const AS_MODE_NONE: bool = false;
 /// Testbed names of the copies (unique among the test suites).
 const TESTBED: &str = "t-tui-e2e";
 const TESTBED_DOWN: &str = "t-tui-down";
@@ -36,7 +36,7 @@ fn tmux_available(test: &str) -> bool {
     ok
 }
 
-/// The shipped topology, renamed (and in mode none while st-tcp cannot run).
+/// The shipped topology, renamed, with a long transfer (and in mode none if [`AS_MODE_NONE`]).
 fn topology_copy(dir: &Path, testbed: &str) -> PathBuf {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join(TOPOLOGY);
     let mut text = std::fs::read_to_string(&shipped).expect("read the topology");
@@ -46,6 +46,14 @@ fn topology_copy(dir: &Path, testbed: &str) -> PathBuf {
         .expect("a name")
         .to_string();
     text = text.replace(&name_line, &format!("name = \"{testbed}\""));
+    // A transfer long enough that `p` always lands in the middle of one (the shipped 20 MB
+    // takes about 200 ms, and a power-off after its last byte left has nothing to take over).
+    let size_line = text
+        .lines()
+        .find(|l| l.starts_with("size = "))
+        .expect("a size")
+        .to_string();
+    text = text.replace(&size_line, "size = \"2GB\"");
     if AS_MODE_NONE {
         text = text
             .lines()
@@ -247,6 +255,19 @@ fn dashboard_power_off_of_the_primary_shows_the_failover_and_quit_leaves_nothing
         .trim_matches(|c| c == '│' || c == ' ')
         .to_string();
     eprintln!("failover row: {row}");
+    if !row.contains(" ok") {
+        // What the console saw, for the failure message.
+        for log in walk(&tmux.dir.path().join("runs")) {
+            if log.ends_with("console.log") {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!("{}:", log.display());
+                for l in &lines[lines.len().saturating_sub(80)..] {
+                    eprintln!("  {l}");
+                }
+            }
+        }
+    }
     // "power-off primary" | detect | takeover | failover | stall | lost | dup | integrity
     let cols: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cols.len(), 9, "{row}");
@@ -334,4 +355,20 @@ fn halab_down_from_another_terminal_closes_the_dashboard_and_tears_down() {
         "{end}"
     );
     assert_eq!(namespaces(TESTBED_DOWN), Vec::<String>::new());
+}
+
+/// Every file below `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }

@@ -352,6 +352,14 @@ impl App {
                 };
                 self.info(level, format!("{host} {role} {state:?}{d}").to_lowercase());
             }
+            AgentMsg::Mode { event } => {
+                let summary = crate::modes::describe(&event);
+                if let Some(at) = summary.agent_ns {
+                    let at = self.console_ns(&host, at);
+                    self.failovers.mode_event(summary.kind, at);
+                    self.chart.markers = self.failovers.markers();
+                }
+            }
             AgentMsg::Error { message } => self.info(Level::Error, format!("{host}: {message}")),
             _ => {}
         }

@@ -200,6 +200,22 @@ impl Orchestrator {
             AgentMsg::FaultReverted { id, .. } | AgentMsg::FaultFailed { id, .. } => {
                 self.held.remove(id);
             }
+            AgentMsg::Mode { event } => {
+                // The mode's console side acts on it (a backup asking for its primary to be
+                // fenced), as during a headless run; the event goes to the log.
+                let summary = crate::modes::describe(event);
+                match crate::modes::on_event(&mut self.testbed, &host, event).await {
+                    Ok(()) => self.log(
+                        Level::Info,
+                        format!("{host}: {} {}", summary.kind, summary.detail),
+                    ),
+                    Err(e) => self.log(
+                        Level::Warn,
+                        format!("{host}: {} {}: {e}", summary.kind, summary.detail),
+                    ),
+                }
+                self.send_hosts();
+            }
             AgentMsg::ClientDone { run, result } if self.runs.get(&host) == Some(run) => {
                 self.runs.remove(&host);
                 let failed = result.connections.iter().any(|c| c.error.is_some());

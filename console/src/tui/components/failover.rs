@@ -133,6 +133,26 @@ impl FailoverTable {
         }
     }
 
+    /// A failover mode reported `kind` (`detect`, `takeover`, ...) at `at_ns` (console
+    /// clock): in a mode where the client sees no failover at all (st-tcp), these are the
+    /// row's detection and takeover, and its resume is the first byte after the takeover.
+    pub fn mode_event(&mut self, kind: &str, at_ns: u64) {
+        for row in &mut self.rows {
+            if !matches!(row.state, RowState::Measuring(_)) || at_ns < row.fault_ns {
+                continue;
+            }
+            match kind {
+                "detect" => {
+                    row.detect_ns.get_or_insert(at_ns);
+                }
+                "takeover" => {
+                    row.takeover_ns.get_or_insert(at_ns);
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// `client`'s run ended with `result` (times on the console clock): it settles every row
     /// of a fault that struck before the run ended.
     pub fn client_done(&mut self, client: &str, result: &ClientResult) {
@@ -149,6 +169,25 @@ impl FailoverTable {
             }
             waiting.remove(client);
             let left = waiting.is_empty();
+            // A takeover the client did not see (st-tcp): it resumed with the first 10 ms
+            // bucket holding bytes after the takeover.
+            if let Some(t) = row.takeover_ns
+                && row.resume_ns.is_none()
+            {
+                row.resume_ns = result
+                    .connections
+                    .iter()
+                    .filter_map(|c| {
+                        c.meter
+                            .buckets_10ms
+                            .iter()
+                            .enumerate()
+                            .map(|(k, b)| (c.meter.start_ns + (k as u64 + 1) * 10_000_000, *b))
+                            .find(|(end, b)| *b > 0 && *end >= t)
+                            .map(|(end, _)| end)
+                    })
+                    .max();
+            }
             let f = crate::run::runner::failover_figures(result, Some(row.fault_ns as f64));
             // Events of a connection before the fault are not the fault's doing.
             let f = FailoverFigures {
