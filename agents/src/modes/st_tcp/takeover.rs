@@ -15,6 +15,8 @@ const TCP_QUEUE_SEQ: i32 = 21;
 const TCP_REPAIR_OPTIONS: i32 = 22;
 const TCP_TIMESTAMP: i32 = 24;
 const TCP_REPAIR_WINDOW: i32 = 29;
+/// Timestamp ticks (ms) the rebuilt socket's clock starts above the primary's last seen one.
+const TS_MARGIN: u32 = 60_000;
 const TCP_RECV_QUEUE: u32 = 1;
 const TCP_SEND_QUEUE: u32 = 2;
 const TCPOPT_MSS: u32 = 2;
@@ -59,11 +61,13 @@ impl RepairParams {
         };
         let ts_on = c.client_opts.tsval.is_some() && c.server_opts.tsval.is_some();
         // The primary's clock ran on since its last segment (1 ms per tick on Linux): continue
-        // above where it would be now, so the client's PAWS check accepts every segment.
+        // above where it would be now, so the client's PAWS check accepts every segment. The
+        // margin covers a tap that fell behind (the latest TSval it saw is older than the one
+        // the client holds): PAWS drops what is older, never what is ahead.
         let tsval = if ts_on {
             c.server_tsval.map(|(v, at)| {
                 let elapsed_ms = now_ns.saturating_sub(at) / 1_000_000;
-                v.wrapping_add(elapsed_ms as u32).wrapping_add(1)
+                v.wrapping_add(elapsed_ms as u32).wrapping_add(TS_MARGIN)
             })
         } else {
             None
