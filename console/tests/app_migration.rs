@@ -5,84 +5,16 @@
 mod support;
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use support::{halab_bin, in_netns, netns_available};
+use support::cli_lab::CliLab;
+use support::{in_netns, netns_available};
 
-/// A temp folder with a renamed copy of three-server.toml; `halab down` on drop.
-struct Lab {
-    dir: tempfile::TempDir,
-    name: String,
-}
-
-impl Lab {
-    fn new(name: &str) -> Lab {
-        let dir = tempfile::tempdir().unwrap();
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies/three-server.toml");
-        let text = std::fs::read_to_string(shipped).unwrap();
-        let text = text.replace("name = \"three-server\"", &format!("name = \"{name}\""));
-        assert!(text.contains(name));
-        std::fs::write(dir.path().join("topology.toml"), text).unwrap();
-        Lab {
-            dir,
-            name: name.to_string(),
-        }
-    }
-
-    fn path(&self, f: &str) -> PathBuf {
-        self.dir.path().join(f)
-    }
-
-    fn halab(&self) -> Command {
-        let mut c = Command::new(halab_bin());
-        c.env("HALAB_STATE_DIR", self.path("state"))
-            .env("HALAB_RUNS_DIR", self.path("runs"));
-        c
-    }
-
-    fn run_dir(&self) -> PathBuf {
-        std::fs::read_dir(self.path("runs"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.join("results.jsonl").exists())
-            .expect("a results.jsonl")
-    }
-
-    /// Writes an experiment on this lab's topology and runs it; returns its records.
-    fn run(&self, experiment: &str) -> Vec<Value> {
-        let file = self.path("experiment.toml");
-        std::fs::write(
-            &file,
-            format!("topology = \"topology.toml\"\nrun_timeout = \"120s\"\n{experiment}"),
-        )
-        .unwrap();
-        let out = self.halab().arg("run").arg(&file).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "halab run failed:\n{stderr}");
-        eprintln!("{stderr}");
-        std::fs::read_to_string(self.run_dir().join("results.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("each line is a JSON record"))
-            .collect()
-    }
-
-    fn console_log(&self) -> String {
-        std::fs::read_to_string(self.run_dir().join("logs/console.log")).unwrap_or_default()
-    }
-
-    fn ns(&self, host: &str) -> String {
-        format!("hl.{}.{host}", self.name)
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.halab().args(["down", "--name", &self.name]).output();
-    }
+/// Runs `experiment` on `lab` with a run timeout long enough for the large downloads.
+fn run(lab: &CliLab, experiment: &str) -> Vec<Value> {
+    lab.run(&format!("run_timeout = \"120s\"\n{experiment}"))
 }
 
 fn assert_byte_exact(r: &Value) {
@@ -126,8 +58,9 @@ fn power_off_of_the_serving_server_at_40_percent_completes_byte_exact_for_both_t
     if !netns_available("power_off_at_40_percent_both_triggers") {
         return;
     }
-    let lab = Lab::new("t-am-pow");
-    let records = lab.run(
+    let lab = CliLab::new("three-server", "t-am-pow");
+    let records = run(
+        &lab,
         "name = \"am-pow\"\n[run]\nmode = \"app-migration\"\nworkload = \"download\"\n\
          size = \"200MB\"\n[matrix]\ntrigger = [\"server\", \"client\"]\n\
          [[faults]]\nat = \"40%\"\nkind = \"power-off\"\ntarget = \"primary\"\n",
@@ -191,7 +124,7 @@ fn a_forged_trigger_sent_to_a_real_client_s_migration_port_is_ignored() {
     if !netns_available("a_forged_trigger_is_ignored") {
         return;
     }
-    let lab = Lab::new("t-am-forge");
+    let lab = CliLab::new("three-server", "t-am-forge");
     let done = Arc::new(AtomicBool::new(false));
     let (client_ns, server2_ns) = (lab.ns("client"), lab.ns("server2"));
     let d = done.clone();
@@ -222,7 +155,8 @@ fn a_forged_trigger_sent_to_a_real_client_s_migration_port_is_ignored() {
         }
         sent
     });
-    let records = lab.run(
+    let records = run(
+        &lab,
         "name = \"am-forge\"\n[run]\nmode = \"app-migration\"\ntrigger = \"server\"\n\
          workload = \"download\"\nsize = \"1GB\"\n",
     );
@@ -246,10 +180,11 @@ fn two_failures_in_one_download_complete_byte_exact() {
     if !netns_available("two_failures_in_one_download") {
         return;
     }
-    let lab = Lab::new("t-am-two");
+    let lab = CliLab::new("three-server", "t-am-two");
     // server1 serves; its orphan goes to server2 (least loaded, lowest index), which is
     // powered off next; then server3 takes it.
-    let records = lab.run(
+    let records = run(
+        &lab,
         "name = \"am-two\"\n[run]\nmode = \"app-migration\"\ntrigger = \"server\"\n\
          heartbeat_ms = 100\nworkload = \"download\"\nsize = \"600MB\"\n\
          [[faults]]\nat = \"20%\"\nkind = \"power-off\"\ntarget = \"server1\"\n\
@@ -273,8 +208,9 @@ fn fifty_concurrent_downloads_survive_a_power_off_and_spread_over_the_survivors(
     if !netns_available("fifty_concurrent_downloads") {
         return;
     }
-    let lab = Lab::new("t-am-50");
-    let records = lab.run(
+    let lab = CliLab::new("three-server", "t-am-50");
+    let records = run(
+        &lab,
         "name = \"am-50\"\n[run]\nmode = \"app-migration\"\nheartbeat_ms = 100\n\
          workload = \"download\"\nsize = \"20MB\"\nclients = 50\n\
          [matrix]\ntrigger = [\"server\", \"client\"]\n\
@@ -318,11 +254,12 @@ fn a_powered_off_server_rejoins_and_a_later_failover_moves_clients_to_it() {
     if !netns_available("a_powered_off_server_rejoins") {
         return;
     }
-    let lab = Lab::new("t-am-back");
+    let lab = CliLab::new("three-server", "t-am-back");
     // server1 is off for a second early on and comes back (new agent, new server process);
     // the client moves to server2. When server2 goes, server1 and server3 serve nothing:
     // a tie the lowest index wins, so the download goes to server1 if it rejoined.
-    let records = lab.run(
+    let records = run(
+        &lab,
         "name = \"am-back\"\n[run]\nmode = \"app-migration\"\ntrigger = \"server\"\n\
          heartbeat_ms = 100\nworkload = \"download\"\nsize = \"1500MB\"\n\
          [[faults]]\nat = \"0.6s\"\nkind = \"power-off\"\ntarget = \"server1\"\nduration = \"1s\"\n\

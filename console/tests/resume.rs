@@ -11,52 +11,18 @@ mod support;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-use support::{halab_bin, netns_available};
+use support::cli_lab::CliLab;
+use support::netns_available;
 
 const TESTBED: &str = "t-resume";
 
-/// A temp folder with a renamed copy of two-server.toml; `halab down` on drop, so a failing
-/// test leaves no namespace behind.
-struct Lab {
-    dir: tempfile::TempDir,
-}
-
-impl Lab {
-    fn new() -> Lab {
-        let dir = tempfile::tempdir().unwrap();
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies/two-server.toml");
-        let text = std::fs::read_to_string(shipped).unwrap();
-        let text = text.replace("name = \"two-server\"", &format!("name = \"{TESTBED}\""));
-        assert!(text.contains(TESTBED));
-        std::fs::write(dir.path().join("topology.toml"), text).unwrap();
-        Lab { dir }
-    }
-
-    fn path(&self, f: &str) -> PathBuf {
-        self.dir.path().join(f)
-    }
-
-    fn halab(&self) -> Command {
-        let mut c = Command::new(halab_bin());
-        c.env("HALAB_STATE_DIR", self.path("state"))
-            .env("HALAB_RUNS_DIR", self.path("runs"))
-            .env("HALAB_REPORTS_DIR", self.path("reports"));
-        c
-    }
-
-    fn run_dirs(&self) -> BTreeSet<PathBuf> {
-        match std::fs::read_dir(self.path("runs")) {
-            Ok(d) => d.map(|e| e.unwrap().path()).collect(),
-            Err(_) => BTreeSet::new(),
-        }
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.halab().args(["down", "--name", TESTBED]).output();
+/// The run folders under the lab's runs folder.
+fn run_dirs(lab: &CliLab) -> BTreeSet<PathBuf> {
+    match std::fs::read_dir(lab.path("runs")) {
+        Ok(d) => d.map(|e| e.unwrap().path()).collect(),
+        Err(_) => BTreeSet::new(),
     }
 }
 
@@ -101,7 +67,7 @@ fn kill_9_then_resume_runs_only_what_is_left() {
     if !netns_available("kill_9_then_resume_runs_only_what_is_left") {
         return;
     }
-    let lab = Lab::new();
+    let lab = CliLab::new("two-server", TESTBED);
     let file = lab.path("experiment.toml");
     std::fs::write(&file, EXPERIMENT).unwrap();
 
@@ -117,7 +83,7 @@ fn kill_9_then_resume_runs_only_what_is_left() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     let run_dir = loop {
-        if let Some(d) = lab.run_dirs().into_iter().next()
+        if let Some(d) = run_dirs(&lab).into_iter().next()
             && std::fs::read_to_string(d.join("results.jsonl")).is_ok_and(|t| t.contains('\n'))
         {
             break d;

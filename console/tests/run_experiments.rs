@@ -8,70 +8,10 @@
 mod support;
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{halab_bin, netns_available};
-
-/// A temp folder with a renamed copy of two-server.toml; `halab down` on drop.
-struct Lab {
-    dir: tempfile::TempDir,
-    name: String,
-}
-
-impl Lab {
-    fn new(name: &str) -> Lab {
-        let dir = tempfile::tempdir().unwrap();
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../topologies/two-server.toml");
-        let text = std::fs::read_to_string(shipped).unwrap();
-        let text = text.replace("name = \"two-server\"", &format!("name = \"{name}\""));
-        assert!(text.contains(name));
-        std::fs::write(dir.path().join("topology.toml"), text).unwrap();
-        Lab {
-            dir,
-            name: name.to_string(),
-        }
-    }
-
-    fn path(&self, f: &str) -> PathBuf {
-        self.dir.path().join(f)
-    }
-
-    fn halab(&self) -> Command {
-        let mut c = Command::new(halab_bin());
-        c.env("HALAB_STATE_DIR", self.path("state"))
-            .env("HALAB_RUNS_DIR", self.path("runs"))
-            // `halab run` ends with a report: into the lab, not the source tree.
-            .env("HALAB_REPORTS_DIR", self.path("reports"));
-        c
-    }
-
-    /// Writes an experiment on this lab's topology and runs it; returns its records.
-    fn run(&self, experiment: &str) -> Vec<Value> {
-        let file = self.path("experiment.toml");
-        std::fs::write(&file, format!("topology = \"topology.toml\"\n{experiment}")).unwrap();
-        let out = self.halab().arg("run").arg(&file).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "halab run failed:\n{stderr}");
-        eprintln!("{stderr}");
-        let runs = std::fs::read_dir(self.path("runs")).unwrap();
-        let run_dir = runs
-            .map(|e| e.unwrap().path())
-            .find(|p| p.join("results.jsonl").exists())
-            .expect("a results.jsonl");
-        std::fs::read_to_string(run_dir.join("results.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("each line is a JSON record"))
-            .collect()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.halab().args(["down", "--name", &self.name]).output();
-    }
-}
+use support::cli_lab::CliLab;
+use support::netns_available;
 
 fn assert_clean(r: &Value) {
     assert_eq!(r["error"], Value::Null, "{r}");
@@ -86,7 +26,7 @@ fn all_five_workloads_run_failure_free_under_none() {
     if !netns_available("all_five_workloads_run_failure_free_under_none") {
         return;
     }
-    let lab = Lab::new("t-wl");
+    let lab = CliLab::new("two-server", "t-wl");
     let records = lab.run(
         // No size here: bulk, download and http take the topology's 20MB; echo and
         // interactive have none.
@@ -122,7 +62,7 @@ fn curl_downloads_the_http_content_byte_exact() {
     if !netns_available("curl_downloads_the_http_content_byte_exact") {
         return;
     }
-    let lab = Lab::new("t-curl");
+    let lab = CliLab::new("two-server", "t-curl");
     let mut console = lab
         .halab()
         .args(["up", "--no-tui"])
@@ -177,7 +117,7 @@ fn killing_the_primary_at_40_percent_fails_over_to_the_backup() {
     if !netns_available("killing_the_primary_at_40_percent_fails_over_to_the_backup") {
         return;
     }
-    let lab = Lab::new("t-kill40");
+    let lab = CliLab::new("two-server", "t-kill40");
     let records = lab.run(
         "name = \"baseline\"\n[run]\nmode = \"none\"\nworkload = \"bulk\"\nsize = \"100MB\"\n\
          [[faults]]\nat = \"40%\"\nkind = \"process-kill\"\ntarget = \"primary\"\n",
@@ -224,7 +164,7 @@ fn a_2x2_matrix_with_2_repetitions_gives_8_records() {
     if !netns_available("a_2x2_matrix_with_2_repetitions_gives_8_records") {
         return;
     }
-    let lab = Lab::new("t-matrix");
+    let lab = CliLab::new("two-server", "t-matrix");
     let records = lab.run(
         "name = \"matrix\"\nrepetitions = 2\n[run]\nmode = \"none\"\n\
          [matrix]\nworkload = [\"echo\", \"interactive\"]\nclients = [1, 2]\n",
@@ -264,7 +204,7 @@ fn kill_9_of_the_console_reverts_every_fault_within_2_s() {
     if !netns_available("kill_9_of_the_console_reverts_every_fault_within_2_s") {
         return;
     }
-    let lab = Lab::new("t-k9f");
+    let lab = CliLab::new("two-server", "t-k9f");
     let file = lab.path("experiment.toml");
     std::fs::write(
         &file,
@@ -323,7 +263,7 @@ fn power_off_of_the_primary_is_detected_by_the_client_s_timeout_and_undone_betwe
     if !netns_available("power_off_of_the_primary_is_detected_by_the_client_s_timeout") {
         return;
     }
-    let lab = Lab::new("t-power");
+    let lab = CliLab::new("two-server", "t-power");
     // Two repetitions: the second only works if the first run's power-off was undone (links
     // up, agent back, server restarted).
     let records = lab.run(
@@ -374,7 +314,7 @@ fn delay_is_refused_before_the_first_run_on_a_kernel_without_netem() {
     if !netns_available("delay_is_refused_before_the_first_run_on_a_kernel_without_netem") {
         return;
     }
-    let lab = Lab::new("t-delay");
+    let lab = CliLab::new("two-server", "t-delay");
     let file = lab.path("experiment.toml");
     std::fs::write(
         &file,

@@ -169,6 +169,7 @@ pub fn in_netns<T: Send + 'static>(
 }
 
 pub mod capture;
+pub mod cli_lab;
 pub mod fixtures;
 pub mod sshd;
 pub mod toml_gen;
