@@ -11,12 +11,15 @@
 //!   socket still held data, behind that data).
 //! - process-hang: the connection stays open with no data and no FIN/RST; the revert makes the
 //!   data flow again on the same connection.
-//! - nic-down: nothing from the primary after T_fault, nothing reaches it either; the client
+//! - nic-down: nothing from the primary after T_fault + 1 ms, nothing reaches it either; the client
 //!   reconnects to the backup; the revert brings the links up and the primary reachable.
 //! - lease: a hang with a 300 ms lease is reverted by the agent by itself.
 //!
 //! The 1 ms bar of issue 4 (must hold 5) is asserted where the kernel's side is a packet (no
-//! packet from the primary later than T_fault + 1 ms). Packets carry the kernel's receive
+//! packet from the primary later than T_fault + 1 ms). For the link faults (power-off,
+//! nic-down) T_fault is stamped right before the first link-down call: the fault cannot take
+//! effect before the call that makes it, so with the capture's bound the effect lies within
+//! [T_fault, T_fault + 1 ms]. Packets carry the kernel's receive
 //! stamps, and the user-space stamps (T_fault, taken by the agent's or console's fault thread;
 //! the link watch; the test's process watch) are taken by threads at real-time priority, so a
 //! bulk transfer saturating both cores cannot delay them; comparisons between two user-space
@@ -530,21 +533,29 @@ fn links_down(events: &[LinkEvent], since: u64, t_fault: u64, what: &str) -> (i6
     (first, last)
 }
 
-/// T_fault close to the fault having taken effect (the last link announced down): within the
-/// 1 ms bar plus [`SLACK`]; whether the bar was met is printed.
+/// T_fault is stamped right before the first link-down call, and the kernel announces each
+/// link down at the end of its call: the last announcement comes after T_fault (never before:
+/// the fault cannot have been announced before it was made), within the 1 ms bar plus
+/// [`SLACK`] (the call's RCU wait and the watcher's wake-up on a loaded VM); whether the bar
+/// was met is printed.
 fn assert_t_fault_at(last_down: i64, what: &str) {
     eprintln!(
-        "{what}: T_fault within 1 ms of the last link announced down: {}",
-        if last_down.abs() <= ONE_MS {
+        "{what}: last link announced down within 1 ms after T_fault: {}",
+        if (0..=ONE_MS).contains(&last_down) {
             "yes"
         } else {
             "no"
         }
     );
     assert!(
-        last_down.abs() <= ONE_MS + SLACK,
-        "{what}: T_fault is {:.3} ms from the last link going down (bar: 1 ms)",
+        last_down >= 0,
+        "{what}: a link was announced down {:.3} ms before T_fault",
         ms(-last_down)
+    );
+    assert!(
+        last_down <= ONE_MS + SLACK,
+        "{what}: the last link was announced down {:.3} ms after T_fault (bar: 1 ms)",
+        ms(last_down)
     );
 }
 
@@ -957,7 +968,7 @@ fn process_hang_keeps_the_connection_open_and_silent_until_reverted() {
     lab.down();
 }
 
-/// (4) NIC down on the primary: nothing leaves it and nothing reaches it after T_fault; the
+/// (4) NIC down on the primary: nothing leaves it and nothing reaches it after T_fault + 1 ms; the
 /// client reconnects to the backup; the revert brings its links up and makes it reachable.
 #[test]
 fn nic_down_stops_traffic_both_ways_and_revert_restores_it() {
@@ -987,10 +998,12 @@ fn nic_down_stops_traffic_both_ways_and_revert_restores_it() {
 
     assert_failed_over_by_timeout(&result, 1000);
     let primary = from_primary(&packets);
+    // T_fault is the start of the link-down call: a packet already on its way through the
+    // bridge then may still arrive just after it, none 1 ms later.
     let after: Vec<&Packet> = primary
         .iter()
         .copied()
-        .filter(|p| p.at_ns >= t_fault)
+        .filter(|p| p.at_ns >= t_fault + ONE_MS as u64)
         .collect();
     let last = primary.last().expect("the primary's data was seen");
     let mut seen_there: Vec<&Packet> = at_primary.iter().collect();
@@ -1002,7 +1015,7 @@ fn nic_down_stops_traffic_both_ways_and_revert_restores_it() {
     eprintln!(
         "nic-down: last packet from the primary at T_fault {:+.3} ms (client side; median gap \
          between its packets before the fault {:.3} ms), last packet in the primary's \
-         namespace at T_fault {:+.3} ms; {} from the primary after T_fault; client: {:?} at \
+         namespace at T_fault {:+.3} ms; {} from the primary after T_fault + 1 ms; client: {:?} at \
          T_fault {:+.1} ms, resumed {:+.1} ms, servers {:?}",
         ms(diff(last.at_ns, t_fault)),
         median_gap(&primary, t_fault, 200 * MS).map_or(f64::NAN, |g| ms(g as i64)),
@@ -1015,7 +1028,7 @@ fn nic_down_stops_traffic_both_ways_and_revert_restores_it() {
     );
     assert!(
         after.is_empty(),
-        "packets from the primary after nic-down:{}",
+        "packets from the primary later than T_fault + 1 ms after nic-down:{}",
         show(&after)
     );
     assert!(

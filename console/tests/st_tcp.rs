@@ -226,7 +226,6 @@ fn assert_content(path: &Path, url_path: &str, size: u64) {
 /// Must hold 1: curl downloading 100 MB from the VIP survives a power-off of the primary at
 /// 40 %, byte-exact, on the same connection.
 #[test]
-#[ignore = "issue 6: since 21:40 on 2026-11-22 the rebuilt connections stall on this machine (passed 9/9 in CI at 21:20, with the same code); run with --ignored"]
 fn curl_survives_power_off_of_the_primary_byte_exact() {
     if !netns_available("curl_survives_power_off_of_the_primary_byte_exact") {
         return;
@@ -476,7 +475,6 @@ const POWER_OFF_AT_40: &str =
 /// Must hold 1 with the built-in clients: echo, interactive and bulk, the primary powered off
 /// at 40 % of the failure-free run; byte-exact, no reconnect, one takeover each.
 #[test]
-#[ignore = "issue 6: since 21:40 on 2026-11-22 the rebuilt connections stall on this machine (passed 9/9 in CI at 21:20, with the same code); run with --ignored"]
 fn builtin_clients_survive_power_off_of_the_primary() {
     if !netns_available("builtin_clients_survive_power_off_of_the_primary") {
         return;
@@ -525,7 +523,6 @@ fn builtin_clients_survive_power_off_of_the_primary() {
 /// fault comes at 20 % so that no connection has finished yet (one thread serves them all on
 /// the primary, and their speeds differ).
 #[test]
-#[ignore = "issue 6: since 21:40 on 2026-11-22 the rebuilt connections stall on this machine (passed 9/9 in CI at 21:20, with the same code); run with --ignored"]
 fn twenty_connections_are_taken_over_in_one_failover() {
     if !netns_available("twenty_connections_are_taken_over_in_one_failover") {
         return;
@@ -598,7 +595,6 @@ fn power_off_of_the_backup_leaves_the_primary_alone_and_the_client_unaffected() 
 /// Thesis §3.7.3: the primary's application hangs (SIGSTOP) while its agent beats on; the
 /// backup sees its progress lag the replica's for AppMaxLagTime, fences it and takes over.
 #[test]
-#[ignore = "issue 6: since 21:40 on 2026-11-22 the rebuilt connections stall on this machine (passed 9/9 in CI at 21:20, with the same code); run with --ignored"]
 fn application_hang_is_detected_by_lag_and_taken_over() {
     if !netns_available("application_hang_is_detected_by_lag_and_taken_over") {
         return;
@@ -636,7 +632,6 @@ fn application_hang_is_detected_by_lag_and_taken_over() {
 /// fences the primary and takes over. A capture on the client shows that no FIN from the
 /// service reached it before the end of the stream.
 #[test]
-#[ignore = "issue 6: since 21:40 on 2026-11-22 the rebuilt connections stall on this machine (passed 9/9 in CI at 21:20, with the same code); run with --ignored"]
 fn crash_with_cleanup_holds_the_fin_and_the_backup_takes_over() {
     if !netns_available("crash_with_cleanup_holds_the_fin_and_the_backup_takes_over") {
         return;
@@ -718,7 +713,6 @@ fn crash_with_cleanup_holds_the_fin_and_the_backup_takes_over() {
 /// link stays up. The backup hears it only on the heartbeat link, its own service link is up:
 /// the primary lost the service network; fence and takeover.
 #[test]
-#[ignore = "issue 6: since 21:40 on 2026-11-22 the rebuilt connections stall on this machine (passed 9/9 in CI at 21:20, with the same code); run with --ignored"]
 fn nic_down_on_the_primary_is_told_apart_and_taken_over() {
     if !netns_available("nic_down_on_the_primary_is_told_apart_and_taken_over") {
         return;
@@ -749,7 +743,6 @@ fn nic_down_on_the_primary_is_told_apart_and_taken_over() {
 /// the missing bytes from the logger's ring, its replica stays in step, and a power-off of the
 /// primary at 40 % is taken over byte-exact.
 #[test]
-#[ignore = "issue 6: since 21:40 on 2026-11-22 the rebuilt connections stall on this machine (passed 9/9 in CI at 21:20, with the same code); run with --ignored"]
 fn tap_omissions_are_recovered_from_the_logger_and_the_takeover_is_exact() {
     if !netns_available("tap_omissions_are_recovered_from_the_logger") {
         return;

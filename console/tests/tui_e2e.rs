@@ -14,12 +14,6 @@ use support::{agent_bin, halab_bin, netns_available};
 
 /// The topology the test brings up, relative to the console crate.
 const TOPOLOGY: &str = "../topologies/two-server.toml";
-/// With true, the test's copy of two-server.toml is turned into mode none (heartbeat settings
-/// and the logger host removed); false runs its own mode, st-tcp: the backup takes the
-/// connection over and the client never notices but for a stall.
-// Mode none until the st-tcp takeover stall of issue 6 is understood (with false the test
-// passed 3 of 3 at 21:10 on 2026-11-22, and failed from 21:50 on this machine).
-const AS_MODE_NONE: bool = true;
 /// Testbed names of the copies (unique among the test suites).
 const TESTBED: &str = "t-tui-e2e";
 const TESTBED_DOWN: &str = "t-tui-down";
@@ -38,7 +32,8 @@ fn tmux_available(test: &str) -> bool {
     ok
 }
 
-/// The shipped topology, renamed, with a long transfer (and in mode none if [`AS_MODE_NONE`]).
+/// The shipped topology, renamed, with a long transfer, in its own mode (st-tcp: the backup
+/// takes the connection over and the client never notices but for a stall).
 fn topology_copy(dir: &Path, testbed: &str) -> PathBuf {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join(TOPOLOGY);
     let mut text = std::fs::read_to_string(&shipped).expect("read the topology");
@@ -56,28 +51,6 @@ fn topology_copy(dir: &Path, testbed: &str) -> PathBuf {
         .expect("a size")
         .to_string();
     text = text.replace(&size_line, "size = \"2GB\"");
-    if AS_MODE_NONE {
-        text = text
-            .lines()
-            .filter(|l| !l.starts_with("heartbeat_ms") && !l.starts_with("missed_heartbeats"))
-            .map(|l| {
-                if l.starts_with("mode = ") {
-                    "mode = \"none\""
-                } else {
-                    l
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        // Mode none has no logger role: the logger host goes.
-        if let Some(i) = text.find("[[hosts]]\nname = \"logger\"") {
-            let end = text[i + 9..]
-                .find("[[hosts]]")
-                .map(|j| i + 9 + j)
-                .unwrap_or(text.len());
-            text.replace_range(i..end, "");
-        }
-    }
     let path = dir.join("topology.toml");
     std::fs::write(&path, text).expect("write the topology copy");
     path
@@ -204,7 +177,7 @@ fn dashboard_power_off_of_the_primary_shows_the_failover_and_quit_leaves_nothing
         return;
     }
     let tmux = Tmux::start(TESTBED);
-    let hosts = if AS_MODE_NONE { 3 } else { 4 };
+    let hosts = 4;
     tmux.wait_for(
         "dashboard with every host up",
         Duration::from_secs(30),
@@ -327,7 +300,7 @@ fn halab_down_from_another_terminal_closes_the_dashboard_and_tears_down() {
         return;
     }
     let tmux = Tmux::start(TESTBED_DOWN);
-    let hosts = if AS_MODE_NONE { 3 } else { 4 };
+    let hosts = 4;
     tmux.wait_for(
         "dashboard with every host up",
         Duration::from_secs(30),

@@ -25,9 +25,8 @@ pub fn enter_realtime() -> io::Result<()> {
 }
 
 /// Clears IFF_UP on interface `name` through `sock` (any AF_INET datagram socket of the
-/// interface's network namespace): SIOCGIFFLAGS, then SIOCSIFFLAGS. The ioctl returns once the
-/// kernel has stopped the device, so a stamp taken right after is within microseconds of the
-/// link going down (an `ip` process would add its own exit and reaping).
+/// interface's network namespace): SIOCGIFFLAGS, then SIOCSIFFLAGS (no `ip` process, whose
+/// start, exit and reaping would blur the moment).
 pub fn set_link_down(sock: libc::c_int, name: &str) -> io::Result<()> {
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
@@ -51,24 +50,44 @@ pub fn set_link_down(sock: libc::c_int, name: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Takes `links` of the calling thread's network namespace down, one SIOCSIFFLAGS each, and
-/// returns CLOCK_MONOTONIC right after the last one went down. Stops at the first failure
-/// (the error names the link).
-pub fn links_down_stamped(links: &[String]) -> Result<u64, String> {
+/// When a set of links went down: [`LinksDown::at_ns`] is T_fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinksDown {
+    /// CLOCK_MONOTONIC right before the first SIOCSIFFLAGS. The device stops sending at the
+    /// start of that call (its transmit state is cleared and its qdisc swapped for one that
+    /// drops before anything else happens); the call then waits for an RCU grace period and
+    /// announces the change over rtnetlink, which on a loaded VM takes up to a few ms. The
+    /// fault cannot take effect before this stamp, and takes effect microseconds after it.
+    pub at_ns: u64,
+    /// CLOCK_MONOTONIC right after the last call returned (the links announced down).
+    pub done_ns: u64,
+}
+
+impl LinksDown {
+    /// How long the calls took, in ms (for a fault's detail).
+    pub fn call_ms(&self) -> f64 {
+        self.done_ns.saturating_sub(self.at_ns) as f64 / 1e6
+    }
+}
+
+/// Takes `links` of the calling thread's network namespace down, one SIOCSIFFLAGS each, stamped
+/// as [`LinksDown`] says. Stops at the first failure (the error names the link).
+pub fn links_down_stamped(links: &[String]) -> Result<LinksDown, String> {
     // SAFETY: a plain datagram socket, closed below, used only for interface ioctls.
     let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if sock < 0 {
         return Err(format!("socket: {}", io::Error::last_os_error()));
     }
     let mut result = Ok(());
+    let at_ns = crate::mono_ns();
     for link in links {
         if let Err(e) = set_link_down(sock, link) {
             result = Err(format!("{link}: {e}"));
             break;
         }
     }
-    let at = crate::mono_ns();
+    let done_ns = crate::mono_ns();
     // SAFETY: closing the socket opened above.
     unsafe { libc::close(sock) };
-    result.map(|()| at)
+    result.map(|()| LinksDown { at_ns, done_ns })
 }

@@ -279,8 +279,8 @@ impl FaultLedger {
             let names = names.clone();
             urgent(move || halab_protocol::sys::links_down_stamped(&names)).await
         };
-        let at = match down {
-            Ok(at) => at,
+        let (at, call_ms) = match down {
+            Ok(d) => (d.at_ns, d.call_ms()),
             Err(e) => {
                 // Some may have gone down before the failure: undo those.
                 let _ = net::set_links_each(&names, true).await;
@@ -309,7 +309,10 @@ impl FaultLedger {
         let mut detail = if names.is_empty() {
             String::from("no link taken down")
         } else {
-            format!("link down: {}", names.join(", "))
+            format!(
+                "link down: {} (T_fault at the call's start; the kernel announced it down {call_ms:.3} ms later)",
+                names.join(", ")
+            )
         };
         if !shared.is_empty() {
             detail.push_str(&format!(

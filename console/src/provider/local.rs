@@ -282,11 +282,11 @@ pub fn pids_in_namespaces(namespaces: &[String]) -> BTreeMap<String, Vec<i32>> {
 }
 
 /// Power-off of a host (DESIGN §6): every link of its namespace down first, so that nothing —
-/// not a FIN, not an RST — leaves it, then SIGKILL of every process in it. Returns the moment
-/// the links were down (T_fault) and the processes killed.
-pub fn power_off(ns: &str) -> Result<(u64, usize), LocalError> {
+/// not a FIN, not an RST — leaves it, then SIGKILL of every process in it. Returns when the
+/// links went down (T_fault is its `at_ns`) and how many processes were killed.
+pub fn power_off(ns: &str) -> Result<(halab_protocol::sys::LinksDown, usize), LocalError> {
     let links = links_in(ns);
-    let at_ns = links_down_now(ns, links)?;
+    let down = links_down_now(ns, links)?;
     let pids = pids_in_namespaces(&[ns.to_string()])
         .remove(ns)
         .unwrap_or_default();
@@ -294,16 +294,18 @@ pub fn power_off(ns: &str) -> Result<(u64, usize), LocalError> {
         // SAFETY: kill(2) on pids read from /proc as members of this namespace just now.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
-    Ok((at_ns, pids.len()))
+    Ok((down, pids.len()))
 }
 
 /// Takes `links` of namespace `ns` down with SIOCSIFFLAGS from a thread that entered the
-/// namespace, and returns the moment the last one was down: the ioctl returns once the kernel
-/// has stopped the device, so the timestamp is within microseconds of the fault taking effect
-/// (an `ip` process would add its own exit and reaping to T_fault).
-fn links_down_now(ns: &str, links: Vec<String>) -> Result<u64, LocalError> {
+/// namespace, stamped as [`halab_protocol::sys::LinksDown`] says (an `ip` process would add
+/// its own start, exit and reaping to T_fault).
+fn links_down_now(
+    ns: &str,
+    links: Vec<String>,
+) -> Result<halab_protocol::sys::LinksDown, LocalError> {
     let path = netns_path(ns);
-    let thread = std::thread::spawn(move || -> Result<u64, String> {
+    let thread = std::thread::spawn(move || -> Result<halab_protocol::sys::LinksDown, String> {
         use std::os::fd::AsRawFd;
         let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         // SAFETY: setns(2) on this thread only, with a namespace file we hold open; the thread

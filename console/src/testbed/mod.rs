@@ -406,11 +406,16 @@ impl Testbed {
         match &h.ssh {
             None => {
                 let ns = local::host_ns(&self.topology.name, host);
-                let (at, killed) = tokio::task::spawn_blocking(move || local::power_off(&ns))
+                let (down, killed) = tokio::task::spawn_blocking(move || local::power_off(&ns))
                     .await
                     .map_err(|e| TestbedError::Internal(e.to_string()))??;
-                tracing::info!(%host, killed, "powered off: links down, processes killed");
-                Ok(at)
+                tracing::info!(
+                    %host,
+                    killed,
+                    links_announced_down_ms = down.call_ms(),
+                    "powered off: links down, processes killed"
+                );
+                Ok(down.at_ns)
             }
             Some(ssh) => {
                 let cmd = ssh

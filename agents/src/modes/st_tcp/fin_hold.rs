@@ -1,19 +1,39 @@
 //! The primary's FIN hold (thesis §3.7.4, MaxDelayFIN): an nftables table in the primary's
-//! namespace drops every FIN or RST its service sends, except for connections the backup has
-//! confirmed (its replica closed too). A crashing application's FIN therefore never reaches
-//! the client before the backup has decided; a normal close is confirmed by the backup's
-//! replica, which runs ahead of the primary, before the primary's application gets there.
-//! The table goes when the hold is released (no backup: non-fault-tolerant mode) or dropped.
+//! namespace hands every FIN or RST its service sends to an NFQUEUE ([`super::nfqueue`]), where
+//! the packet waits until the backup has confirmed the close (its replica closed at the same
+//! point). A crashing application's FIN therefore never reaches the client before the backup
+//! has decided; a normal close is let go the moment the confirmation arrives, not at the
+//! kernel's next retransmission.
+//!
+//! Where the queue cannot be bound (a kernel without nfnetlink_queue) the rule drops instead,
+//! with a set of confirmed connections let through: the hold stays strict, and a confirmed FIN
+//! leaves with the kernel's retransmission.
+//!
+//! The table goes when the hold is released (no backup: non-fault-tolerant mode, every held
+//! packet let go) or dropped (the queue's packets die with its socket).
 
+use super::nfqueue::{Message, Queue, Verdict};
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 
 const TABLE: &str = "halab_sttcp";
+/// The iptables chain of the queue rules.
+const CHAIN: &str = "HALAB_STTCP";
+/// The queue number (queues are per network namespace).
+const QUEUE: u16 = 7;
+/// Enough of a packet for its IPv4 and TCP headers with options.
+const COPY: u32 = 128;
+
+/// A connection as the hold knows it: (client, client port, service port).
+pub type HoldKey = ([u8; 4], u16, u16);
 
 /// What the primary's loop asks of the FIN hold; the nft commands run in the hold's own task,
 /// so that a slow `nft` never delays a heartbeat.
 pub enum HoldCmd {
     Install,
-    Allow(Vec<([u8; 4], u16, u16)>),
+    Allow(Vec<HoldKey>),
     Release,
 }
 
@@ -21,39 +41,83 @@ pub enum HoldCmd {
 #[derive(Debug, Default)]
 pub struct HoldView {
     pub active: bool,
-    pub allowed: std::collections::BTreeSet<([u8; 4], u16, u16)>,
+    pub allowed: BTreeSet<HoldKey>,
 }
 
-/// Runs the hold until `rx` closes; the table goes with it.
+/// Runs the hold until `rx` closes; the table goes with it. `queued` is notified whenever a
+/// FIN or RST is held, so that the primary looks at once whether it may go.
 pub async fn run(
     mut hold: FinHold,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<HoldCmd>,
-    view: std::sync::Arc<std::sync::Mutex<HoldView>>,
+    view: Arc<Mutex<HoldView>>,
+    queued: Arc<Notify>,
 ) {
-    while let Some(cmd) = rx.recv().await {
-        let r = match cmd {
-            HoldCmd::Install => hold.install().await,
-            HoldCmd::Allow(keys) => hold.allow(&keys).await,
-            HoldCmd::Release => hold.release().await,
-        };
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "st-tcp: FIN hold");
+    loop {
+        tokio::select! {
+            cmd = rx.recv() => {
+                let Some(cmd) = cmd else { break };
+                let r = match cmd {
+                    HoldCmd::Install => hold.install().await,
+                    HoldCmd::Allow(keys) => hold.allow(&keys).await,
+                    HoldCmd::Release => hold.release().await,
+                };
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "st-tcp: FIN hold");
+                }
+                let mut v = view.lock().unwrap_or_else(|p| p.into_inner());
+                v.active = hold.active;
+                v.allowed = hold.allowed.clone();
+            }
+            r = next_packets(&mut hold.queue) => match r {
+                Ok(msgs) => {
+                    if hold.on_packets(msgs).await {
+                        queued.notify_one();
+                    }
+                }
+                Err(e) => {
+                    // Without the socket the rule drops what it would queue: still a hold.
+                    tracing::warn!(error = %e, "st-tcp: FIN hold queue failed");
+                    hold.queue = None;
+                }
+            },
         }
-        let mut v = view.lock().unwrap_or_else(|p| p.into_inner());
-        v.active = hold.active;
-        v.allowed = hold.allowed.clone();
     }
     if let Err(e) = hold.release().await {
         tracing::warn!(error = %e, "st-tcp: FIN hold not removed");
     }
 }
 
+async fn next_packets(q: &mut Option<Queue>) -> std::io::Result<Vec<Message>> {
+    match q {
+        Some(q) => q.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The connection a queued IPv4 TCP packet from the service belongs to, if it parses.
+fn packet_key(ip: &[u8]) -> Option<HoldKey> {
+    let ihl = (*ip.first()? & 0x0f) as usize * 4;
+    if ip.first()? >> 4 != 4 || ihl < 20 || ip.get(9) != Some(&6) {
+        return None;
+    }
+    let daddr: [u8; 4] = ip.get(16..20)?.try_into().ok()?;
+    let tcp = ip.get(ihl..ihl + 4)?;
+    let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
+    let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
+    Some((daddr, dport, sport))
+}
+
 pub struct FinHold {
     active: bool,
     vip: Ipv4Addr,
     ports: Vec<u16>,
-    /// Connections allowed to close (client, client port, port).
-    allowed: std::collections::BTreeSet<([u8; 4], u16, u16)>,
+    /// Connections allowed to close.
+    allowed: BTreeSet<HoldKey>,
+    queue: Option<Queue>,
+    /// Whether the installed hold queues (else it drops, with a set of confirmed connections).
+    queued: bool,
+    /// Packets waiting in the queue for a verdict.
+    held: Vec<(HoldKey, u32)>,
 }
 
 impl FinHold {
@@ -63,11 +127,45 @@ impl FinHold {
             vip,
             ports,
             allowed: Default::default(),
+            queue: None,
+            queued: false,
+            held: Vec::new(),
         }
     }
 
-    /// Installs (or re-installs, empty) the table.
+    /// Installs (or re-installs, empty) the hold; binds the queue first, so that no FIN meets
+    /// the rule before somebody listens. The queue rule goes through iptables (its NFQUEUE
+    /// target): nft's own `queue` expression is missing from some kernels (this lab's among
+    /// them), while the xtables target runs through nftables' compat layer.
     pub async fn install(&mut self) -> Result<(), String> {
+        self.remove_rules().await;
+        if self.queue.is_none() {
+            match Queue::bind(QUEUE, COPY).await {
+                Ok(q) => self.queue = Some(q),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "st-tcp: no NFQUEUE; confirmed FINs leave with the kernel's retransmission"
+                ),
+            }
+        }
+        if self.queue.is_some() {
+            match self.install_queue_rules().await {
+                Ok(()) => {
+                    self.queued = true;
+                    self.active = true;
+                    self.allowed.clear();
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        "st-tcp: no iptables NFQUEUE rule; confirmed FINs leave with the kernel's retransmission"
+                    );
+                    self.remove_rules().await;
+                    self.queue = None;
+                }
+            }
+        }
         let ports = self
             .ports
             .iter()
@@ -85,19 +183,106 @@ impl FinHold {
              \x20 }}\n}}\n"
         );
         super::command("nft", &["-f", "-"], Some(&script)).await?;
+        self.queued = false;
         self.active = true;
         self.allowed.clear();
         Ok(())
     }
 
-    /// Lets the FIN/RST of these connections go.
-    pub async fn allow(&mut self, keys: &[([u8; 4], u16, u16)]) -> Result<(), String> {
+    /// The chain `HALAB_STTCP`, jumped to from OUTPUT: FIN or RST from the service → queue.
+    async fn install_queue_rules(&self) -> Result<(), String> {
+        let vip = self.vip.to_string();
+        let ports = self
+            .ports
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let queue = QUEUE.to_string();
+        super::command("iptables", &["-w", "-N", CHAIN], None).await?;
+        for flag in ["FIN", "RST"] {
+            super::command(
+                "iptables",
+                &[
+                    "-w",
+                    "-A",
+                    CHAIN,
+                    "-s",
+                    &vip,
+                    "-p",
+                    "tcp",
+                    "-m",
+                    "multiport",
+                    "--sports",
+                    &ports,
+                    "--tcp-flags",
+                    flag,
+                    flag,
+                    "-j",
+                    "NFQUEUE",
+                    "--queue-num",
+                    &queue,
+                ],
+                None,
+            )
+            .await?;
+        }
+        super::command("iptables", &["-w", "-I", "OUTPUT", "-j", CHAIN], None).await
+    }
+
+    /// Removes whatever hold is installed (queue rules or the nft table), quietly.
+    async fn remove_rules(&self) {
+        let _ = super::command("iptables", &["-w", "-D", "OUTPUT", "-j", CHAIN], None).await;
+        let _ = super::command("iptables", &["-w", "-F", CHAIN], None).await;
+        let _ = super::command("iptables", &["-w", "-X", CHAIN], None).await;
+        let _ = super::command("nft", &["delete", "table", "inet", TABLE], None).await;
+    }
+
+    /// Judges newly queued packets; true if one of them is now held.
+    async fn on_packets(&mut self, msgs: Vec<Message>) -> bool {
+        let mut held_one = false;
+        for m in msgs {
+            let Message::Packet(p) = m else { continue };
+            let key = packet_key(&p.payload);
+            let go = !self.active || key.is_none_or(|k| self.allowed.contains(&k));
+            match key {
+                Some(k) if !go => {
+                    self.held.push((k, p.id));
+                    held_one = true;
+                }
+                _ => self.judge(p.id, Verdict::Accept).await,
+            }
+        }
+        held_one
+    }
+
+    async fn judge(&self, id: u32, v: Verdict) {
+        if let Some(q) = &self.queue
+            && let Err(e) = q.verdict(id, v).await
+        {
+            tracing::warn!(error = %e, id, "st-tcp: NFQUEUE verdict");
+        }
+    }
+
+    /// Lets the FIN/RST of these connections go: those held now, and those to come.
+    pub async fn allow(&mut self, keys: &[HoldKey]) -> Result<(), String> {
         let new: Vec<_> = keys
             .iter()
             .filter(|k| !self.allowed.contains(*k))
             .copied()
             .collect();
         if new.is_empty() || !self.active {
+            return Ok(());
+        }
+        self.allowed.extend(new.iter().copied());
+        let (go, stay): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(k, _)| self.allowed.contains(k));
+        self.held = stay;
+        for (_, id) in go {
+            self.judge(id, Verdict::Accept).await;
+        }
+        if self.queued {
             return Ok(());
         }
         let elems = new
@@ -117,18 +302,20 @@ impl FinHold {
             ],
             None,
         )
-        .await?;
-        self.allowed.extend(new);
-        Ok(())
+        .await
     }
 
-    /// Removes the table: every FIN/RST goes again.
+    /// Removes the table and lets every held packet go.
     pub async fn release(&mut self) -> Result<(), String> {
         if !self.active {
             return Ok(());
         }
         self.active = false;
-        super::command("nft", &["delete", "table", "inet", TABLE], None).await
+        for (_, id) in std::mem::take(&mut self.held) {
+            self.judge(id, Verdict::Accept).await;
+        }
+        self.remove_rules().await;
+        Ok(())
     }
 }
 
@@ -176,10 +363,20 @@ impl Drop for FinHold {
     fn drop(&mut self) {
         if self.active {
             // Synchronous: the role is going away and nothing may stay behind.
-            let _ = std::process::Command::new("nft")
-                .args(["delete", "table", "inet", TABLE])
-                .stderr(std::process::Stdio::null())
-                .status();
+            let quiet = |program: &str, args: &[&str]| {
+                let _ = std::process::Command::new(program)
+                    .args(args)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            };
+            if self.queued {
+                quiet("iptables", &["-w", "-D", "OUTPUT", "-j", CHAIN]);
+                quiet("iptables", &["-w", "-F", CHAIN]);
+                quiet("iptables", &["-w", "-X", CHAIN]);
+            } else {
+                quiet("nft", &["delete", "table", "inet", TABLE]);
+            }
         }
     }
 }

@@ -32,7 +32,13 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
         allowed: Default::default(),
     }));
     let (hold_tx, hold_rx) = mpsc::unbounded_channel();
-    let hold_task = tokio::spawn(fin_hold::run(hold, hold_rx, view.clone()));
+    let fin_queued = Arc::new(tokio::sync::Notify::new());
+    let hold_task = tokio::spawn(fin_hold::run(
+        hold,
+        hold_rx,
+        view.clone(),
+        fin_queued.clone(),
+    ));
     let child = start_server_process(&[]).await?;
     let p = child.id().unwrap_or(0);
     ctx.pid.store(p, Ordering::SeqCst);
@@ -66,6 +72,7 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
             fault_tolerant: true,
             seq: 0,
             pending: Default::default(),
+            fin_queued,
         };
         p.run(cancel, cmd_rx).await;
         let _ = server.await;
@@ -92,6 +99,8 @@ struct Primary {
     /// Closes the backup confirmed (its replica closed after this many bytes) that the
     /// application has not yet reached.
     pending: std::collections::HashMap<([u8; 4], u16, u16), u64>,
+    /// Told when the hold queues a FIN or RST: a confirmed close may let it go at once.
+    fin_queued: Arc<tokio::sync::Notify>,
 }
 
 /// How often sockets with a confirmed close pending are looked at.
@@ -124,6 +133,7 @@ impl Primary {
                     self.check_backup(&detector).await;
                 }
                 _ = fin_tick.tick(), if !self.pending.is_empty() => self.check_pending(),
+                _ = self.fin_queued.notified() => self.check_pending(),
                 r = self.sock.recv_from(&mut buf) => {
                     let Ok((n, _)) = r else { continue };
                     if let Some((link, hb)) = heartbeat::parse(&buf[..n])
