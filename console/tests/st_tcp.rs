@@ -224,7 +224,7 @@ fn assert_content(path: &Path, url_path: &str, size: u64) {
 }
 
 /// Must hold 1: curl downloading 100 MB from the VIP survives a power-off of the primary at
-/// 40 %, byte-exact, on the same connection.
+/// 40 %, byte-exact, on the same connection; afterwards a new curl is served by the backup.
 #[test]
 fn curl_survives_power_off_of_the_primary_byte_exact() {
     if !netns_available("curl_survives_power_off_of_the_primary_byte_exact") {
@@ -279,6 +279,19 @@ fn curl_survives_power_off_of_the_primary_byte_exact() {
     assert!(status.success(), "curl failed: {status} {err}");
     assert_content(&out, "/big.bin", size);
     lab.assert_taken_over(1);
+
+    // The backup is the service now: a new connection to the service address is served too.
+    let small = 3_000_000u64;
+    let out2 = lab.dir.path().join("curl2.out");
+    let st = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("client"), "curl", "-sS", "--fail"])
+        .args(["--max-time", "20", "-o"])
+        .arg(&out2)
+        .arg(format!("http://10.10.0.100:8080/after.bin?size={small}"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "a new curl after the takeover: {st}");
+    assert_content(&out2, "/after.bin", small);
 }
 
 /// Runs `experiment` (its `topology` key is added) with the real `halab run` on a renamed copy
@@ -367,16 +380,18 @@ fn run_lib(
     experiment: &str,
     setup: impl FnOnce(&str),
 ) -> Vec<Value> {
-    run_lib_with(name, heartbeat_ms, experiment, setup).0
+    run_lib_with(name, heartbeat_ms, experiment, setup, |_, t| t).0
 }
 
-/// [`run_lib`], keeping what `setup` returned (a capture, say) alive through the runs.
-fn run_lib_with<T>(
+/// [`run_lib`], keeping what `setup` returned (a capture, say) alive through the runs, and
+/// handing it to `before_down` once they are over, while the testbed is still up.
+fn run_lib_with<T, U>(
     name: &str,
     heartbeat_ms: u64,
     experiment: &str,
     setup: impl FnOnce(&str) -> T,
-) -> (Vec<Value>, T) {
+    before_down: impl FnOnce(&str, T) -> U,
+) -> (Vec<Value>, U) {
     let dir = tempfile::tempdir().unwrap();
     // HALAB_KEEP_LOGS=1 keeps the agents' logs of every run for a look afterwards.
     let dir_path = if std::env::var("HALAB_KEEP_LOGS").is_ok() {
@@ -435,8 +450,9 @@ fn run_lib_with<T>(
                 records.push(serde_json::to_value(&r).unwrap());
             }
         }
+        let out = before_down(name, kept);
         let _ = tb.down().await;
-        (records, kept)
+        (records, out)
     })
 }
 
@@ -565,6 +581,83 @@ fn one_run(name: &str, workload_and_size: &str, fault: &str) -> String {
     )
 }
 
+/// Retransmission timeouts the kernel of namespace `ns` has had (`/proc/net/netstat`, TcpExt
+/// TCPTimeouts), and the packets its FIN hold queued (the iptables chain's counters).
+fn timeouts_and_queued(ns: &str) -> (u64, u64) {
+    let netstat = support::run("ip", &["netns", "exec", ns, "cat", "/proc/net/netstat"]);
+    let mut ext = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (ext.next().unwrap(), ext.next().unwrap());
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "TCPTimeouts")
+        .expect("TCPTimeouts");
+    let timeouts = values.split_whitespace().nth(i).unwrap().parse().unwrap();
+    let chain = support::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            ns,
+            "iptables",
+            "-w",
+            "-L",
+            "HALAB_STTCP",
+            "-v",
+            "-x",
+            "-n",
+        ],
+    );
+    let queued = chain
+        .lines()
+        .filter(|l| l.contains("NFQUEUE"))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    (timeouts, queued)
+}
+
+/// Thesis §3.7.4 without a failure: every close is confirmed by the backup's replica, and the
+/// held FIN leaves as soon as the confirmation comes: it waits in an NFQUEUE, it is not
+/// dropped, so the primary never needs a retransmission timeout (a dropped FIN would leave
+/// only with the kernel's retransmission, 200 ms later). Needs iptables' NFQUEUE target (CI
+/// installs it).
+#[test]
+fn a_confirmed_close_leaves_at_once_without_a_retransmission_timeout() {
+    if !netns_available("a_confirmed_close_leaves_at_once_without_a_retransmission_timeout") {
+        return;
+    }
+    let _s = serial();
+    let exp = "name = \"st-close\"\nrepetitions = 3\n[run]\nmode = \"st-tcp\"\nworkload = \"bulk\"\nsize = \"20MB\"\n";
+    let (records, (timeouts, queued)) = run_lib_with(
+        "t-st-close",
+        200,
+        exp,
+        |_| (),
+        |name, ()| timeouts_and_queued(&local::host_ns(name, "primary")),
+    );
+    for r in &records {
+        assert_clean(r);
+        assert_no_reconnect(r);
+    }
+    let mut d: Vec<f64> = records
+        .iter()
+        .filter_map(|r| r["duration_ms"].as_f64())
+        .collect();
+    d.sort_by(|a, b| a.total_cmp(b));
+    eprintln!(
+        "confirmed close: 3 bulk runs of {:.1} ms (median); the hold queued {queued} packets, \
+         the primary had {timeouts} retransmission timeouts",
+        d[d.len() / 2]
+    );
+    assert!(
+        queued >= 3,
+        "every run's FIN went through the queue: {queued}"
+    );
+    assert_eq!(
+        timeouts, 0,
+        "a held FIN needed the kernel's retransmission timeout"
+    );
+}
+
 /// Thesis table 3.3, backup HW crash: the primary goes on alone (non-fault-tolerant mode),
 /// no takeover, and the client sees nothing.
 #[test]
@@ -645,10 +738,16 @@ fn crash_with_cleanup_holds_the_fin_and_the_backup_takes_over() {
     );
     // The primary's link rate-limited so that the fault lands mid-transfer (a 30 MB transfer
     // on the bare veths is over before the SIGTERM arrives).
-    let (records, capture) = run_lib_with("t-st-crash", 200, &exp, |name| {
-        shape_primary("200mbit")(name);
-        support::capture::Capture::start(&local::host_ns(name, "client"), 7070)
-    });
+    let (records, capture) = run_lib_with(
+        "t-st-crash",
+        200,
+        &exp,
+        |name| {
+            shape_primary("200mbit")(name);
+            support::capture::Capture::start(&local::host_ns(name, "client"), 7070)
+        },
+        |_, c| c,
+    );
     let packets = capture.stop();
     let r = &records[0];
     eprintln!("crash events: {}", r["mode_events"]);

@@ -117,6 +117,8 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
             logger,
             recovered: HashMap::new(),
             client_segments: 0,
+            service: None,
+            service_cancel: cancel.child_token(),
             cancel: cancel.clone(),
         };
         b.run(Some(tap), notes_rx, cmd_rx).await;
@@ -219,6 +221,64 @@ struct Backup {
     /// Client data segments seen, for the test knob `tap_drop_every`.
     client_segments: u64,
     cancel: CancellationToken,
+    /// After a takeover: the listeners serving new connections on the service address.
+    service: Option<JoinSet<()>>,
+    /// Stops those listeners and their connections (a reset, the role's end).
+    service_cancel: CancellationToken,
+}
+
+/// The backup's own server port standing in for the `i`-th service port (the workload port
+/// first, then the http port).
+fn replica_port(i: usize) -> u16 {
+    if i == 0 {
+        REPLICA_PORTS.0
+    } else {
+        REPLICA_PORTS.1
+    }
+}
+
+/// After a takeover the backup is the service: new connections to the service address are
+/// accepted and relayed to its own server, so that clients that connect afresh (a new curl, a
+/// client whose connection was never taken over) are served too.
+async fn serve_service_address(
+    vip: Ipv4Addr,
+    ports: Vec<u16>,
+    cancel: CancellationToken,
+) -> Result<JoinSet<()>, String> {
+    let mut set = JoinSet::new();
+    for (i, port) in ports.into_iter().enumerate() {
+        let listener = tokio::net::TcpListener::bind((vip, port))
+            .await
+            .map_err(|e| format!("listening on {vip}:{port}: {e}"))?;
+        let to = replica_port(i);
+        let cancel = cancel.clone();
+        set.spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    a = listener.accept() => {
+                        let Ok((mut client, _)) = a else { continue };
+                        let cancel = cancel.clone();
+                        conns.spawn(async move {
+                            let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
+                                return;
+                            };
+                            let _ = client.set_nodelay(true);
+                            let _ = server.set_nodelay(true);
+                            tokio::select! {
+                                _ = cancel.cancelled() => {}
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            }
+                        });
+                    }
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                }
+            }
+            conns.shutdown().await;
+        });
+    }
+    Ok(set)
 }
 
 /// How often the failure detector's verdict is taken.
@@ -300,6 +360,13 @@ impl Backup {
                     }
                     Note::Finished { key, detail } => {
                         tracing::debug!(%key, %detail, "replica finished");
+                    }
+                    Note::Stalled { key, detail } => {
+                        tracing::warn!(%key, %detail, "st-tcp: rebuilt connection stalled");
+                        emit(&self.outbound, Event::Error {
+                            at_ns: mono_ns(),
+                            message: format!("{key}: rebuilt connection stalled: {detail}"),
+                        }).await;
                     }
                 },
                 c = commands.recv() => match c {
@@ -432,11 +499,7 @@ impl Backup {
                     let Some(i) = self.cfg.service_ports.iter().position(|p| *p == key.port) else {
                         continue;
                     };
-                    let port = if i == 0 {
-                        REPLICA_PORTS.0
-                    } else {
-                        REPLICA_PORTS.1
-                    };
+                    let port = replica_port(i);
                     let cancel = self.cancel.child_token();
                     let r = replica::spawn(
                         key,
@@ -782,10 +845,36 @@ impl Backup {
             },
         )
         .await;
+        // Listening only now: a listener on the service port before the rebuild would take
+        // the client's segments for connection attempts of its own.
+        match serve_service_address(
+            self.vip,
+            self.cfg.service_ports.clone(),
+            self.service_cancel.child_token(),
+        )
+        .await
+        {
+            Ok(set) => self.service = Some(set),
+            Err(e) => {
+                emit(
+                    &self.outbound,
+                    Event::Error {
+                        at_ns: mono_ns(),
+                        message: format!("new connections to the service address: {e}"),
+                    },
+                )
+                .await
+            }
+        }
     }
 
     /// Back to tapping with nothing: connections dropped, service address given back.
     async fn reset(&mut self) {
+        self.service_cancel.cancel();
+        self.service_cancel = self.cancel.child_token();
+        if let Some(mut set) = self.service.take() {
+            set.shutdown().await;
+        }
         for (_, (_, c)) in self.replicas.drain() {
             c.cancel();
         }

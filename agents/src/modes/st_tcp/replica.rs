@@ -40,6 +40,52 @@ pub enum Note {
     OutputEnded { key: ConnKey, at: u64 },
     /// The connection ended for good (relay done, or replica lost).
     Finished { key: ConnKey, detail: String },
+    /// The rebuilt connection has had data in flight and no ACK from the client for
+    /// [`STALL_AFTER_MS`]: the kernel's view of it, for the record.
+    Stalled { key: ConnKey, detail: String },
+}
+
+/// A rebuilt connection with unacknowledged data and no ACK for this long is reported once.
+pub const STALL_AFTER_MS: u32 = 3000;
+
+/// The kernel's view of a rebuilt connection when it stalls (TCP_INFO), `None` while it
+/// moves.
+fn stalled(sock: &TcpStream) -> Option<String> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain old data; all-zero is a valid value.
+    let mut i: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) writes at most `len` bytes into `i`, which we own.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut i as *mut libc::tcp_info as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc != 0 || i.tcpi_unacked == 0 || i.tcpi_last_ack_recv < STALL_AFTER_MS {
+        return None;
+    }
+    Some(format!(
+        "no ACK from the client for {} ms with {} segments unacknowledged: state {}, \
+         retransmits {} (total {}), backoff {}, rto {} ms, cwnd {}, snd_mss {}, \
+         bytes acked {}, last data sent {} ms ago, segs out {} in {}",
+        i.tcpi_last_ack_recv,
+        i.tcpi_unacked,
+        i.tcpi_state,
+        i.tcpi_retransmits,
+        i.tcpi_total_retrans,
+        i.tcpi_backoff,
+        i.tcpi_rto / 1000,
+        i.tcpi_snd_cwnd,
+        i.tcpi_snd_mss,
+        i.tcpi_bytes_acked,
+        i.tcpi_last_data_sent,
+        i.tcpi_segs_out,
+        i.tcpi_segs_in,
+    ))
 }
 
 /// Shared progress of a replica, for the lag check.
@@ -196,9 +242,17 @@ async fn run(
     let acked = held.acked;
     let mut client_open = true;
     let mut cbuf = vec![0u8; 64 * 1024];
+    let mut watch = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut reported = false;
     while client_open || !eof {
         tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = watch.tick(), if !reported => {
+                if let Some(detail) = stalled(cwr.as_ref()) {
+                    reported = true;
+                    let _ = notes.send(Note::Stalled { key, detail });
+                }
+            }
             r = crd.read(&mut cbuf), if client_open => match r {
                 Ok(0) | Err(_) => {
                     client_open = false;
