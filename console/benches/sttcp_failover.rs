@@ -15,7 +15,8 @@
 //!
 //! Run as root: `cargo build --release -p halab-agent && cargo bench -p halab --bench sttcp_failover`
 //! Environment: HALAB_BENCH_ROUNDS (faulted runs per cell, default 5); HALAB_BENCH_TABLES
-//! (`3.2,3.1` by default; `3.1` runs only the failure-free table).
+//! (`3.2,3.1` by default; `3.1` runs only the failure-free table); HALAB_BENCH_HEARTBEATS
+//! (table 3.2's intervals, `50,200,1000` by default).
 
 #[allow(dead_code)] // each benchmark uses a part of it
 mod common;
@@ -143,7 +144,12 @@ fn table_3_2(rounds: u64) {
         "{:>6} {:>12} {:>12} {:>12} {:>12} {:>10} {:>7} {:>6}",
         "hb ms", "workload", "failover p50", "detect p50", "takeover p50", "target", "met", "ok"
     );
-    for hb in [50u64, 200, 1000] {
+    let heartbeats: Vec<u64> = std::env::var("HALAB_BENCH_HEARTBEATS")
+        .unwrap_or_else(|_| "50,200,1000".into())
+        .split(',')
+        .filter_map(|h| h.trim().parse().ok())
+        .collect();
+    for hb in heartbeats {
         for (i, (label, workload, shape)) in WORKLOADS.iter().enumerate() {
             let exp = format!(
                 "name = \"bench-st\"\nrepetitions = {rounds}\n[run]\nmode = \"st-tcp\"\n\

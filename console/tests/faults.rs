@@ -27,8 +27,10 @@
 //! For a killed process the wire's effect (the FIN) comes during the kernel's teardown of the
 //! process, which follows T_fault by 0.1–5 ms on a loaded machine; it is held to that window.
 //!
-//! Not here: `kill -9` of the console reverting every fault within 2 s (the CLI cannot inject
-//! faults yet, and at library level the console's channels cannot be cut as a crash would).
+//! Not here: `kill -9` of the console reverting every fault within 2 s, which needs a real
+//! console process to kill (`console/tests/run_experiments.rs`,
+//! `kill_9_of_the_console_reverts_every_fault_within_2_s`); loss and partition, whose effect
+//! is counted at packet level in `agents/tests/faults.rs`.
 //!
 //! Each test brings up its own copy of `topologies/two-server.toml` under its own name, at
 //! library level ([`Testbed`]), so it can drive the agents directly. The tests take turns (one

@@ -15,6 +15,7 @@ mod backup;
 mod fin_hold;
 pub mod heartbeat;
 pub mod logger;
+mod netlink;
 mod nfqueue;
 mod primary;
 pub mod replica;

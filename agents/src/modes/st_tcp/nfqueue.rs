@@ -9,6 +9,7 @@
 //! [`verdict`], [`parse`]); [`Queue`] is the thin socket around them. Parsing never panics on any
 //! input: every length is checked before it is used.
 
+use super::netlink::{NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, NLMSG_HDRLEN, align4, u16_at, u32_at};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use tokio::io::unix::AsyncFd;
@@ -25,10 +26,6 @@ const NFQA_CFG_CMD: u16 = 1;
 const NFQA_CFG_PARAMS: u16 = 2;
 const NFQNL_CFG_CMD_BIND: u8 = 1;
 const NFQNL_COPY_PACKET: u8 = 2;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_HDRLEN: usize = 16;
 const NFGENMSG_LEN: usize = 4;
 /// Attribute types carry two flag bits (nested, net byte order) above the type.
 const NLA_TYPE_MASK: u16 = 0x3fff;
@@ -54,10 +51,6 @@ pub enum Message {
     /// An acknowledgement (0) or an error (a positive errno) for a request.
     Ack(i32),
     Other,
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
 }
 
 fn header(buf: &mut Vec<u8>, msg_type: u16, flags: u16, queue: u16) {
@@ -109,14 +102,6 @@ pub fn verdict(queue: u16, id: u32, v: Verdict) -> Vec<u8> {
     h.extend_from_slice(&id.to_be_bytes());
     attr(&mut buf, NFQA_VERDICT_HDR, &h);
     finish(buf)
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
 /// Every message in one datagram from the queue socket. Malformed messages end the parse (what

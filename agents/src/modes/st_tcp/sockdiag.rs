@@ -2,16 +2,13 @@
 //! a NETLINK_SOCK_DIAG dump of its TCP sockets with `tcp_info`, from which each heartbeat's
 //! LastByteReceived / LastAckReceived / LastAppByteWritten / LastAppByteRead come.
 
+use super::netlink::{NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, u32_at, u64_at};
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const NETLINK_SOCK_DIAG: i32 = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const INET_DIAG_INFO: u16 = 2;
 const TCP_LISTEN: u8 = 10;
 /// Offsets in struct tcp_info (include/uapi/linux/tcp.h).
@@ -132,14 +129,6 @@ pub fn tcp_sockets() -> io::Result<Vec<SockInfo>> {
             return Ok(out);
         }
     }
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_ne_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
 /// Parses one datagram of the dump into `out`; true once the dump is done.
