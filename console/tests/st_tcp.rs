@@ -316,6 +316,8 @@ fn halab_run(name: &str, heartbeat_ms: u64, experiment: &str) -> Vec<Value> {
     let file = dir.path().join("experiment.toml");
     std::fs::write(&file, format!("topology = \"topology.toml\"\n{experiment}")).unwrap();
     let out = Command::new(halab_bin())
+        // `halab run` writes its report under `reports/` of the working directory.
+        .current_dir(dir.path())
         .env("HALAB_STATE_DIR", dir.path().join("state"))
         .env("HALAB_RUNS_DIR", dir.path().join("runs"))
         .arg("run")

@@ -776,12 +776,15 @@ impl Backup {
                 continue;
             }
             // The client's ACK as the tap saw it, or as the primary last reported it if that
-            // is further (a tap that fell behind): starting below the client's real ACK would
-            // make every ACK it sends lie beyond what we sent, which the kernel ignores.
+            // is further (a tap that fell behind). The client's real ACK may be further still
+            // (the tap missed its last ACKs), up to what the primary sent: that range goes into
+            // the rebuilt socket's send queue as in flight, so that every ACK the client can
+            // send falls within what the socket sent (beyond it, the kernel would ignore it).
             let from = conn
                 .client_ack
                 .unwrap_or(0)
                 .max(self.lag.get(&key).map_or(0, |w| w.last.last_ack_received));
+            let sent = conn.server_sent.max(from);
             let params = RepairParams::from_conn(self.vip, key, conn, now).map(|mut p| {
                 if let Some(seq) = conn.server_seq(from) {
                     p.snd_seq = seq;
@@ -792,9 +795,14 @@ impl Backup {
                 None => Err("handshake not seen whole".to_string()),
                 Some(p) => repair(&p).map_err(|e| e.to_string()).and_then(|sock| {
                     let (done, rx) = oneshot::channel();
-                    r.tx.send(ToReplica::TakeOver { sock, from, done })
-                        .map_err(|_| "replica gone".to_string())
-                        .map(|()| rx)
+                    r.tx.send(ToReplica::TakeOver {
+                        sock,
+                        from,
+                        sent,
+                        done,
+                    })
+                    .map_err(|_| "replica gone".to_string())
+                    .map(|()| rx)
                 }),
             };
             match result {

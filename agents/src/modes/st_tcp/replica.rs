@@ -24,11 +24,13 @@ pub enum ToReplica {
     /// The client acknowledged the server's stream up to this offset.
     Acked(u64),
     ClientFin,
-    /// Take over: `sock` is the rebuilt client connection, whose send sequence starts at
-    /// server offset `from`. Answers with the bytes sent at once.
+    /// Take over: `sock` is the rebuilt client connection, still in repair mode, whose send
+    /// sequence starts at server offset `from`; the primary had sent up to offset `sent`.
+    /// Answers with the bytes sent at once.
     TakeOver {
-        sock: std::net::TcpStream,
+        sock: super::takeover::InRepair,
         from: u64,
+        sent: u64,
         done: oneshot::Sender<Result<u64, String>>,
     },
 }
@@ -44,6 +46,9 @@ pub enum Note {
     /// [`STALL_AFTER_MS`]: the kernel's view of it, for the record.
     Stalled { key: ConnKey, detail: String },
 }
+
+/// How long a takeover waits for a lagging replica to produce what the primary had sent.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A rebuilt connection with unacknowledged data and no ACK for this long is reported once.
 pub const STALL_AFTER_MS: u32 = 3000;
@@ -181,7 +186,7 @@ async fn run(
     };
     let mut eof = false;
     let mut chunk = vec![0u8; 64 * 1024];
-    let (sock, done) = loop {
+    let (sock, sent, done) = loop {
         tokio::select! {
             _ = cancel.cancelled() => {
                 feeder.abort();
@@ -200,9 +205,9 @@ async fn run(
                 Some(ToReplica::ClientFin) => {
                     let _ = feed_tx.send(None);
                 }
-                Some(ToReplica::TakeOver { sock, from, done }) => {
+                Some(ToReplica::TakeOver { sock, from, sent, done }) => {
                     held.ack(from);
-                    break (sock, done);
+                    break (sock, sent, done);
                 }
             },
             r = rd.read(&mut chunk), if !eof && held.data.len() < HOLD_CAP => match r {
@@ -218,7 +223,36 @@ async fn run(
         }
     };
 
-    // Takeover: everything held beyond the client's ACK leaves at once, then relay.
+    // Takeover. What the primary had sent goes into the rebuilt socket's send queue as in
+    // flight: the replica runs a little behind on a loaded host, so it is given a moment to
+    // produce that much.
+    let deadline = tokio::time::Instant::now() + CATCH_UP;
+    while !eof && held.produced() < sent && held.data.len() < HOLD_CAP {
+        match tokio::time::timeout_at(deadline, rd.read(&mut chunk)).await {
+            Err(_) => break,
+            Ok(Ok(0)) | Ok(Err(_)) => eof = true,
+            Ok(Ok(n)) => {
+                held.push(&chunk[..n]);
+                progress.produced.store(held.produced(), Ordering::Relaxed);
+            }
+        }
+    }
+    let in_flight = sent.saturating_sub(held.base).min(held.data.len() as u64) as usize;
+    let sock = {
+        let (a, b) = held.data.as_slices();
+        let first = in_flight.min(a.len());
+        sock.finish(&[&a[..first], &b[..in_flight - first]])
+    };
+    let sock = match sock {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = done.send(Err(e.to_string()));
+            feeder.abort();
+            return Err(format!("rebuilt socket: {e}"));
+        }
+    };
+    held.data.drain(..in_flight);
+    held.base += in_flight as u64;
     let client = TcpStream::from_std(sock).map_err(|e| format!("rebuilt socket: {e}"))?;
     let (mut crd, mut cwr) = client.into_split();
     let resent = held.data.len() as u64;

@@ -120,9 +120,16 @@ fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
     }
 }
 
-/// Rebuilds the connection; the socket is returned blocking-free and out of repair mode.
-/// The service address must be on an interface of this host already.
-pub fn repair(p: &RepairParams) -> io::Result<std::net::TcpStream> {
+/// A connection rebuilt up to its queues, still in repair mode: [`InRepair::finish`] fills in
+/// what the primary had sent and the client may not have received, and lets it go.
+pub struct InRepair(OwnedFd);
+
+/// Room for the in-flight bytes put in the send queue (the primary's send window, a few MB).
+const SNDBUF: libc::c_int = 32 << 20;
+
+/// Rebuilds the connection up to its queues; the socket stays in repair mode. The service
+/// address must be on an interface of this host already.
+pub fn repair(p: &RepairParams) -> io::Result<InRepair> {
     // SAFETY: plain socket(2); owned at once.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -184,7 +191,21 @@ pub fn repair(p: &RepairParams) -> io::Result<std::net::TcpStream> {
         "recv seq",
     )?;
     if let Some(ts) = p.tsval {
+        // Since Linux 6.7 the value's low bit switches the socket to microsecond timestamps
+        // (`tp->tcp_usec_ts = val & 1`): an odd value made the rebuilt socket's clock run in
+        // other units than the primary's, and once the microsecond clock had wrapped past the
+        // value (every 71.6 minutes, for half of that) its TSvals fell behind the client's
+        // ts_recent and every segment was dropped by PAWS (RFC 7323 §5). The primary ticks in
+        // ms; 1 ms less is well within the margin.
+        let ts = ts & !1;
         set(&fd, libc::IPPROTO_TCP, TCP_TIMESTAMP, &ts, "TCP_TIMESTAMP")?;
+    }
+    // The client's MSS before connect, so that the socket sizes its segments by it (set only
+    // as a repair option after connect, it would stay at the 536-byte default until a path
+    // MTU event).
+    {
+        let mss = p.mss as libc::c_int;
+        set(&fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG, &mss, "TCP_MAXSEG")?;
     }
     let peer = sockaddr(p.key.client, p.key.client_port);
     // SAFETY: pointer and length describe `peer`; in repair mode connect sends nothing.
@@ -242,19 +263,80 @@ pub fn repair(p: &RepairParams) -> io::Result<std::net::TcpStream> {
         &win,
         "TCP_REPAIR_WINDOW",
     )?;
-    let zero: libc::c_int = 0;
-    set(&fd, libc::IPPROTO_TCP, TCP_REPAIR, &zero, "TCP_REPAIR off")?;
-    // Leaving repair mode drops the forced reuse of the port; without SO_REUSEADDR again the
-    // next connection of the same service port could not be bound.
-    set(
-        &fd,
-        libc::SOL_SOCKET,
-        libc::SO_REUSEADDR,
-        &one,
-        "SO_REUSEADDR after repair",
-    )?;
-    let s = std::net::TcpStream::from(fd);
-    s.set_nonblocking(true)?;
-    let _ = s.set_nodelay(true);
-    Ok(s)
+    Ok(InRepair(fd))
+}
+
+impl InRepair {
+    /// Puts `in_flight` (server bytes from the send sequence on: what the primary sent, which
+    /// the client may or may not have received) in the send queue as sent and unacknowledged,
+    /// as CRIU restores a send queue, then leaves repair mode. The socket's next sequence is
+    /// then the primary's, so any ACK the client sends lies within what the socket sent: an
+    /// ACK beyond it would be ignored by the kernel (RFC 9293 §3.10.7.4) and the connection
+    /// would stall, with the client dropping our older bytes as duplicates. Bytes the client
+    /// lacks are retransmitted by the kernel. Returns the socket, non-blocking and out of
+    /// repair mode.
+    pub fn finish(self, in_flight: &[&[u8]]) -> io::Result<std::net::TcpStream> {
+        let fd = self.0;
+        let total: usize = in_flight.iter().map(|b| b.len()).sum();
+        if total > 0 {
+            // Forced size needs CAP_NET_ADMIN (the agent has it); the capped one otherwise.
+            if set(
+                &fd,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUFFORCE,
+                &SNDBUF,
+                "SO_SNDBUFFORCE",
+            )
+            .is_err()
+            {
+                let _ = set(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &SNDBUF, "SO_SNDBUF");
+            }
+            set(
+                &fd,
+                libc::IPPROTO_TCP,
+                TCP_REPAIR_QUEUE,
+                &TCP_SEND_QUEUE,
+                "queue send",
+            )?;
+            for b in in_flight {
+                let mut rest = *b;
+                while !rest.is_empty() {
+                    // SAFETY: pointer and length describe `rest`; in repair mode with the send
+                    // queue selected, the bytes are queued as already sent, nothing leaves.
+                    let n = unsafe {
+                        libc::send(
+                            fd.as_raw_fd(),
+                            rest.as_ptr() as *const libc::c_void,
+                            rest.len(),
+                            libc::MSG_DONTWAIT,
+                        )
+                    };
+                    if n <= 0 {
+                        let e = io::Error::last_os_error();
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!("{total} in-flight bytes into the send queue: {e}"),
+                        ));
+                    }
+                    rest = &rest[n as usize..];
+                }
+            }
+        }
+        let zero: libc::c_int = 0;
+        set(&fd, libc::IPPROTO_TCP, TCP_REPAIR, &zero, "TCP_REPAIR off")?;
+        // Leaving repair mode drops the forced reuse of the port; without SO_REUSEADDR again
+        // the next connection of the same service port could not be bound.
+        let one: libc::c_int = 1;
+        set(
+            &fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            &one,
+            "SO_REUSEADDR after repair",
+        )?;
+        let s = std::net::TcpStream::from(fd);
+        s.set_nonblocking(true)?;
+        let _ = s.set_nodelay(true);
+        Ok(s)
+    }
 }

@@ -29,7 +29,10 @@ pub struct Segment<'a> {
     /// The advertised window, unscaled.
     pub window: u16,
     pub options: &'a [u8],
+    /// The payload as captured (the tap may cut frames short).
     pub payload: &'a [u8],
+    /// The payload's length on the wire (from the IP total length), at least `payload.len()`.
+    pub wire_len: usize,
 }
 
 /// Parses an Ethernet II frame carrying IPv4/TCP; `None` for anything else or anything
@@ -81,6 +84,7 @@ pub fn parse_ipv4(p: &[u8]) -> Option<Segment<'_>> {
     if off < 20 || off > t.len() || t.len() < 20 {
         return None;
     }
+    let wire_len = total.saturating_sub(ihl + off).max(t.len() - off);
     Some(Segment {
         src,
         dst,
@@ -92,6 +96,7 @@ pub fn parse_ipv4(p: &[u8]) -> Option<Segment<'_>> {
         window: u16::from_be_bytes([t[14], t[15]]),
         options: &t[20..off],
         payload: &t[off..],
+        wire_len,
     })
 }
 
@@ -172,6 +177,9 @@ pub struct Conn {
     pub client_ack: Option<u64>,
     /// The primary's latest timestamp value and when it was seen.
     pub server_tsval: Option<(u32, u64)>,
+    /// End of the server stream the primary has sent (offset after its highest byte seen on the
+    /// tap): what the client can have acknowledged at most.
+    pub server_sent: u64,
     /// The client's latest timestamp value (what the takeover echoes).
     pub client_tsval: Option<u32>,
     pub client_fin: Option<u64>,
@@ -328,6 +336,7 @@ impl Tracker {
                     pending_bytes: 0,
                     client_ack: None,
                     server_tsval: None,
+                    server_sent: 0,
                     client_tsval: opts.tsval,
                     client_fin: None,
                     server_fin: false,
@@ -416,6 +425,13 @@ impl Tracker {
         if let Some(ts) = tsval(seg.options) {
             c.server_tsval = Some((ts, now));
         }
+        if seg.wire_len > 0
+            && seg.flags & SYN == 0
+            && let Some(isn) = c.server_isn
+            && let Some(at) = unwrap(seg.seq, isn.wrapping_add(1), c.server_sent)
+        {
+            c.server_sent = c.server_sent.max(at + seg.wire_len as u64);
+        }
         c.server_window = seg.window;
         if seg.flags & FIN != 0 {
             c.server_fin = true;
@@ -499,6 +515,7 @@ mod tests {
             window: 512,
             options: opts,
             payload,
+            wire_len: payload.len(),
         }
     }
 
@@ -514,6 +531,7 @@ mod tests {
             window: 512,
             options: opts,
             payload: &[],
+            wire_len: 0,
         }
     }
 
@@ -543,6 +561,24 @@ mod tests {
             3,
             out,
         );
+    }
+
+    #[test]
+    fn what_the_primary_sent_is_counted_from_wire_lengths_of_cut_frames() {
+        let mut t = Tracker::new(VIP, vec![7070]);
+        let mut out = Vec::new();
+        handshake(&mut t, &mut out, 100, 5000);
+        // Two data segments whose frames the tap cut short: only their headers were captured.
+        for (off, len) in [(0u32, 1448usize), (1448, 1448)] {
+            let mut seg = s2c(5001 + off, 101, ACK, &[]);
+            seg.wire_len = len;
+            t.on_segment(&seg, 4, &mut out);
+        }
+        // A retransmission of the first changes nothing.
+        let mut seg = s2c(5001, 101, ACK, &[]);
+        seg.wire_len = 1448;
+        t.on_segment(&seg, 5, &mut out);
+        assert_eq!(t.get(&KEY).unwrap().server_sent, 2896);
     }
 
     #[test]
