@@ -231,28 +231,19 @@ impl RoleSet {
 
 /// Mode none: the server roles run the workload server; the other roles have nothing to do.
 async fn start_plain(ctx: RoleCtx) -> Result<StartedRole, String> {
-    let RoleCtx {
-        role,
-        cancel,
-        pid,
-        outbound,
-    } = ctx;
-    match role {
+    match ctx.role {
         Role::Primary | Role::Backup => {
-            let child = start_server_process(&[]).await?;
-            let p = child.id().unwrap_or(0);
-            pid.store(p, Ordering::SeqCst);
-            tracing::info!(role = %role, pid = p, "workload server listening");
+            let served = serve_role(&ctx, &[], &[], "workload server").await?;
             Ok(StartedRole {
-                task: tokio::spawn(supervise_server(role, child, cancel, pid, outbound)),
-                detail: Some(format!("workload server pid {p}")),
+                task: served.supervisor,
+                detail: Some(format!("workload server pid {}", served.pid)),
                 commands: None,
             })
         }
-        _ => Ok(StartedRole {
+        role => Ok(StartedRole {
             task: tokio::spawn(async move {
                 tracing::info!(role = %role, "role started");
-                cancel.cancelled().await;
+                ctx.cancel.cancelled().await;
                 tracing::info!(role = %role, "role stopped");
             }),
             detail: None,
@@ -264,22 +255,41 @@ async fn start_plain(ctx: RoleCtx) -> Result<StartedRole, String> {
 /// How long a workload server may take to start listening.
 const SERVER_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Starts `halab-agent serve ARGS` and waits until it says it listens (its first stdout line).
-pub async fn start_server_process(args: &[String]) -> Result<tokio::process::Child, String> {
+/// A role's `halab-agent serve` process once it listens: its pid (published in the role's pid
+/// slot, for process faults), the task supervising it, and the rest of its stdout.
+pub struct ServedRole {
+    pub pid: u32,
+    pub supervisor: JoinHandle<()>,
+    pub stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+/// Starts `halab-agent serve ARGS` (with `env` added) for `ctx`'s role, waits until it says it
+/// listens (its first stdout line), publishes its pid and spawns [`supervise_server`]. `what`
+/// names it in errors and logs.
+pub async fn serve_role(
+    ctx: &RoleCtx,
+    args: &[&str],
+    env: &[(&str, &str)],
+    what: &str,
+) -> Result<ServedRole, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
     let mut child = tokio::process::Command::new(exe)
         .arg("serve")
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot start the workload server: {e}"))?;
-    let stdout = child.stdout.take().ok_or("workload server has no stdout")?;
+        .map_err(|e| format!("cannot start the {what}: {e}"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| format!("{what} has no stdout"))?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     match tokio::time::timeout(SERVER_READY_TIMEOUT, lines.next_line()).await {
-        Ok(Ok(Some(line))) if line.starts_with("ready ") => Ok(child),
+        Ok(Ok(Some(line))) if line.starts_with("ready ") => {}
         other => {
             let _ = child.kill().await;
             let mut err = String::new();
@@ -287,8 +297,8 @@ pub async fn start_server_process(args: &[String]) -> Result<tokio::process::Chi
                 use tokio::io::AsyncReadExt;
                 let _ = e.read_to_string(&mut err).await;
             }
-            Err(format!(
-                "workload server did not start ({}): {}",
+            return Err(format!(
+                "{what} did not start ({}): {}",
                 match other {
                     Err(_) => "no answer within 5 s".to_string(),
                     Ok(Ok(Some(l))) => format!("said {l:?}"),
@@ -296,9 +306,24 @@ pub async fn start_server_process(args: &[String]) -> Result<tokio::process::Chi
                     Ok(Err(e)) => e.to_string(),
                 },
                 err.trim()
-            ))
+            ));
         }
     }
+    let pid = child.id().unwrap_or(0);
+    ctx.pid.store(pid, Ordering::SeqCst);
+    tracing::info!(role = %ctx.role, pid, "{what} listening");
+    let supervisor = tokio::spawn(supervise_server(
+        ctx.role,
+        child,
+        ctx.cancel.clone(),
+        ctx.pid.clone(),
+        ctx.outbound.clone(),
+    ));
+    Ok(ServedRole {
+        pid,
+        supervisor,
+        stdout: lines,
+    })
 }
 
 /// Watches a workload server until its role is cancelled or the process ends by itself

@@ -11,7 +11,7 @@ use super::tap::{self, Tap};
 use super::tracker::{ConnKey, Output, Tracker, parse_frame, unwrap};
 use super::{command, emit};
 use crate::modes::{RoleCtx, StartedRole};
-use crate::roles::{start_server_process, supervise_server};
+use crate::roles::serve_role;
 use halab_protocol::modes::st_tcp::{
     Command, ConnProgress, Event, Heartbeat, REPLICA_PORTS, StTcpConfig,
 };
@@ -37,31 +37,27 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
     let sock = heartbeat::socket()
         .await
         .map_err(|e| format!("heartbeat socket: {e}"))?;
-    let child = start_server_process(&[
-        "--bind".into(),
-        "127.0.0.1".into(),
-        "--port".into(),
-        REPLICA_PORTS.0.to_string(),
-        "--http-port".into(),
-        REPLICA_PORTS.1.to_string(),
-    ])
+    let (port, http_port) = (REPLICA_PORTS.0.to_string(), REPLICA_PORTS.1.to_string());
+    let served = serve_role(
+        &ctx,
+        &[
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--http-port",
+            &http_port,
+        ],
+        &[],
+        "replica server",
+    )
     .await?;
-    let p = child.id().unwrap_or(0);
-    ctx.pid.store(p, Ordering::SeqCst);
+    let p = served.pid;
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let RoleCtx {
-        role,
-        cancel,
-        pid,
-        outbound,
+        cancel, outbound, ..
     } = ctx;
-    let server = tokio::spawn(supervise_server(
-        role,
-        child,
-        cancel.clone(),
-        pid,
-        outbound.clone(),
-    ));
+    let server = served.supervisor;
     let (notes_tx, notes_rx) = mpsc::unbounded_channel();
     let rst_guard = match super::fin_hold::RstGuard::install(vip, &cfg.service_ports).await {
         Ok(g) => Some(g),

@@ -5,11 +5,10 @@ use super::fin_hold::{self, FinHold, HoldCmd, HoldView};
 use super::heartbeat::{self, Detector, Link, Verdict};
 use super::{emit, sockdiag, tap};
 use crate::modes::{RoleCtx, StartedRole};
-use crate::roles::{start_server_process, supervise_server};
+use crate::roles::serve_role;
 use halab_protocol::modes::st_tcp::{Command, ConnProgress, Event, Heartbeat, StTcpConfig};
 use halab_protocol::{ModeCommand, mono_ns};
 use std::net::Ipv4Addr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -39,9 +38,8 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
         view.clone(),
         fin_queued.clone(),
     ));
-    let child = start_server_process(&[]).await?;
-    let p = child.id().unwrap_or(0);
-    ctx.pid.store(p, Ordering::SeqCst);
+    let served = serve_role(&ctx, &[], &[], "workload server").await?;
+    let p = served.pid;
     // The service address is announced again: after a takeover and a reset, the clients'
     // neighbour entries still name the backup.
     if let Err(e) = tap::send_garp(&cfg.service_iface, vip, 2) {
@@ -49,18 +47,9 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
     }
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let RoleCtx {
-        role,
-        cancel,
-        pid,
-        outbound,
+        cancel, outbound, ..
     } = ctx;
-    let server = tokio::spawn(supervise_server(
-        role,
-        child,
-        cancel.clone(),
-        pid,
-        outbound.clone(),
-    ));
+    let server = served.supervisor;
     let task = tokio::spawn(async move {
         let mut p = Primary {
             cfg,

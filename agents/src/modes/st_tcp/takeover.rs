@@ -127,9 +127,20 @@ pub struct InRepair(OwnedFd);
 /// Room for the in-flight bytes put in the send queue (the primary's send window, a few MB).
 const SNDBUF: libc::c_int = 32 << 20;
 
+/// Held while a rebuilt socket binds the service port, and while one leaves repair mode: leaving
+/// it clears the socket's port reuse until SO_REUSEADDR is set again, and a bind of the next
+/// connection in between (the replicas finish theirs concurrently) fails with EADDRINUSE.
+static PORT_REUSE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn port_reuse() -> std::sync::MutexGuard<'static, ()> {
+    // A panic while holding it leaves nothing half-done that later holders depend on.
+    PORT_REUSE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Rebuilds the connection up to its queues; the socket stays in repair mode. The service
 /// address must be on an interface of this host already.
 pub fn repair(p: &RepairParams) -> io::Result<InRepair> {
+    let _reuse = port_reuse();
     // SAFETY: plain socket(2); owned at once.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -322,6 +333,7 @@ impl InRepair {
                 }
             }
         }
+        let _reuse = port_reuse();
         let zero: libc::c_int = 0;
         set(&fd, libc::IPPROTO_TCP, TCP_REPAIR, &zero, "TCP_REPAIR off")?;
         // Leaving repair mode drops the forced reuse of the port; without SO_REUSEADDR again
