@@ -374,10 +374,19 @@ impl Testbed {
             .iter()
             .position(|h| h.name == host)
             .ok_or_else(|| TestbedError::Internal(format!("no host `{host}`")))?;
-        self.commands[index]
-            .send(msg)
-            .await
-            .map_err(|_| TestbedError::Internal(format!("host `{host}` is no longer watched")))
+        self.commands[index].send(msg).await.map_err(|_| {
+            // The host's watcher ended with its agent: say what became of the host (fenced by
+            // a mode, powered off, lost), which is what the user needs to know.
+            let h = &self.snapshot().hosts[index];
+            TestbedError::Internal(format!(
+                "host `{host}` has no agent any more (state {:?}{})",
+                h.state,
+                h.reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ))
+        })
     }
 
     fn host_index(&self, host: &str) -> Result<usize, TestbedError> {

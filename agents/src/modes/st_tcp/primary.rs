@@ -233,7 +233,8 @@ impl Primary {
             Verdict::ServiceLinkLost => "backup silent on the service link (its tap is blind)",
         };
         self.fault_tolerant = false;
-        let _ = self.hold.send(HoldCmd::Release);
+        // The event first: releasing the hold lets held FINs go, a client may finish at once,
+        // and a run's record closes with its clients; the event must not arrive after that.
         emit(
             &self.outbound,
             Event::NonFaultTolerant {
@@ -242,6 +243,7 @@ impl Primary {
             },
         )
         .await;
+        let _ = self.hold.send(HoldCmd::Release);
     }
 
     async fn back_to_fault_tolerant(&mut self) {
