@@ -688,6 +688,28 @@ fn power_off_of_the_backup_leaves_the_primary_alone_and_the_client_unaffected() 
     assert!(mode_events(r, "fence").is_empty());
 }
 
+/// One 100 MB bulk run on testbed `testbed` with `fault` at the primary at 40 %: the client is
+/// byte-exact without a reconnect, the backup decided once, for `reason`, and took the
+/// connection over. Returns the record.
+fn one_takeover(testbed: &str, fault: &str, reason: &str) -> Value {
+    let exp = one_run(testbed, "workload = \"bulk\"\nsize = \"100MB\"", fault);
+    let mut records = run_lib(testbed, 200, &exp, |_| {});
+    let r = records.remove(0);
+    eprintln!(
+        "{reason}: detect {} ms, takeover {} ms; {:?}",
+        r["detect_ms"],
+        r["takeover_ms"],
+        details(&r, "detect")
+    );
+    assert_clean(&r);
+    assert_no_reconnect(&r);
+    let d = details(&r, "detect");
+    assert_eq!(d.len(), 1);
+    assert!(d[0].starts_with(reason), "{d:?}");
+    assert_eq!(mode_events(&r, "takeover").len(), 1);
+    r
+}
+
 /// Thesis §3.7.3: the primary's application hangs (SIGSTOP) while its agent beats on; the
 /// backup sees its progress lag the replica's for AppMaxLagTime, fences it and takes over.
 #[test]
@@ -696,25 +718,7 @@ fn application_hang_is_detected_by_lag_and_taken_over() {
         return;
     }
     let _s = serial();
-    let exp = one_run(
-        "st-hang",
-        "workload = \"bulk\"\nsize = \"100MB\"",
-        "kind = \"process-hang\"",
-    );
-    let records = run_lib("t-st-hang", 200, &exp, |_| {});
-    let r = &records[0];
-    eprintln!(
-        "hang: detect {} ms, takeover {} ms; {:?}",
-        r["detect_ms"],
-        r["takeover_ms"],
-        details(r, "detect")
-    );
-    assert_clean(r);
-    assert_no_reconnect(r);
-    let d = details(r, "detect");
-    assert_eq!(d.len(), 1);
-    assert!(d[0].starts_with("app-lag"), "{d:?}");
-    assert_eq!(mode_events(r, "takeover").len(), 1);
+    let r = one_takeover("t-st-hang", "kind = \"process-hang\"", "app-lag");
     // AppMaxLagTime is 3 s here: the decision waited for it, not for missed heartbeats.
     assert!(
         r["detect_ms"].as_f64().unwrap() >= 3000.0,
@@ -820,25 +824,11 @@ fn nic_down_on_the_primary_is_told_apart_and_taken_over() {
         return;
     }
     let _s = serial();
-    let exp = one_run(
-        "st-nic",
-        "workload = \"bulk\"\nsize = \"100MB\"",
+    one_takeover(
+        "t-st-nic",
         "kind = \"nic-down\"\ninterface = \"service\"",
+        "service-link-lost",
     );
-    let records = run_lib("t-st-nic", 200, &exp, |_| {});
-    let r = &records[0];
-    eprintln!(
-        "nic down: detect {} ms, takeover {} ms; {:?}",
-        r["detect_ms"],
-        r["takeover_ms"],
-        details(r, "detect")
-    );
-    assert_clean(r);
-    assert_no_reconnect(r);
-    let d = details(r, "detect");
-    assert_eq!(d.len(), 1);
-    assert!(d[0].starts_with("service-link-lost"), "{d:?}");
-    assert_eq!(mode_events(r, "takeover").len(), 1);
 }
 
 /// Must hold 4: the backup's capture drops every 7th client data segment; the backup fetches
