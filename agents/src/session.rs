@@ -299,7 +299,8 @@ fn silence_limit() -> Duration {
         .unwrap_or(AGENT_SILENCE_LIMIT)
 }
 
-/// Runs one client run, streaming telemetry every 100 ms, and reports its result.
+/// Runs one client run, streaming telemetry every 100 ms and each progress mark the moment it
+/// is reached, and reports its result.
 async fn client_run(
     run: u64,
     spec: halab_protocol::ClientSpec,
@@ -307,6 +308,16 @@ async fn client_run(
     tx: mpsc::Sender<AgentMsg>,
 ) {
     let live = Arc::new(client::Live::default());
+    let total = client::expected_bytes(&spec);
+    let mut marks: Vec<(u64, u32)> = spec
+        .progress_marks_ppm
+        .iter()
+        .map(|&ppm| (client::mark_bytes(total, ppm), ppm))
+        .collect();
+    marks.sort_unstable();
+    marks.dedup();
+    let mut marks = marks.into_iter().peekable();
+    live.arm_mark(marks.peek().map(|m| m.0));
     let work = client::run(spec, cancel, live.clone());
     tokio::pin!(work);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -314,6 +325,18 @@ async fn client_run(
     let result = loop {
         tokio::select! {
             r = &mut work => break r,
+            _ = live.mark_reached.notified(), if marks.peek().is_some() => {
+                let at_ns = mono_ns();
+                let progress = live.progress.load(Ordering::SeqCst);
+                while let Some((_, ppm)) = marks.next_if(|m| m.0 <= progress) {
+                    // Awaited, not skipped like telemetry: a fault waits for this message.
+                    // The connections run in their own tasks meanwhile.
+                    if tx.send(AgentMsg::ClientMark { run, ppm, at_ns }).await.is_err() {
+                        return;
+                    }
+                }
+                live.arm_mark(marks.peek().map(|m| m.0));
+            }
             _ = tick.tick() => {
                 // Events are taken only when there is room to send them: a full queue skips
                 // this sample, and its events go with the next.

@@ -76,6 +76,7 @@ fn spec(workload: Workload, size: u64, port: u16, http_port: u16) -> ClientSpec 
         max_attempts: 1,
         deadline_ms: 60_000,
         mode: Default::default(),
+        progress_marks_ppm: Vec::new(),
     }
 }
 

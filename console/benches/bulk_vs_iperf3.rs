@@ -101,6 +101,7 @@ fn main() {
             max_attempts: 3,
             deadline_ms: 600_000,
             mode: Default::default(),
+            progress_marks_ppm: Vec::new(),
         };
         let result = rt.block_on(async {
             // The server roles report running before the first run; skip those messages.

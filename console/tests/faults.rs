@@ -240,6 +240,7 @@ impl Lab {
             max_attempts: 5,
             deadline_ms: 120_000,
             mode: Default::default(),
+            progress_marks_ppm: Vec::new(),
         };
         self.send("client", ConsoleMsg::StartClient { run, spec });
         self.wait_bytes_above(1_000_000, Duration::from_secs(10), "client streaming");

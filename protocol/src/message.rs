@@ -133,6 +133,11 @@ pub struct ClientSpec {
     /// The failover mechanism the client takes part in (none: reconnect to the next server).
     #[serde(default)]
     pub mode: ModeConfig,
+    /// Points of the run, in millionths of all the bytes its connections expect, at which the
+    /// client reports [`AgentMsg::ClientMark`] at once: the console fires a fault timed as a
+    /// fraction when the client has got that far (DESIGN §8: fault timing).
+    #[serde(default)]
+    pub progress_marks_ppm: Vec<u32>,
 }
 
 /// A fault an agent executes on its own host (DESIGN §6).
@@ -389,6 +394,14 @@ pub enum AgentMsg {
         /// Connection events (connected, reset, FIN, timeout, reconnect) since the last
         /// telemetry message.
         events: Vec<ClientEvent>,
+    },
+    /// The run's connections have together received `ppm` millionths of the bytes they
+    /// expect (distinct stream offsets: a refetch does not count twice), at `at_ns`; one
+    /// message per entry of [`ClientSpec::progress_marks_ppm`] reached, sent the moment it is.
+    ClientMark {
+        run: u64,
+        ppm: u32,
+        at_ns: u64,
     },
     /// A run's clients have finished (or given up).
     ClientDone {

@@ -359,6 +359,14 @@ impl StreamChecker {
         self.next = offset;
     }
 
+    /// Distinct stream offsets received so far, each counted once however often it came:
+    /// how far the client has got through its stream (a refetch after a reconnect adds
+    /// nothing until it passes what was already received). O(1).
+    #[must_use]
+    pub fn bytes_seen(&self) -> u64 {
+        self.seen.total
+    }
+
     /// Running counters for telemetry; O(log n), no allocation.
     #[must_use]
     pub fn progress(&self) -> Progress {

@@ -178,8 +178,13 @@ proptest! {
         let cut = len * 2 / 5;
         let mut c = StreamChecker::new(seed, len as u64);
         push_chunked(&mut c, &stream(seed, 0, cut), &chunks);
+        prop_assert_eq!(c.bytes_seen(), cut as u64);
         c.restart_at(0);
-        push_chunked(&mut c, &stream(seed, 0, len), &chunks);
+        // The refetch moves the client no further through its stream.
+        push_chunked(&mut c, &stream(seed, 0, cut), &chunks);
+        prop_assert_eq!(c.bytes_seen(), cut as u64);
+        push_chunked(&mut c, &stream(seed, cut, len), &chunks);
+        prop_assert_eq!(c.bytes_seen(), len as u64);
         let r = c.finish();
         assert_accounting(&r);
         prop_assert!(r.integrity_ok, "{:?}", r);

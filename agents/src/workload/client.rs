@@ -27,14 +27,55 @@ use tokio_util::sync::CancellationToken;
 const READ_BUF: usize = 256 * 1024;
 
 /// What a run's clients report while they run, for telemetry: the bytes all connections
-/// have received, and connection events not yet sent.
-#[derive(Debug, Default)]
+/// have received, how far they have got through their streams, and connection events not yet
+/// sent.
+#[derive(Debug)]
 pub struct Live {
     pub bytes: AtomicU64,
+    /// Distinct stream offsets received by all connections (see
+    /// [`StreamChecker::bytes_seen`]): the run's progress, which marks are taken against.
+    pub progress: AtomicU64,
+    /// The progress at which `mark_reached` is notified; `u64::MAX` when no mark is armed.
+    next_mark: AtomicU64,
+    pub mark_reached: tokio::sync::Notify,
     events: std::sync::Mutex<Vec<ClientEvent>>,
 }
 
+impl Default for Live {
+    fn default() -> Self {
+        Live {
+            bytes: AtomicU64::new(0),
+            progress: AtomicU64::new(0),
+            next_mark: AtomicU64::new(u64::MAX),
+            mark_reached: tokio::sync::Notify::new(),
+            events: std::sync::Mutex::default(),
+        }
+    }
+}
+
 impl Live {
+    /// Notifies `mark_reached` once progress reaches `at` (at once if it already has); `None`
+    /// disarms.
+    pub fn arm_mark(&self, at: Option<u64>) {
+        let at = at.unwrap_or(u64::MAX);
+        self.next_mark.store(at, Ordering::SeqCst);
+        // Progress may have passed the mark before it was armed.
+        if self.progress.load(Ordering::SeqCst) >= at {
+            self.mark_reached.notify_one();
+        }
+    }
+
+    fn add_progress(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let now = self.progress.fetch_add(n, Ordering::SeqCst) + n;
+        if now >= self.next_mark.load(Ordering::SeqCst) {
+            // One stored permit at most, however often this is called before it is taken.
+            self.mark_reached.notify_one();
+        }
+    }
+
     /// The events since the last call.
     pub fn take_events(&self) -> Vec<ClientEvent> {
         // A poisoned lock only means a client task panicked while pushing; the list is intact.
@@ -75,6 +116,34 @@ pub async fn run(spec: ClientSpec, stop: CancellationToken, live: Arc<Live>) -> 
         ended_ns: mono_ns(),
         connections,
     }
+}
+
+/// The stream a connection with stream seed `seed` checks what it receives against: the
+/// content's seed and the number of bytes expected.
+fn checked_stream(spec: &ClientSpec, seed: u64) -> (u64, u64) {
+    match spec.workload {
+        Workload::Echo => (seed, EXCHANGES * REQUEST_LEN as u64),
+        Workload::Interactive => (reply_seed(seed), EXCHANGES * REPLY_LEN as u64),
+        Workload::Bulk => (seed, spec.size),
+        Workload::Download => (name_seed(&file_name(seed)), spec.size),
+        Workload::Http => (name_seed(&http_path(seed)), spec.size),
+    }
+}
+
+/// Bytes all connections of a run expect together: what its progress marks are millionths of.
+#[must_use]
+pub fn expected_bytes(spec: &ClientSpec) -> u64 {
+    let len = checked_stream(spec, spec.seed).1;
+    len.saturating_mul(u64::from(spec.connections.max(1)))
+}
+
+/// The progress at which mark `ppm` (millionths of `total`) is reached, rounded up so that a
+/// mark is never taken before its share of the bytes has arrived.
+#[must_use]
+pub fn mark_bytes(total: u64, ppm: u32) -> u64 {
+    let exact = u128::from(total) * u128::from(ppm.min(1_000_000));
+    // At most `total`: fits in u64.
+    exact.div_ceil(1_000_000) as u64
 }
 
 /// Why an attempt ended early.
@@ -196,8 +265,11 @@ impl Client<'_> {
             self.resume_ns = Some(now);
         }
         self.meter.on_bytes(now, n as u64);
+        let seen = self.checker.bytes_seen();
         self.checker.push(&self.buf[..n]);
         self.live.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        self.live
+            .add_progress(self.checker.bytes_seen().saturating_sub(seen));
     }
 
     /// One read with the idle timeout; `Ok(0)` is end of stream.
@@ -309,13 +381,7 @@ async fn connection(
         spec
     };
     let seed = spec.seed.wrapping_add(index as u64);
-    let (check_seed, expected) = match spec.workload {
-        Workload::Echo => (seed, EXCHANGES * REQUEST_LEN as u64),
-        Workload::Interactive => (reply_seed(seed), EXCHANGES * REPLY_LEN as u64),
-        Workload::Bulk => (seed, spec.size),
-        Workload::Download => (name_seed(&file_name(seed)), spec.size),
-        Workload::Http => (name_seed(&http_path(seed)), spec.size),
-    };
+    let (check_seed, expected) = checked_stream(spec, seed);
     let mut c = Client {
         spec,
         index,
@@ -568,5 +634,44 @@ async fn http(c: &mut Client<'_>) -> Result<(), String> {
             Err(_) if c.stop.is_cancelled() => return Err("stopped".into()),
             Err(f) => c.failed(f),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mark_is_rounded_up_and_never_beyond_the_total() {
+        assert_eq!(mark_bytes(100, 400_000), 40);
+        assert_eq!(mark_bytes(3, 500_000), 2);
+        assert_eq!(mark_bytes(1_000_000, 1), 1);
+        assert_eq!(mark_bytes(999_999, 1), 1);
+        assert_eq!(mark_bytes(0, 400_000), 0);
+        assert_eq!(mark_bytes(u64::MAX, 1_000_000), u64::MAX);
+        assert_eq!(mark_bytes(10, 2_000_000), 10);
+    }
+
+    #[tokio::test]
+    async fn a_mark_is_notified_when_reached_also_when_armed_late() {
+        let live = Live::default();
+        live.arm_mark(Some(100));
+        live.add_progress(60);
+        let wait = tokio::time::timeout(Duration::from_millis(20), live.mark_reached.notified());
+        assert!(wait.await.is_err(), "notified before the mark");
+        live.add_progress(40);
+        tokio::time::timeout(Duration::from_secs(5), live.mark_reached.notified())
+            .await
+            .expect("notified at the mark");
+        // Progress already beyond the next mark when it is armed.
+        live.add_progress(50);
+        live.arm_mark(Some(120));
+        tokio::time::timeout(Duration::from_secs(5), live.mark_reached.notified())
+            .await
+            .expect("notified on arming");
+        live.arm_mark(None);
+        live.add_progress(1_000);
+        let wait = tokio::time::timeout(Duration::from_millis(20), live.mark_reached.notified());
+        assert!(wait.await.is_err(), "notified while disarmed");
     }
 }

@@ -223,19 +223,10 @@ pub struct FaultSpec {
 pub enum FaultAt {
     /// A time after the run starts: more than 0 and at most the experiment's `run_timeout`.
     After(Duration),
-    /// A fraction of the failure-free run's duration, strictly between 0 and 1 (`"40%"` is
-    /// 0.4).
+    /// A fraction of the run, strictly between 0 and 1 (`"40%"` is 0.4): the fault fires when
+    /// the client has that fraction of the bytes its connections expect, which is where a
+    /// failure-free run stands after that fraction of its duration.
     Fraction(f64),
-}
-
-impl FaultAt {
-    /// The time after the start of the run, given how long the same run takes without faults.
-    pub fn after(&self, failure_free_run: Duration) -> Duration {
-        match *self {
-            FaultAt::After(d) => d,
-            FaultAt::Fraction(f) => failure_free_run.mul_f64(f.clamp(0.0, 1.0)),
-        }
-    }
 }
 
 /// `{"after_ms": 2500}` or `{"fraction": 0.4}`.
@@ -664,9 +655,5 @@ mod tests {
         );
         let at = serde_json::to_value(FaultAt::Fraction(0.4)).expect("json");
         assert_eq!(at, serde_json::json!({"fraction": 0.4}));
-        assert_eq!(
-            FaultAt::Fraction(0.4).after(Duration::from_secs(10)),
-            Duration::from_secs(4)
-        );
     }
 }

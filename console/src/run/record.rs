@@ -72,8 +72,10 @@ pub struct FaultRecord {
     pub target: String,
     /// The host it hit.
     pub host: String,
-    /// When it was scheduled, ms after the client started.
-    pub scheduled_ms: f64,
+    /// When it was due, ms after the client started: the time the experiment gives, or, for a
+    /// fault timed as a fraction of the run, when the client reported having that fraction of
+    /// its bytes; null when the run ended before that.
+    pub scheduled_ms: Option<f64>,
     /// When it took effect, ms after the client started; null if it failed.
     pub at_ms: Option<f64>,
     /// When it was undone, ms after the client started; null if it was not (a kill that the

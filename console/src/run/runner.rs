@@ -28,8 +28,6 @@ const FAULT_TIMEOUT: Duration = Duration::from_secs(5);
 const NONE_IDLE_TIMEOUT_MS: u64 = 1000;
 const CONNECT_TIMEOUT_MS: u64 = 1000;
 const MAX_ATTEMPTS: u32 = 10;
-/// Failure-free runs that calibrate a matrix cell for faults timed as a fraction.
-const CALIBRATION_RUNS: u32 = 2;
 /// Bulk size when neither topology nor experiment gives one.
 const DEFAULT_SIZE: u64 = 20_000_000;
 
@@ -116,8 +114,6 @@ pub struct Runner<'a> {
     inbox: mpsc::UnboundedReceiver<(String, AgentMsg)>,
     experiment: &'a Experiment,
     next_id: u64,
-    /// Failure-free duration per matrix cell, for faults timed as a fraction of it.
-    calibration: BTreeMap<usize, Duration>,
 }
 
 /// What firing a fault led to.
@@ -155,7 +151,6 @@ impl<'a> Runner<'a> {
             inbox,
             experiment,
             next_id: 1,
-            calibration: BTreeMap::new(),
         }
     }
 
@@ -196,30 +191,8 @@ impl<'a> Runner<'a> {
         self.ensure_servers().await?;
         let mut spec = self.client_spec(plan);
         spec.mode = mode;
-        let needs_calibration = plan
-            .faults
-            .iter()
-            .any(|f| matches!(f.at, FaultAt::Fraction(_)));
-        if needs_calibration && !self.calibration.contains_key(&plan.cell) {
-            // The first run on a fresh testbed is the slowest (cold caches, connections being
-            // set up): the shorter of two failure-free runs is the failure-free duration, so a
-            // fault at "40%" does not land after a warm run has already ended.
-            let mut shortest: Option<Duration> = None;
-            for round in 1..=CALIBRATION_RUNS {
-                tracing::info!(cell = plan.cell, round, "failure-free calibration run");
-                let mut log = FaultLog::default();
-                let result = self.client_run(&spec, &[], None, &mut log).await?;
-                let d = Duration::from_nanos(result.ended_ns.saturating_sub(result.started_ns));
-                shortest = Some(shortest.map_or(d, |s| s.min(d)));
-                self.ensure_servers().await?;
-            }
-            if let Some(d) = shortest {
-                self.calibration.insert(plan.cell, d);
-            }
-        }
-        let base = self.calibration.get(&plan.cell).copied();
         let mut log = FaultLog::default();
-        let outcome = self.client_run(&spec, &plan.faults, base, &mut log).await;
+        let outcome = self.client_run(&spec, &plan.faults, &mut log).await;
         // Revert: every fault undone and every server role running for the next run,
         // whatever happened; the revert times go into the record.
         self.revert(&mut log).await;
@@ -290,13 +263,14 @@ impl<'a> Runner<'a> {
         )
     }
 
-    /// Runs the clients once, firing `faults` on schedule; `base` is the failure-free duration
-    /// fractions refer to.
+    /// Runs the clients once, firing `faults` on schedule: a time after the start, or a
+    /// fraction of the run, taken as the moment the client reports that it has that fraction
+    /// of the bytes its connections expect (the same point of a failure-free run, however fast
+    /// this one goes).
     async fn client_run(
         &mut self,
         spec: &ClientSpec,
         faults: &[FaultSpec],
-        base: Option<Duration>,
         log: &mut FaultLog,
     ) -> Result<ClientResult, RunError> {
         let snapshot = self.testbed.snapshot();
@@ -307,14 +281,19 @@ impl<'a> Runner<'a> {
             .map(|h| h.name.clone())
             .ok_or_else(|| RunError::Failed("no host holds the client role".into()))?;
         let run = self.fresh_id();
+        // Faults timed as a fraction wait for the client's mark: (millionths, fault index).
+        let mut at_mark: Vec<(u32, usize)> = faults
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| match f.at {
+                FaultAt::Fraction(x) => Some((fraction_ppm(x), i)),
+                FaultAt::After(_) => None,
+            })
+            .collect();
+        let mut spec = spec.clone();
+        spec.progress_marks_ppm = at_mark.iter().map(|m| m.0).collect();
         self.testbed
-            .send(
-                &client_host,
-                ConsoleMsg::StartClient {
-                    run,
-                    spec: spec.clone(),
-                },
-            )
+            .send(&client_host, ConsoleMsg::StartClient { run, spec })
             .await?;
 
         // Fault schedule, in console time: fire fault i, or power a host on again when a
@@ -327,24 +306,28 @@ impl<'a> Runner<'a> {
         let t0 = tokio::time::Instant::now();
         for (i, f) in faults.iter().enumerate() {
             let after = match f.at {
-                FaultAt::After(d) => d,
-                FaultAt::Fraction(x) => base.map(|b| b.mul_f64(x)).unwrap_or_default(),
+                FaultAt::After(d) => Some(d),
+                FaultAt::Fraction(_) => None,
             };
             let (host, _) = resolve_target(&topo, &f.target);
             log.add(FaultRecord {
                 kind: f.kind.as_str().to_string(),
                 target: target_text(&f.target),
                 host: host.clone().unwrap_or_default(),
-                scheduled_ms: after.as_secs_f64() * 1000.0,
+                scheduled_ms: after.map(|d| d.as_secs_f64() * 1000.0),
                 at_ms: None,
                 reverted_ms: None,
                 revert_reason: None,
                 detail: String::new(),
                 error: None,
             });
-            match host {
-                Some(_) => pending.push((t0 + after, Step::Fire(i))),
-                None => log.records[i].error = Some("no host holds that target now".into()),
+            match (host, after) {
+                (Some(_), Some(after)) => pending.push((t0 + after, Step::Fire(i))),
+                (Some(_), None) => {}
+                (None, _) => {
+                    at_mark.retain(|m| m.1 != i);
+                    log.records[i].error = Some("no host holds that target now".into());
+                }
             }
         }
         let deadline = t0 + self.experiment.run_timeout + Duration::from_secs(10);
@@ -391,6 +374,14 @@ impl<'a> Runner<'a> {
                         AgentMsg::ClientDone { run: r, result } if r == run && host == client_host => {
                             break *result;
                         }
+                        AgentMsg::ClientMark { run: r, ppm, .. } if r == run && host == client_host => {
+                            // Due now: the schedule's next turn fires it.
+                            let now = tokio::time::Instant::now();
+                            for (_, i) in at_mark.extract_if(.., |m| m.0 <= ppm) {
+                                log.records[i].scheduled_ms = Some(now.duration_since(t0).as_secs_f64() * 1000.0);
+                                pending.push((now, Step::Fire(i)));
+                            }
+                        }
                         AgentMsg::Mode { event } => {
                             let summary = crate::modes::describe(&event);
                             let error = crate::modes::on_event(self.testbed, &host, &event).await.err();
@@ -414,6 +405,13 @@ impl<'a> Runner<'a> {
         // says so rather than passing a failure-free run off as a faulted one. Power-offs
         // whose lease had not ended are undone in revert.
         let ended = t0.elapsed();
+        for (ppm, i) in at_mark {
+            log.records[i].error = Some(format!(
+                "not fired: the run ended after {:.1} ms, before the client had {} of its bytes",
+                ended.as_secs_f64() * 1000.0,
+                ppm_text(ppm)
+            ));
+        }
         for (_, step) in pending {
             match step {
                 Step::PowerOn(host, i) => log.powered_off.push((host, i)),
@@ -422,7 +420,7 @@ impl<'a> Runner<'a> {
                         "not fired: the run ended after {:.1} ms, before the fault was due at \
                          {:.1} ms",
                         ended.as_secs_f64() * 1000.0,
-                        log.records[i].scheduled_ms
+                        log.records[i].scheduled_ms.unwrap_or_default()
                     ));
                 }
             }
@@ -689,7 +687,18 @@ pub fn client_spec(
         max_attempts: MAX_ATTEMPTS,
         deadline_ms: run_timeout.as_millis() as u64,
         mode,
+        progress_marks_ppm: Vec::new(),
     }
+}
+
+/// A fraction of a run as the client's progress mark, in millionths (clamped to 0..=1).
+fn fraction_ppm(x: f64) -> u32 {
+    (x.clamp(0.0, 1.0) * 1e6).round() as u32
+}
+
+/// "40 %" for 400 000 millionths.
+fn ppm_text(ppm: u32) -> String {
+    format!("{} %", f64::from(ppm) / 1e4)
 }
 
 /// Addresses a partition cuts a host off from: every address of a host (named, or holding a
@@ -1001,4 +1010,18 @@ fn st_tcp_figures(
             })
             .reduce(f64::max)
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fractions_become_millionths_and_read_back_as_percent() {
+        assert_eq!(fraction_ppm(0.4), 400_000);
+        assert_eq!(fraction_ppm(0.000_000_4), 0);
+        assert_eq!(fraction_ppm(1.5), 1_000_000);
+        assert_eq!(ppm_text(400_000), "40 %");
+        assert_eq!(ppm_text(125_000), "12.5 %");
+    }
 }
