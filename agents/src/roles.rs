@@ -367,6 +367,7 @@ async fn report(outbound: &mpsc::Sender<AgentMsg>, role: Role, state: RoleState,
             role,
             state,
             detail: Some(detail),
+            request: None,
         })
         .await;
 }

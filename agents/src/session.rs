@@ -171,12 +171,17 @@ where
                 agent_mono_ns: mono_ns(),
             },
             ConsoleMsg::Ping { id } => AgentMsg::Pong { id },
-            ConsoleMsg::StartRole { role, mode } => {
+            ConsoleMsg::StartRole {
+                role,
+                mode,
+                request,
+            } => {
                 let (state, detail) = roles.start(role, &mode, &roles_token).await;
                 AgentMsg::RoleState {
                     role,
                     state,
                     detail,
+                    request,
                 }
             }
             ConsoleMsg::StopRole { role } => {
@@ -185,6 +190,7 @@ where
                     role,
                     state,
                     detail,
+                    request: None,
                 }
             }
             ConsoleMsg::StartClient { run, spec } => {

@@ -91,6 +91,7 @@ fn hello_ping_clock_roles_and_shutdown() {
         ConsoleMsg::StartRole {
             role: Role::Logger,
             mode: Default::default(),
+            request: Some(9),
         },
         ConsoleMsg::StopRole { role: Role::Logger },
         ConsoleMsg::Shutdown,
@@ -114,6 +115,8 @@ fn hello_ping_clock_roles_and_shutdown() {
         AgentMsg::RoleState {
             role: Role::Logger,
             state: RoleState::Running,
+            // The answer names the request it answers.
+            request: Some(9),
             ..
         }
     ));
@@ -122,7 +125,8 @@ fn hello_ping_clock_roles_and_shutdown() {
         AgentMsg::RoleState {
             role: Role::Logger,
             state: RoleState::Stopped,
-            detail: None
+            detail: None,
+            request: None
         }
     ));
     assert!(matches!(replies[5], AgentMsg::Bye { .. }));
@@ -168,6 +172,7 @@ fn closed_channel_makes_the_agent_exit_at_once() {
             ConsoleMsg::StartRole {
                 role: Role::Client,
                 mode: Default::default(),
+                request: None,
             },
         ]))
         .unwrap();
@@ -207,6 +212,7 @@ fn a_silent_console_counts_as_a_closed_channel() {
             ConsoleMsg::StartRole {
                 role: Role::Client,
                 mode: Default::default(),
+                request: None,
             },
         ]))
         .unwrap();

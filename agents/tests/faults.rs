@@ -1061,6 +1061,7 @@ fn process_faults_revert_by_resuming_or_restarting_the_role() {
     agent.send(&ConsoleMsg::StartRole {
         role: Role::Primary,
         mode: Default::default(),
+        request: None,
     });
     let running = |m: &AgentMsg| {
         matches!(

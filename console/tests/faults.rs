@@ -146,6 +146,7 @@ impl Lab {
                         role: Role::Primary | Role::Backup,
                         state,
                         detail,
+                        ..
                     } => {
                         assert_eq!(*state, RoleState::Running, "{h}: {detail:?}");
                         Some(h.to_string())

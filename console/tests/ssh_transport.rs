@@ -657,6 +657,7 @@ fn ssh_host_powered_off_and_on_by_its_commands() {
                         role,
                         state,
                         detail,
+                        ..
                     } = msg
                     {
                         assert_eq!(host, "m1");

@@ -111,6 +111,7 @@ impl Lab {
                 role: Role::Primary | Role::Backup | Role::Logger,
                 state,
                 detail,
+                ..
             } = m
             {
                 assert_eq!(*state, RoleState::Running, "{detail:?}");
@@ -691,6 +692,41 @@ fn power_off_of_the_backup_leaves_the_primary_alone_and_the_client_unaffected() 
     assert_eq!(nft[0]["host"], "primary");
     assert!(mode_events(r, "takeover").is_empty());
     assert!(mode_events(r, "fence").is_empty());
+}
+
+/// Two runs back to back, each with the primary powered off: between them the backup gives
+/// the connection and the service address back and is reset, and the primary is powered on
+/// again. The backup watches the new primary from its first beat on; with beats 1 s apart the
+/// second run's power-off comes long before the primary's second beat, so the first one must
+/// reach a backup that has already been reset (else it is forgotten, and the second failure
+/// is never detected: the client waits out its 30 s timeout).
+#[test]
+fn a_run_right_after_a_takeover_is_taken_over_too() {
+    if !netns_available("a_run_right_after_a_takeover_is_taken_over_too") {
+        return;
+    }
+    let _s = serial();
+    let exp = format!(
+        "repetitions = 2\n{}",
+        one_run(
+            "st-again",
+            "workload = \"bulk\"\nsize = \"20MB\"",
+            "kind = \"power-off\""
+        )
+    );
+    let records = run_lib("t-st-again", 1000, &exp, |_| {});
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        assert_clean(r);
+        assert_no_reconnect(r);
+        assert_eq!(mode_events(r, "takeover").len(), 1, "{}", r["mode_events"]);
+        // Dead 3 s after the last beat, which came up to one interval before the fault.
+        let detect = r["detect_ms"].as_f64().expect("detect_ms");
+        assert!(
+            (1950.0..3300.0).contains(&detect),
+            "detected after {detect} ms"
+        );
+    }
 }
 
 /// One 100 MB bulk run on testbed `testbed` with `fault` at the primary at 40 %: the client is

@@ -299,6 +299,10 @@ pub enum ConsoleMsg {
         role: Role,
         #[serde(default)]
         mode: ModeConfig,
+        /// Echoed in the [`AgentMsg::RoleState`] that answers this request, so that whoever
+        /// waits for it can tell its answer from answers to earlier requests still on the way.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<u64>,
     },
     StopRole {
         role: Role,
@@ -380,6 +384,9 @@ pub enum AgentMsg {
         role: Role,
         state: RoleState,
         detail: Option<String>,
+        /// The [`ConsoleMsg::StartRole`] request this answers; `None` for any other change.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<u64>,
     },
     Log {
         level: LogLevel,

@@ -50,6 +50,31 @@ pub fn set_link_down(sock: libc::c_int, name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Names of the interfaces of the calling thread's network namespace, `lo` included
+/// (if_nameindex(3): one netlink dump, no `ip` process).
+pub fn interface_names() -> io::Result<Vec<String>> {
+    // SAFETY: if_nameindex returns an array ended by an entry with index 0 and a null name,
+    // or null on failure; it is read before if_freenameindex frees it.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        let mut names = Vec::new();
+        let mut entry = list;
+        while (*entry).if_index != 0 && !(*entry).if_name.is_null() {
+            names.push(
+                std::ffi::CStr::from_ptr((*entry).if_name)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            entry = entry.add(1);
+        }
+        libc::if_freenameindex(list);
+        Ok(names)
+    }
+}
+
 /// When a set of links went down: [`LinksDown::at_ns`] is T_fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinksDown {
@@ -90,4 +115,16 @@ pub fn links_down_stamped(links: &[String]) -> Result<LinksDown, String> {
     // SAFETY: closing the socket opened above.
     unsafe { libc::close(sock) };
     result.map(|()| LinksDown { at_ns, done_ns })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interfaces_of_this_namespace_include_loopback() {
+        let names = interface_names().expect("if_nameindex");
+        assert!(names.iter().any(|n| n == "lo"), "{names:?}");
+        assert!(names.iter().all(|n| !n.is_empty()), "{names:?}");
+    }
 }

@@ -386,6 +386,7 @@ impl FaultLedger {
                         role,
                         state,
                         detail,
+                        request: None,
                     });
                     text
                 }

@@ -65,15 +65,19 @@ impl Live {
         }
     }
 
-    fn add_progress(&self, n: u64) {
+    /// Adds `n` to the progress; true when that reached the armed mark (the caller should
+    /// yield, see [`Client::payload`]).
+    fn add_progress(&self, n: u64) -> bool {
         if n == 0 {
-            return;
+            return false;
         }
         let now = self.progress.fetch_add(n, Ordering::SeqCst) + n;
         if now >= self.next_mark.load(Ordering::SeqCst) {
             // One stored permit at most, however often this is called before it is taken.
             self.mark_reached.notify_one();
+            return true;
         }
+        false
     }
 
     /// The events since the last call.
@@ -258,8 +262,13 @@ impl Client<'_> {
         self.server += 1;
     }
 
-    /// Accounts received payload bytes.
-    pub(crate) fn payload(&mut self, n: usize) {
+    /// Accounts received payload bytes. True when they reached a progress mark: the caller
+    /// then yields before its next read. The task that reports the mark was woken from this
+    /// one and waits in this worker's LIFO slot, which other workers cannot steal; a
+    /// connection whose reads are always ready would keep it waiting for its whole coop
+    /// budget (128 reads of up to 256 KB: tens of milliseconds, a whole transfer).
+    #[must_use]
+    pub(crate) fn payload(&mut self, n: usize) -> bool {
         let now = mono_ns();
         if self.reconnected_ns.is_some() && self.resume_ns.is_none() {
             self.resume_ns = Some(now);
@@ -269,7 +278,7 @@ impl Client<'_> {
         self.checker.push(&self.buf[..n]);
         self.live.bytes.fetch_add(n as u64, Ordering::Relaxed);
         self.live
-            .add_progress(self.checker.bytes_seen().saturating_sub(seen));
+            .add_progress(self.checker.bytes_seen().saturating_sub(seen))
     }
 
     /// One read with the idle timeout; `Ok(0)` is end of stream.
@@ -302,7 +311,9 @@ impl Client<'_> {
                     },
                 }
             };
-            self.payload(n);
+            if self.payload(n) {
+                tokio::task::yield_now().await;
+            }
             got += n as u64;
         }
         Ok(())
@@ -502,7 +513,8 @@ async fn expect_fin(c: &mut Client<'_>, s: &mut TcpStream) -> Result<(), Failure
     match c.read(s).await? {
         0 => Ok(()),
         n => {
-            c.payload(n);
+            // The run ends here: no mark to yield for.
+            let _ = c.payload(n);
             Err(Failure::protocol(format!("{n} bytes beyond the end")))
         }
     }
@@ -623,7 +635,9 @@ async fn http(c: &mut Client<'_>) -> Result<(), String> {
         if early > 0 {
             let n = early.min(c.buf.len());
             c.buf[..n].copy_from_slice(&head[body_start..body_start + n]);
-            c.payload(n);
+            if c.payload(n) {
+                tokio::task::yield_now().await;
+            }
         }
         let rest = c.spec.size.saturating_sub(early as u64);
         match c.receive(&mut s, rest).await {

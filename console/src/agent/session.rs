@@ -171,7 +171,12 @@ impl AgentSession {
     }
 
     pub async fn start_role(&mut self, role: Role, mode: ModeConfig) -> Result<(), LinkError> {
-        self.send(ConsoleMsg::StartRole { role, mode }).await
+        self.send(ConsoleMsg::StartRole {
+            role,
+            mode,
+            request: None,
+        })
+        .await
     }
 
     pub async fn stop_role(&mut self, role: Role) -> Result<(), LinkError> {

@@ -61,8 +61,10 @@ pub async fn on_event(testbed: &mut Testbed, host: &str, event: &ModeEvent) -> R
     }
 }
 
-/// Brings the testbed back to the mode's starting state after a run (faults reverted and
-/// powered-off hosts on again already): e.g. the service address back on the primary.
+/// Brings the testbed back to the mode's starting state after a run: e.g. the service address
+/// back on the primary. The faults agents hold are reverted already; hosts powered off (by a
+/// fault or a fence) may still be off: the mode powers on those whose order matters to it, and
+/// the runner the rest afterwards.
 pub async fn after_run(testbed: &mut Testbed) -> Result<(), String> {
     match testbed.mode().clone() {
         ModeConfig::None => Ok(()),

@@ -285,8 +285,7 @@ pub fn pids_in_namespaces(namespaces: &[String]) -> BTreeMap<String, Vec<i32>> {
 /// not a FIN, not an RST — leaves it, then SIGKILL of every process in it. Returns when the
 /// links went down (T_fault is its `at_ns`) and how many processes were killed.
 pub fn power_off(ns: &str) -> Result<(halab_protocol::sys::LinksDown, usize), LocalError> {
-    let links = links_in(ns);
-    let down = links_down_now(ns, links)?;
+    let down = links_down_now(ns)?;
     let pids = pids_in_namespaces(&[ns.to_string()])
         .remove(ns)
         .unwrap_or_default();
@@ -297,13 +296,11 @@ pub fn power_off(ns: &str) -> Result<(halab_protocol::sys::LinksDown, usize), Lo
     Ok((down, pids.len()))
 }
 
-/// Takes `links` of namespace `ns` down with SIOCSIFFLAGS from a thread that entered the
-/// namespace, stamped as [`halab_protocol::sys::LinksDown`] says (an `ip` process would add
-/// its own start, exit and reaping to T_fault).
-fn links_down_now(
-    ns: &str,
-    links: Vec<String>,
-) -> Result<halab_protocol::sys::LinksDown, LocalError> {
+/// Takes every link of namespace `ns` but `lo` down with SIOCSIFFLAGS from a thread that
+/// entered the namespace, stamped as [`halab_protocol::sys::LinksDown`] says. The links are
+/// listed from that thread too: an `ip` process, to list them or take them down, would add its
+/// start, exit and reaping (milliseconds on a loaded host) to the time a fault takes to land.
+fn links_down_now(ns: &str) -> Result<halab_protocol::sys::LinksDown, LocalError> {
     let path = netns_path(ns);
     let thread = std::thread::spawn(move || -> Result<halab_protocol::sys::LinksDown, String> {
         use std::os::fd::AsRawFd;
@@ -316,6 +313,11 @@ fn links_down_now(
         // Not preempted between the last ioctl and the stamp (best effort: without the
         // privilege the stamp is only less sharp).
         let _ = halab_protocol::sys::enter_realtime();
+        let links: Vec<String> = halab_protocol::sys::interface_names()
+            .map_err(|e| format!("listing the links: {e}"))?
+            .into_iter()
+            .filter(|n| n != "lo")
+            .collect();
         halab_protocol::sys::links_down_stamped(&links)
     });
     thread

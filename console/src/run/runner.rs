@@ -205,19 +205,16 @@ impl<'a> Runner<'a> {
     /// server role runs once it listens.
     async fn ensure_servers(&mut self) -> Result<(), RunError> {
         let topo = &self.testbed.topology;
-        let mut waiting: Vec<(String, Role)> = Vec::new();
+        // The answers to these requests, not to earlier ones (a power-on's, the last run's)
+        // still in the inbox: those can say "already running" of a role this request redeploys.
+        let mut waiting: Vec<(String, Role, u64)> = Vec::new();
         for h in &topo.hosts {
             for &role in h.roles.iter().filter(|&&r| r != Role::Client) {
-                self.testbed
-                    .send(
-                        &h.name,
-                        ConsoleMsg::StartRole {
-                            role,
-                            mode: self.testbed.mode().clone(),
-                        },
-                    )
+                let request = self
+                    .testbed
+                    .start_role(&h.name, role, self.testbed.mode().clone())
                     .await?;
-                waiting.push((h.name.clone(), role));
+                waiting.push((h.name.clone(), role, request));
             }
         }
         let deadline = tokio::time::Instant::now() + ROLE_TIMEOUT;
@@ -236,9 +233,12 @@ impl<'a> Runner<'a> {
                     role,
                     state,
                     detail,
+                    request: Some(request),
                 },
             ) = msg
-                && let Some(i) = waiting.iter().position(|(h, r)| *h == host && *r == role)
+                && let Some(i) = waiting
+                    .iter()
+                    .position(|(h, r, q)| *h == host && *r == role && *q == request)
             {
                 if state != RoleState::Running {
                     return Err(RunError::Failed(format!(
@@ -522,11 +522,16 @@ impl<'a> Runner<'a> {
                 Ok(None) | Err(_) => break,
             }
         }
-        for (host, i) in std::mem::take(&mut log.powered_off) {
-            self.power_on(&host, i, "end of run", log).await;
-        }
+        // The mode before the power-ons: an st-tcp backup that took over must give the service
+        // address back, and forget the old primary, before a primary powered on again
+        // announces the address and sends its first beat (a backup that forgot that beat
+        // could not detect the next run's failure). The mode powers on the hosts it needs in
+        // that order; the rest come on here.
         if let Err(e) = crate::modes::after_run(self.testbed).await {
             tracing::warn!(error = %e, "could not reset the failover mode after the run");
+        }
+        for (host, i) in std::mem::take(&mut log.powered_off) {
+            self.power_on(&host, i, "end of run", log).await;
         }
         if let Err(e) = self.ensure_servers().await {
             tracing::warn!(error = %crate::error::chain(&e), "could not restart the servers");

@@ -11,7 +11,7 @@ use crate::error::chain;
 use crate::provider::local::{self, LocalError, LocalResources};
 use crate::state::{self, HostRecord, HostState, TestbedLock, TestbedState};
 use crate::topology::{Host, Provider, Topology};
-use halab_protocol::{AgentMsg, ConsoleMsg, ModeConfig};
+use halab_protocol::{AgentMsg, ConsoleMsg, ModeConfig, Role};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -94,6 +94,8 @@ struct Shared {
     /// Per host, how many agents it has had: a power-on starts a new one, and the watcher of
     /// the old one (an SSH link dying slowly) must not report on the new one's host.
     generations: Vec<std::sync::atomic::AtomicU64>,
+    /// The next `StartRole` request id.
+    role_requests: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -249,6 +251,7 @@ impl Testbed {
                 .iter()
                 .map(|_| std::sync::atomic::AtomicU64::new(0))
                 .collect(),
+            role_requests: std::sync::atomic::AtomicU64::new(1),
         });
 
         // 2. One agent per host, all at once. Each host's watcher starts the moment its agent
@@ -533,14 +536,7 @@ impl Testbed {
             },
         ));
         for &role in &h.roles {
-            self.send(
-                host,
-                ConsoleMsg::StartRole {
-                    role,
-                    mode: self.mode.clone(),
-                },
-            )
-            .await?;
+            self.start_role(host, role, self.mode.clone()).await?;
         }
         tracing::info!(%host, "powered on");
         Ok(())
@@ -567,17 +563,35 @@ impl Testbed {
     pub async fn start_roles(&self) -> Result<(), TestbedError> {
         for h in &self.topology.hosts {
             for &role in &h.roles {
-                self.send(
-                    &h.name,
-                    ConsoleMsg::StartRole {
-                        role,
-                        mode: self.mode.clone(),
-                    },
-                )
-                .await?;
+                self.start_role(&h.name, role, self.mode.clone()).await?;
             }
         }
         Ok(())
+    }
+
+    /// Asks `host`'s agent to start `role` under `mode` (an agent redeploys a role running
+    /// under another mode). Returns the request's id: the agent's `RoleState` answer carries it,
+    /// which tells it apart from answers to earlier requests still in the inbox.
+    pub async fn start_role(
+        &self,
+        host: &str,
+        role: Role,
+        mode: ModeConfig,
+    ) -> Result<u64, TestbedError> {
+        let request = self
+            .shared
+            .role_requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.send(
+            host,
+            ConsoleMsg::StartRole {
+                role,
+                mode,
+                request: Some(request),
+            },
+        )
+        .await?;
+        Ok(request)
     }
 
     /// The messages agents send that concern runs (telemetry, results, faults, roles). There is
@@ -836,7 +850,12 @@ async fn host_task(mut session: AgentSession, keep: Keepalive, wiring: HostWirin
                     }
                 }
                 Ok(msg) => {
-                    if let AgentMsg::RoleState { role, state, detail } = &msg {
+                    if let AgentMsg::RoleState {
+                        role,
+                        state,
+                        detail,
+                        ..
+                    } = &msg {
                         tracing::info!(host = %session.host, %role, ?state, ?detail, "role state");
                     }
                     // Nobody listening (no run in progress) is fine: the message is dropped.

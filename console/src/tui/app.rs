@@ -343,6 +343,7 @@ impl App {
                 role,
                 state,
                 detail,
+                ..
             } => {
                 let d = detail.map(|d| format!(": {d}")).unwrap_or_default();
                 let level = if state == halab_protocol::RoleState::Failed {

@@ -539,7 +539,7 @@ impl Orchestrator {
         self.stop_workload(true).await;
         // Redeploy: every role of every host that is up stopped, then started again.
         let snap = self.testbed.snapshot();
-        let mut waiting: Vec<(String, Role)> = Vec::new();
+        let mut waiting: Vec<(String, Role, u64)> = Vec::new();
         for h in self.testbed.topology.hosts.clone() {
             if !snap
                 .hosts
@@ -555,18 +555,11 @@ impl Orchestrator {
                     .await;
             }
             for &role in &h.roles {
-                let _ = self
-                    .testbed
-                    .send(
-                        &h.name,
-                        ConsoleMsg::StartRole {
-                            role,
-                            mode: config.clone(),
-                        },
-                    )
-                    .await;
-                if matches!(role, Role::Primary | Role::Backup) {
-                    waiting.push((h.name.clone(), role));
+                let request = self.testbed.start_role(&h.name, role, config.clone()).await;
+                if let Ok(request) = request
+                    && matches!(role, Role::Primary | Role::Backup)
+                {
+                    waiting.push((h.name.clone(), role, request));
                 }
             }
         }
@@ -575,13 +568,16 @@ impl Orchestrator {
         while !waiting.is_empty() {
             match tokio::time::timeout_at(deadline, self.inbox.recv()).await {
                 Ok(Some((host, msg))) => {
+                    // Only the answers to this switch's requests: an earlier answer can say
+                    // "already running" of a role the switch redeploys.
                     if let AgentMsg::RoleState {
                         role,
                         state: RoleState::Running,
+                        request: Some(request),
                         ..
                     } = &msg
                     {
-                        waiting.retain(|(h, r)| !(*h == host && r == role));
+                        waiting.retain(|(h, r, q)| !(*h == host && r == role && q == request));
                     }
                     self.on_agent(host, msg).await;
                 }

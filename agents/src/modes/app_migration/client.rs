@@ -318,7 +318,10 @@ async fn stream(
                     });
                 }
                 if payload {
-                    c.payload(n);
+                    if c.payload(n) {
+                        // See `Client::payload`: the mark's reporter runs now.
+                        tokio::task::yield_now().await;
+                    }
                     got += n as u64;
                 } else {
                     tail.extend_from_slice(&c.buf[..n]);

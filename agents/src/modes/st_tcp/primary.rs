@@ -148,6 +148,11 @@ impl Primary {
                         if let Err(e) = tap::send_garp(&self.cfg.service_iface, self.vip, 2) {
                             tracing::warn!(error = %e, "st-tcp: gratuitous ARP");
                         }
+                        // A beat at once: the backup was reset too and watches this primary
+                        // only from its first beat on; a primary that failed before its next
+                        // tick would otherwise never be declared dead.
+                        self.beat(&peer).await;
+                        tick.reset();
                     }
                     Some(_) => {}
                 },
