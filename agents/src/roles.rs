@@ -188,12 +188,25 @@ impl RoleSet {
         self.start(role, &mode, parent).await
     }
 
+    /// The running role a fault on `role` hits. A server role not running here stands for the
+    /// other one that is: an st-tcp backup that took over serves as the primary inside its
+    /// backup role (the console knows the host as the primary from its own report), and a
+    /// process fault on the primary must hit the server that serves.
+    fn target(&self, role: Role) -> Result<&RunningRole, String> {
+        let other = match role {
+            Role::Primary => Some(Role::Backup),
+            Role::Backup => Some(Role::Primary),
+            _ => None,
+        };
+        self.running
+            .get(&role)
+            .or_else(|| other.and_then(|o| self.running.get(&o)))
+            .ok_or_else(|| format!("role {role} is not running on this host"))
+    }
+
     /// Pid of `role`'s process, if it has one now.
     pub fn pid(&self, role: Role) -> Result<u32, String> {
-        let r = self
-            .running
-            .get(&role)
-            .ok_or_else(|| format!("role {role} is not running on this host"))?;
+        let r = self.target(role)?;
         match r.pid.load(Ordering::SeqCst) {
             0 => Err(format!("role {role} has no process")),
             pid if r.task.is_finished() => {
@@ -205,10 +218,7 @@ impl RoleSet {
 
     /// Sends `signal` to the process of `role`; returns its pid.
     pub fn signal(&self, role: Role, signal: i32) -> Result<u32, String> {
-        let r = self
-            .running
-            .get(&role)
-            .ok_or_else(|| format!("role {role} is not running on this host"))?;
+        let r = self.target(role)?;
         let pid = r.pid.load(Ordering::SeqCst);
         if pid == 0 || r.task.is_finished() {
             return Err(format!("role {role} has no process"));

@@ -65,7 +65,13 @@ impl std::fmt::Display for HostState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostRecord {
     pub name: String,
+    /// The roles it runs now: the topology's at start, then as the hosts report them (after a
+    /// takeover the backup is the primary, and the old primary rejoins as the backup).
     pub roles: Vec<Role>,
+    /// Whether it holds the service address, as its roles last reported (the topology's
+    /// primary at start).
+    #[serde(default)]
+    pub holds_service_address: bool,
     pub addresses: BTreeMap<String, Ipv4Addr>,
     /// Namespace (local) or `user@address:port` (ssh).
     pub location: String,

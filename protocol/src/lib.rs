@@ -9,6 +9,7 @@ pub mod frame;
 pub mod io;
 pub mod message;
 pub mod modes;
+pub mod sealed;
 pub mod sys;
 
 pub use frame::{FrameDecoder, FrameError, MAX_PAYLOAD, PROTOCOL_VERSION};

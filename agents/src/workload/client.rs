@@ -368,8 +368,8 @@ impl Client<'_> {
     }
 }
 
-/// Idle timeout of a client under st-tcp: the takeover happens under it, on the same
-/// connection, so only a failed takeover may end it.
+/// Idle and connect timeout of a client under st-tcp: the takeover happens under it, on the
+/// same connection, so only a failed takeover may end it.
 const ST_TCP_IDLE_TIMEOUT_MS: u64 = 30_000;
 
 async fn connection(
@@ -386,6 +386,10 @@ async fn connection(
         s.servers.truncate(1);
         s.max_attempts = 1;
         s.idle_timeout_ms = s.idle_timeout_ms.max(ST_TCP_IDLE_TIMEOUT_MS);
+        // Connecting, it is the kernel's client: its SYN is sent again (1 s, 3 s, 7 s, ...
+        // after the first) until someone answers for the service address. A SYN lost to a
+        // primary that failed before answering reaches the backup once it took over.
+        s.connect_timeout_ms = s.connect_timeout_ms.max(ST_TCP_IDLE_TIMEOUT_MS);
         st_tcp_spec = s;
         &st_tcp_spec
     } else {

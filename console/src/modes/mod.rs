@@ -21,7 +21,9 @@ pub fn mode_config(
         Mode::None => Ok(ModeConfig::None),
         Mode::AppMigration => app_migration::config(topo, settings, key_hex)
             .map(|c| ModeConfig::AppMigration(Box::new(c))),
-        Mode::StTcp => st_tcp::config(topo, settings).map(|c| ModeConfig::StTcp(Box::new(c))),
+        Mode::StTcp => {
+            st_tcp::config(topo, settings, key_hex).map(|c| ModeConfig::StTcp(Box::new(c)))
+        }
         Mode::Craft => Err("mode `craft` is not implemented in this version".into()),
     }
 }

@@ -6,8 +6,10 @@
 use super::EventSummary;
 use crate::testbed::Testbed;
 use crate::topology::{Host, RunSettings, Topology};
-use halab_protocol::modes::st_tcp::{Command, Event, StTcpConfig, StTcpPeer};
-use halab_protocol::{ConsoleMsg, HTTP_PORT, ModeCommand, Role, WORKLOAD_PORT};
+use crate::state::HostState;
+use halab_protocol::modes::st_tcp::{Command, Event, StTcpConfig, StTcpPeer, fence_tag_ok};
+use halab_protocol::sealed::Key;
+use halab_protocol::{ConsoleMsg, HTTP_PORT, ModeCommand, ModeConfig, Role, WORKLOAD_PORT};
 
 /// Defaults of the mode's parameters the topology does not set.
 const DEFAULT_HEARTBEAT_MS: u64 = 200;
@@ -24,8 +26,13 @@ pub fn supported() -> Result<(), String> {
     Ok(())
 }
 
-/// What primary, backup and logger of an st-tcp run are told about each other.
-pub fn config(topo: &Topology, settings: &RunSettings) -> Result<StTcpConfig, String> {
+/// What primary, backup and logger of an st-tcp run are told about each other; `key_hex` is
+/// the testbed's key their datagrams and fence requests are sealed with.
+pub fn config(
+    topo: &Topology,
+    settings: &RunSettings,
+    key_hex: &str,
+) -> Result<StTcpConfig, String> {
     let service = topo.service_network();
     let one = |role: Role| -> Result<&Host, String> {
         let mut it = topo.hosts_with(role);
@@ -81,6 +88,7 @@ pub fn config(topo: &Topology, settings: &RunSettings) -> Result<StTcpConfig, St
         app_max_lag_bytes: 0,
         app_max_lag_ms: (2 * heartbeat_ms * missed as u64).max(MIN_APP_MAX_LAG_MS),
         max_delay_fin_ms: (heartbeat_ms * missed as u64).max(MIN_MAX_DELAY_FIN_MS),
+        key_hex: key_hex.to_string(),
         tap_drop_every: 0,
     })
 }
@@ -92,8 +100,52 @@ pub fn describe(event: &Event) -> EventSummary {
             at_ns,
             reason,
             detail,
-        } => (*at_ns, "detect", format!("{reason}: {detail}")),
-        Event::FenceRequest { at_ns, host, why } => (*at_ns, "fence", format!("{host}: {why}")),
+        } => (*at_ns, "detect", format!("{}: {detail}", reason.name())),
+        Event::FenceRequest {
+            at_ns, host, why, ..
+        } => (*at_ns, "fence", format!("{host}: {why}")),
+        Event::Serving {
+            at_ns,
+            role,
+            service_address,
+        } => (
+            *at_ns,
+            "serving",
+            if *service_address {
+                format!("{role}, holds the service address")
+            } else {
+                role.to_string()
+            },
+        ),
+        Event::FaultTolerant {
+            at_ns,
+            backup,
+            unprotected,
+        } => (
+            *at_ns,
+            "fault-tolerant",
+            if unprotected.is_empty() {
+                format!("backup {backup}")
+            } else {
+                format!(
+                    "backup {backup}; unprotected (opened before it joined): {}",
+                    unprotected.join(", ")
+                )
+            },
+        ),
+        Event::Refused {
+            at_ns,
+            channel,
+            forged,
+            replayed,
+        } => (
+            *at_ns,
+            "refused",
+            format!(
+                "{}: {forged} forged, {replayed} replayed",
+                channel.name()
+            ),
+        ),
         Event::Takeover {
             at_ns,
             connection,
@@ -140,15 +192,59 @@ pub fn describe(event: &Event) -> EventSummary {
     }
 }
 
-/// Acts on an event of this mode from `host` during a run: a fence request powers the primary
-/// off (idempotent) and tells the backup whether that worked.
+/// Acts on an event of this mode from `host`: a fence request with a valid tag powers the
+/// primary off (idempotent) and tells the backup whether that worked; a host's report of what
+/// it serves as moves the roles and the service address in the testbed's records (and, when a
+/// backup took over, swaps the pair in the mode's config, so that the old primary, powered on,
+/// rejoins as the backup of the new one).
 pub async fn on_event(testbed: &mut Testbed, host: &str, event: &Event) -> Result<(), String> {
-    let Event::FenceRequest {
-        host: target, why, ..
-    } = event
-    else {
-        return Ok(());
-    };
+    match event {
+        Event::FenceRequest {
+            at_ns,
+            host: target,
+            why,
+            tag,
+        } => fence(testbed, host, *at_ns, target, why, tag).await,
+        Event::Serving {
+            role,
+            service_address,
+            ..
+        } => {
+            let ModeConfig::StTcp(cfg) = testbed.mode().clone() else {
+                return Ok(());
+            };
+            match role {
+                Role::Primary => {
+                    if cfg.backup.host == host {
+                        // A takeover: the old primary is the backup to be.
+                        testbed.note_role(&cfg.primary.host, Role::Primary, Role::Backup, false);
+                        testbed.set_mode(ModeConfig::StTcp(Box::new(cfg.promoted())));
+                    }
+                    testbed.note_role(host, Role::Backup, Role::Primary, *service_address);
+                }
+                _ => testbed.note_role(host, Role::Primary, *role, *service_address),
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn fence(
+    testbed: &mut Testbed,
+    host: &str,
+    at_ns: u64,
+    target: &str,
+    why: &str,
+    tag: &str,
+) -> Result<(), String> {
+    let key = Key::from_hex(testbed.mode_key()).map_err(|e| format!("testbed key: {e}"))?;
+    if !fence_tag_ok(&key, target, at_ns, tag) {
+        // Nothing is powered off, and nobody is told it was.
+        return Err(format!(
+            "fence request for {target} from {host} refused: its tag does not verify (forged)"
+        ));
+    }
     let error = testbed
         .fence(target, why)
         .await
@@ -156,7 +252,7 @@ pub async fn on_event(testbed: &mut Testbed, host: &str, event: &Event) -> Resul
         .map(|e| crate::error::chain(&e));
     let answer = ConsoleMsg::Mode {
         command: ModeCommand::StTcp(Command::Fenced {
-            host: target.clone(),
+            host: target.to_string(),
             error: error.clone(),
         }),
     };
@@ -170,34 +266,59 @@ pub async fn on_event(testbed: &mut Testbed, host: &str, event: &Event) -> Resul
     }
 }
 
-/// Brings the testbed back to this mode's starting state after a run: the backup drops what it
-/// took over and gives the service address back, then a fenced primary is powered on again
-/// (its role announces the service address) or, if it ran on, announces it again.
+/// Brings the testbed back to this mode's starting state after a run (each run starts from the
+/// topology's roles): the records and the config back to the topology's pair; the backup host
+/// drops what it took over and gives the service address back (one that took over goes back
+/// to tapping); then the primary host, if it served as a backup (it rejoined), stops that role
+/// (the next run starts its primary role again), and a fenced one is powered on (its role
+/// announces the service address) or, if it ran on, announces it again.
 pub async fn after_run(testbed: &mut Testbed, cfg: &StTcpConfig) -> Result<(), String> {
+    let topo_primary = testbed
+        .topology
+        .hosts_with(Role::Primary)
+        .next()
+        .map(|h| h.name.clone());
+    let original = if topo_primary.as_deref() == Some(cfg.primary.host.as_str()) {
+        cfg.clone()
+    } else {
+        cfg.promoted()
+    };
+    testbed.reset_roles();
+    testbed.set_mode(ModeConfig::StTcp(Box::new(original.clone())));
     let reset = || ConsoleMsg::Mode {
         command: ModeCommand::StTcp(Command::Reset),
     };
-    testbed
-        .send(&cfg.backup.host, reset())
-        .await
-        .map_err(|e| crate::error::chain(&e))?;
-    // The backup removes the address before the primary announces it.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let off = testbed
-        .snapshot()
-        .hosts
-        .iter()
-        .any(|h| h.name == cfg.primary.host && h.state == crate::state::HostState::PoweredOff);
-    if off {
+    let off = |testbed: &Testbed, host: &str| {
         testbed
-            .power_on(&cfg.primary.host)
+            .snapshot()
+            .hosts
+            .iter()
+            .any(|h| h.name == host && h.state == HostState::PoweredOff)
+    };
+    let chain = |e: crate::testbed::TestbedError| crate::error::chain(&e);
+    if !off(testbed, &original.backup.host) {
+        testbed
+            .send(&original.backup.host, reset())
             .await
-            .map_err(|e| crate::error::chain(&e))?;
+            .map_err(chain)?;
+        // The backup removes the address before the primary announces it.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let primary = original.primary.host.as_str();
+    if off(testbed, primary) {
+        testbed.power_on(primary).await.map_err(chain)?;
     } else {
         testbed
-            .send(&cfg.primary.host, reset())
+            .send(primary, ConsoleMsg::StopRole { role: Role::Backup })
             .await
-            .map_err(|e| crate::error::chain(&e))?;
+            .map_err(chain)?;
+        testbed.send(primary, reset()).await.map_err(chain)?;
+    }
+    if off(testbed, &original.backup.host) {
+        testbed
+            .power_on(&original.backup.host)
+            .await
+            .map_err(chain)?;
     }
     Ok(())
 }

@@ -327,7 +327,24 @@ fn links_down_now(ns: &str) -> Result<halab_protocol::sys::LinksDown, LocalError
 }
 
 /// Power-on of a host: its links up again (the agent is restarted by the orchestrator).
-pub fn power_on(ns: &str) -> Result<(), LocalError> {
+///
+/// `drop_address`: an address (`addr/prefix`, interface) to remove before the links come up,
+/// if the host still has it: the service address of a host that no longer holds it (it was
+/// fenced and another took over), which must never answer for it again.
+pub fn power_on(ns: &str, drop_address: Option<(&str, &str)>) -> Result<(), LocalError> {
+    if let Some((cidr, dev)) = drop_address {
+        let had = Command::new("ip")
+            .args(["-n", ns, "-4", "-o", "addr", "show", "dev", dev])
+            .output()
+            .map(|o| {
+                let want = format!(" {cidr} ");
+                String::from_utf8_lossy(&o.stdout).contains(&want)
+            })
+            .unwrap_or(false);
+        if had {
+            ip_batch(Some(ns), &[format!("addr del {cidr} dev {dev}")], false)?;
+        }
+    }
     let cmds: Vec<String> = links_in(ns)
         .iter()
         .map(|l| format!("link set dev {l} up"))

@@ -439,9 +439,18 @@ impl<'a> Runner<'a> {
 
     /// Fires fault `f` at the host its target names now.
     async fn fire(&mut self, topo: &Topology, f: &FaultSpec) -> Result<Fired, String> {
-        let (Some(host), server_role) = resolve_target(topo, &f.target) else {
+        // A role names the host that holds it now: after a takeover, the one that took over.
+        let target = match &f.target {
+            FaultTarget::Role(role) => match self.testbed.host_with_role(*role) {
+                Some(h) => FaultTarget::Host(h),
+                None => f.target.clone(),
+            },
+            FaultTarget::Host(h) => FaultTarget::Host(h.clone()),
+        };
+        let (Some(host), _) = resolve_target(topo, &target) else {
             return Err("no host holds that target now".into());
         };
+        let server_role = server_role(&self.testbed.roles_of(&host));
         let role = || server_role.ok_or_else(|| format!("host {host} runs no server process"));
         let action = match f.kind {
             FaultKind::PowerOff => {

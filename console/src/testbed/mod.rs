@@ -218,6 +218,7 @@ impl Testbed {
                 .map(|h| HostRecord {
                     name: h.name.clone(),
                     roles: h.roles.clone(),
+                    holds_service_address: h.roles.contains(&Role::Primary),
                     addresses: h.addresses.clone(),
                     location: location(&topology, h, local_res.as_ref()),
                     state: HostState::Starting,
@@ -505,7 +506,17 @@ impl Testbed {
             }
             None => {
                 let ns = local::host_ns(&self.topology.name, host);
-                tokio::task::spawn_blocking(move || local::power_on(&ns))
+                let holds = self.snapshot().hosts[index].holds_service_address;
+                let service = self.topology.service_network();
+                let cidr = format!(
+                    "{}/{}",
+                    self.topology.service_address,
+                    service.subnet.prefix_len()
+                );
+                let dev = service.name.clone();
+                tokio::task::spawn_blocking(move || {
+                    local::power_on(&ns, (!holds).then_some((cidr.as_str(), dev.as_str())))
+                })
                     .await
                     .map_err(|e| TestbedError::Internal(e.to_string()))??;
                 start_agent(&self.topology, &h, self.local.as_ref(), &self.options).await?
@@ -535,11 +546,108 @@ impl Testbed {
                 inbox: self.inbox_tx.clone(),
             },
         ));
-        for &role in &h.roles {
+        // The roles it has now, which after a takeover are not the topology's: a fenced
+        // primary comes back as the backup of the host that took over.
+        for role in self.roles_of(host) {
             self.start_role(host, role, self.mode.clone()).await?;
         }
         tracing::info!(%host, "powered on");
         Ok(())
+    }
+
+    /// The roles `host` runs now (empty for an unknown host).
+    pub fn roles_of(&self, host: &str) -> Vec<Role> {
+        self.snapshot()
+            .hosts
+            .into_iter()
+            .find(|h| h.name == host)
+            .map(|h| h.roles)
+            .unwrap_or_default()
+    }
+
+    /// The host that runs `role` now, the first in file order if several do.
+    pub fn host_with_role(&self, role: Role) -> Option<String> {
+        self.snapshot()
+            .hosts
+            .into_iter()
+            .find(|h| h.roles.contains(&role))
+            .map(|h| h.name)
+    }
+
+    /// Records what a host reported of itself: it runs `role` where it ran `instead` (a backup
+    /// that took over, a fenced primary that rejoined as backup), and whether it holds the
+    /// service address now (one host at most: a host taking it is the only one).
+    pub fn note_role(&self, host: &str, instead: Role, role: Role, holds_service_address: bool) {
+        let Ok(index) = self.host_index(host) else {
+            return;
+        };
+        self.shared.update_host(index, |h| {
+            for r in h.roles.iter_mut() {
+                if *r == instead {
+                    *r = role;
+                }
+            }
+            h.holds_service_address = holds_service_address;
+        });
+        if holds_service_address {
+            for i in 0..self.topology.hosts.len() {
+                if i != index {
+                    self.shared
+                        .update_host(i, |h| h.holds_service_address = false);
+                }
+            }
+        }
+    }
+
+    /// Puts the service address back on the topology's primary and takes it off every other
+    /// host (provider local; over ssh the roles of the next mode place it). For a mode switch
+    /// after takeovers moved it.
+    pub async fn restore_service_address(&self) -> Result<(), TestbedError> {
+        if self.local.is_none() {
+            return Ok(());
+        }
+        let service = self.topology.service_network();
+        let cidr = format!(
+            "{}/{}",
+            self.topology.service_address,
+            service.subnet.prefix_len()
+        );
+        for h in &self.topology.hosts {
+            if !h.addresses.contains_key(&service.name) {
+                continue;
+            }
+            let verb = if h.roles.contains(&Role::Primary) {
+                "replace"
+            } else {
+                "del"
+            };
+            let ns = local::host_ns(&self.topology.name, &h.name);
+            let out = tokio::process::Command::new("ip")
+                .args(["-n", &ns, "addr", verb, &cidr, "dev", &service.name])
+                .output()
+                .await
+                .map_err(|e| TestbedError::Internal(format!("ip addr {verb}: {e}")))?;
+            // Deleting an address the host does not have is what most hosts answer.
+            if !out.status.success() && verb == "replace" {
+                return Err(TestbedError::Internal(format!(
+                    "ip -n {ns} addr replace {cidr}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every host back to its topology roles, the service address on the topology's primary
+    /// (between the runs of an experiment, which each start from the topology).
+    pub fn reset_roles(&self) {
+        for (i, h) in self.topology.hosts.iter().enumerate() {
+            let roles = h.roles.clone();
+            self.shared.update_host(i, |r| {
+                r.holds_service_address = roles.contains(&Role::Primary);
+                r.roles = roles;
+            });
+        }
     }
 
     /// The mode roles are started under.

@@ -14,6 +14,7 @@ pub fn host_records(topo: &Topology) -> Vec<HostRecord> {
         .map(|h| HostRecord {
             name: h.name.clone(),
             roles: h.roles.clone(),
+            holds_service_address: h.roles.contains(&halab_protocol::Role::Primary),
             addresses: h.addresses.clone(),
             location: format!("hl.{}.{}", topo.name, h.name),
             state: HostState::Connected,

@@ -425,7 +425,7 @@ impl Orchestrator {
                 return;
             }
             FaultKey::Kill | FaultKey::Hang | FaultKey::Crash => {
-                let Some(role) = server_role(&h.roles) else {
+                let Some(role) = server_role(&self.testbed.roles_of(&h.name)) else {
                     self.log(
                         Level::Warn,
                         format!(
@@ -537,9 +537,35 @@ impl Orchestrator {
         }));
         let was_running = self.workload;
         self.stop_workload(true).await;
-        // Redeploy: every role of every host that is up stopped, then started again.
+        // Redeploy: every role of every host that is up stopped (the ones it runs now, which
+        // after a takeover are not the topology's, and the topology's), then the topology's
+        // started again, with the service address back on the topology's primary.
         let snap = self.testbed.snapshot();
         let mut waiting: Vec<(String, Role, u64)> = Vec::new();
+        for h in self.testbed.topology.hosts.clone() {
+            let Some(record) = snap
+                .hosts
+                .iter()
+                .find(|r| r.name == h.name && r.state == HostState::Connected)
+            else {
+                continue;
+            };
+            let mut stop = record.roles.clone();
+            stop.extend(h.roles.iter().filter(|r| !record.roles.contains(r)));
+            for role in stop {
+                let _ = self
+                    .testbed
+                    .send(&h.name, ConsoleMsg::StopRole { role })
+                    .await;
+            }
+        }
+        self.testbed.reset_roles();
+        if let Err(e) = self.testbed.restore_service_address().await {
+            self.log(
+                Level::Warn,
+                format!("service address not moved back: {}", crate::error::chain(&e)),
+            );
+        }
         for h in self.testbed.topology.hosts.clone() {
             if !snap
                 .hosts
@@ -547,12 +573,6 @@ impl Orchestrator {
                 .any(|r| r.name == h.name && r.state == HostState::Connected)
             {
                 continue;
-            }
-            for &role in &h.roles {
-                let _ = self
-                    .testbed
-                    .send(&h.name, ConsoleMsg::StopRole { role })
-                    .await;
             }
             for &role in &h.roles {
                 let request = self.testbed.start_role(&h.name, role, config.clone()).await;

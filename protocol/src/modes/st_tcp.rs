@@ -2,6 +2,7 @@
 //! paper 003). The console's part is to tell primary, backup and logger about each other, and
 //! to fence the primary when the backup asks.
 
+use crate::Role;
 use serde::{Deserialize, Serialize};
 
 /// UDP port heartbeats travel on (primary → backup and backup → primary, both links).
@@ -49,10 +50,23 @@ pub struct StTcpConfig {
     /// Thesis §3.7.4 MaxDelayFIN: how long the primary holds back a FIN or RST of its
     /// application while the backup has not confirmed that its replica closed too.
     pub max_delay_fin_ms: u64,
+    /// The testbed's HMAC key (hex): heartbeats, the logger's requests and answers, and fence
+    /// requests are sealed with it (a forged or replayed one is refused and counted).
+    pub key_hex: String,
     /// Test knob: the backup's capture drops every n-th client data segment it sees (0: none),
     /// as a tap omission the logger must make good (thesis §3.4).
     #[serde(default)]
     pub tap_drop_every: u32,
+}
+
+impl StTcpConfig {
+    /// The same pair after a takeover: the backup serves, and waits for the old primary to
+    /// rejoin as its backup.
+    pub fn promoted(&self) -> StTcpConfig {
+        let mut c = self.clone();
+        std::mem::swap(&mut c.primary, &mut c.backup);
+        c
+    }
 }
 
 /// What the primary reports of one connection in each heartbeat (thesis §3.6.1), read with
@@ -73,14 +87,38 @@ pub struct ConnProgress {
     pub last_app_byte_read: u64,
 }
 
-/// A heartbeat (UDP, JSON): from the primary with its connections' progress, from the backup
-/// with nothing but its sequence number.
+/// The links a heartbeat travels on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Link {
+    /// The service network (the hub the backup taps).
+    Service = 0,
+    /// The dedicated heartbeat network, if the pair shares one.
+    Heartbeat = 1,
+}
+
+impl Link {
+    pub fn name(self) -> &'static str {
+        match self {
+            Link::Service => "service",
+            Link::Heartbeat => "heartbeat",
+        }
+    }
+}
+
+/// A heartbeat (UDP, JSON sealed with the testbed's key): from the primary with its
+/// connections' progress, from the backup with the closes it confirms.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     pub from: String,
+    /// The sender's role start (wall clock ns): a larger one is a restarted sender, whose
+    /// sequence numbers start again. (incarnation, seq) only grows: a beat that does not move
+    /// it on is a replay.
+    pub incarnation: u64,
     pub seq: u64,
-    /// Which link it was sent on (`service` or `heartbeat`).
-    pub link: String,
+    /// Which link it was sent on.
+    pub link: Link,
     pub conns: Vec<ConnProgress>,
     /// Connections whose FIN/RST the primary holds back (client address, client port, port).
     #[serde(default)]
@@ -110,15 +148,39 @@ pub enum Event {
     /// The backup declared the primary failed (T_detect).
     Detect {
         at_ns: u64,
-        /// `heartbeats-lost`, `app-lag`, `service-link-lost`, `fin-held`.
-        reason: String,
+        reason: DetectReason,
         detail: String,
     },
-    /// The backup asks the console to fence `host` before it takes over.
+    /// The backup asks the console to fence `host` before it takes over. `tag` is
+    /// [`fence_tag`] under the testbed's key: a request without a valid one is refused.
     FenceRequest {
         at_ns: u64,
         host: String,
         why: String,
+        tag: String,
+    },
+    /// What this host is in the st-tcp pair, as it says itself: at each role start and reset,
+    /// and when a backup has taken over (it is the primary from then on). `service_address`:
+    /// whether it holds the service address now.
+    Serving {
+        at_ns: u64,
+        role: Role,
+        service_address: bool,
+    },
+    /// The primary hears a backup (again) and is fault tolerant. `unprotected`: connections
+    /// open now that this backup did not see from their SYN (it cannot take them over).
+    FaultTolerant {
+        at_ns: u64,
+        backup: String,
+        unprotected: Vec<String>,
+    },
+    /// Datagrams of this mode refused since the last such event: with a bad tag (forged, or
+    /// another testbed's key) or replayed (an (incarnation, seq) already seen).
+    Refused {
+        at_ns: u64,
+        channel: Channel,
+        forged: u64,
+        replayed: u64,
     },
     /// One connection taken over (T_takeover for it).
     Takeover {
@@ -150,4 +212,63 @@ pub enum Event {
     },
     /// Something the mode could not do.
     Error { at_ns: u64, message: String },
+}
+
+/// Why the backup declared its primary failed (thesis §3.6, §3.7.3, §3.7.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DetectReason {
+    /// No beat on any link for `missed_heartbeats` intervals (or never one since the backup
+    /// started watching, plus the start-up grace).
+    HeartbeatsLost,
+    /// Beats on the heartbeat link only, while the backup's own service link is up.
+    ServiceLinkLost,
+    /// The primary's application stopped making progress while its replica went on.
+    AppLag,
+    /// The primary closed a connection where its replica goes on, for MaxDelayFIN.
+    FinHeld,
+}
+
+impl DetectReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            DetectReason::HeartbeatsLost => "heartbeats-lost",
+            DetectReason::ServiceLinkLost => "service-link-lost",
+            DetectReason::AppLag => "app-lag",
+            DetectReason::FinHeld => "fin-held",
+        }
+    }
+}
+
+/// Which datagrams of this mode a [`Event::Refused`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Channel {
+    Heartbeat,
+    Logger,
+}
+
+impl Channel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::Heartbeat => "heartbeat",
+            Channel::Logger => "logger",
+        }
+    }
+}
+
+/// Magic of sealed heartbeats.
+pub const HEARTBEAT_MAGIC: &[u8; 4] = b"HST1";
+/// Magic of the detached tag on fence requests.
+pub const FENCE_MAGIC: &[u8; 4] = b"HSTF";
+
+/// The tag a backup puts on its fence request for `host` at `at_ns` under the testbed's key,
+/// and the console checks before it powers anything off.
+pub fn fence_tag(key: &crate::sealed::Key, host: &str, at_ns: u64) -> String {
+    key.tag_hex(FENCE_MAGIC, &[host.as_bytes(), &at_ns.to_be_bytes()])
+}
+
+/// Whether `tag` is the fence tag of (`host`, `at_ns`) under `key`.
+pub fn fence_tag_ok(key: &crate::sealed::Key, host: &str, at_ns: u64, tag: &str) -> bool {
+    key.verify_hex(FENCE_MAGIC, &[host.as_bytes(), &at_ns.to_be_bytes()], tag)
 }

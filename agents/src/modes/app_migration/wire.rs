@@ -12,89 +12,45 @@
 //! [`GROUP_PORT`]: halab_protocol::modes::app_migration::GROUP_PORT
 //! [`SERVICE_PORT`]: halab_protocol::modes::app_migration::SERVICE_PORT
 
-use hmac::{Hmac, KeyInit, Mac};
+use halab_protocol::sealed::{self, SealError};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use sha2::Sha256;
 use thiserror::Error;
 
 const MAGIC: &[u8; 4] = b"HAM1";
-const TAG_LEN: usize = 32;
 /// The largest datagram sent or accepted (fits one UDP datagram on any link here).
-pub const MAX_DATAGRAM: usize = 60_000;
+pub const MAX_DATAGRAM: usize = sealed::MAX_DATAGRAM;
 /// What follows the last payload byte of a download; then the server closes.
 pub const END_TOKEN: &[u8] = b"HALAB-END\n";
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum WireError {
-    #[error("key is not hex or is empty")]
-    BadKey,
-    #[error("datagram of {0} bytes is too short or too long")]
-    Length(usize),
-    #[error("not an app-migration datagram")]
-    Magic,
-    #[error("bad HMAC (forged, or another testbed's key)")]
-    BadTag,
+    #[error(transparent)]
+    Sealed(#[from] SealError),
     #[error("bad body: {0}")]
     Body(String),
 }
 
-/// The per-testbed HMAC key.
-#[derive(Clone)]
-pub struct Key(Vec<u8>);
-
-impl std::fmt::Debug for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Key(..)")
-    }
-}
+/// The per-testbed HMAC key, sealing this mode's datagrams (`HAM1`).
+#[derive(Clone, Debug)]
+pub struct Key(sealed::Key);
 
 impl Key {
     pub fn from_hex(hex: &str) -> Result<Key, WireError> {
-        if hex.is_empty() || !hex.len().is_multiple_of(2) {
-            return Err(WireError::BadKey);
-        }
-        (0..hex.len())
-            .step_by(2)
-            .map(|i| {
-                hex.get(i..i + 2)
-                    .and_then(|b| u8::from_str_radix(b, 16).ok())
-            })
-            .collect::<Option<Vec<u8>>>()
-            .map(Key)
-            .ok_or(WireError::BadKey)
-    }
-
-    fn mac(&self) -> Hmac<Sha256> {
-        // HMAC takes keys of any length, so this cannot fail.
-        #[allow(clippy::expect_used)]
-        <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC accepts any key length")
+        Ok(Key(sealed::Key::from_hex(hex)?))
     }
 
     /// `value` as an authenticated datagram.
     pub fn seal<T: Serialize>(&self, value: &T) -> Vec<u8> {
-        let mut out = MAGIC.to_vec();
         // Serialising plain data structs to JSON cannot fail.
-        let _ = serde_json::to_writer(&mut out, value);
-        let mut mac = self.mac();
-        mac.update(&out);
-        out.extend_from_slice(&mac.finalize().into_bytes());
-        out
+        let body = serde_json::to_vec(value).unwrap_or_default();
+        self.0.seal(MAGIC, &body)
     }
 
     /// The value in an authenticated datagram; the tag is checked (in constant time) before
     /// the body is looked at.
     pub fn open<T: DeserializeOwned>(&self, datagram: &[u8]) -> Result<T, WireError> {
-        if datagram.len() < MAGIC.len() + TAG_LEN || datagram.len() > MAX_DATAGRAM {
-            return Err(WireError::Length(datagram.len()));
-        }
-        if &datagram[..MAGIC.len()] != MAGIC {
-            return Err(WireError::Magic);
-        }
-        let (signed, tag) = datagram.split_at(datagram.len() - TAG_LEN);
-        let mut mac = self.mac();
-        mac.update(signed);
-        mac.verify_slice(tag).map_err(|_| WireError::BadTag)?;
-        serde_json::from_slice(&signed[MAGIC.len()..]).map_err(|e| WireError::Body(e.to_string()))
+        let body = self.0.open(MAGIC, datagram)?;
+        serde_json::from_slice(body).map_err(|e| WireError::Body(e.to_string()))
     }
 }
 
@@ -294,14 +250,14 @@ mod tests {
         let d = key().seal(&t);
         assert_eq!(key().open::<TriggerMsg>(&d), Ok(t.clone()));
         let other = Key::from_hex("ff").unwrap();
-        assert_eq!(other.open::<TriggerMsg>(&d), Err(WireError::BadTag));
+        assert_eq!(other.open::<TriggerMsg>(&d), Err(WireError::Sealed(SealError::BadTag)));
         // One flipped bit anywhere: refused.
         for i in 0..d.len() {
             let mut bad = d.clone();
             bad[i] ^= 1;
             assert!(key().open::<TriggerMsg>(&bad).is_err(), "bit in byte {i}");
         }
-        assert_eq!(key().open::<TriggerMsg>(b"HAM1"), Err(WireError::Length(4)));
+        assert_eq!(key().open::<TriggerMsg>(b"HAM1"), Err(WireError::Sealed(SealError::Length(4))));
     }
 
     #[test]

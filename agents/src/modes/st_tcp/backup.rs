@@ -3,20 +3,24 @@
 //! hang, thesis §3.7.3) and held FINs (§3.7.4); on failure the fence request, then the
 //! takeover of every connection.
 
-use super::heartbeat::{self, Detector, Link, Verdict};
+use super::heartbeat::{self, Link, Wire};
 use super::logger;
+use super::primary::{self, Exit, Primary};
 use super::replica::{self, Note, Replica, ToReplica};
-use super::takeover::{RepairParams, repair};
+use super::takeover::{Plan, plan, repair};
 use super::tap::{self, Tap};
+use super::monitor::{Check, Failure, FinKey, Monitor, ReplicaView, fin_key};
 use super::tracker::{ConnKey, Output, Tracker, parse_frame, unwrap};
 use super::{command, emit};
 use crate::modes::{RoleCtx, StartedRole};
 use crate::roles::serve_role;
 use halab_protocol::modes::st_tcp::{
-    Command, ConnProgress, Event, Heartbeat, REPLICA_PORTS, StTcpConfig,
+    Channel, Command, Event, Heartbeat, REPLICA_PORTS, StTcpConfig, fence_tag,
 };
-use halab_protocol::{AgentMsg, ModeCommand, mono_ns};
+use halab_protocol::sealed::Key;
+use halab_protocol::{AgentMsg, ModeCommand, Role, mono_ns};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -32,11 +36,22 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
         .vip
         .parse()
         .map_err(|e| format!("service address {}: {e}", cfg.vip))?;
+    let key = Key::from_hex(&cfg.key_hex).map_err(|e| format!("st-tcp key: {e}"))?;
+    // A backup never holds the service address: a host powered on after it was fenced still
+    // has it on its interface, and must not answer for it.
+    let mut vip_guard = VipGuard {
+        iface: cfg.service_iface.clone(),
+        cidr: format!("{vip}/{}", cfg.vip_prefix),
+        added: true,
+    };
+    vip_guard.remove().await;
     let tap = Tap::open(&cfg.service_iface, vip)
         .map_err(|e| format!("tap on {}: {e}", cfg.service_iface))?;
-    let sock = heartbeat::socket()
-        .await
-        .map_err(|e| format!("heartbeat socket: {e}"))?;
+    let sock = Arc::new(
+        heartbeat::socket()
+            .await
+            .map_err(|e| format!("heartbeat socket: {e}"))?,
+    );
     let (port, http_port) = (REPLICA_PORTS.0.to_string(), REPLICA_PORTS.1.to_string());
     let served = serve_role(
         &ctx,
@@ -53,12 +68,12 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
     )
     .await?;
     let p = served.pid;
-    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let (cmd_tx, mut cmd_rx) = mpsc::channel(16);
     let RoleCtx {
         cancel, outbound, ..
     } = ctx;
     let server = served.supervisor;
-    let (notes_tx, notes_rx) = mpsc::unbounded_channel();
+    let (notes_tx, mut notes_rx) = mpsc::unbounded_channel();
     let rst_guard = match super::fin_hold::RstGuard::install(vip, &cfg.service_ports).await {
         Ok(g) => Some(g),
         Err(e) => {
@@ -85,17 +100,11 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
     let task = tokio::spawn(async move {
         let _rst_guard = rst_guard;
         let mut b = Backup {
-            detector: Detector::new(
-                cfg.heartbeat_ms,
-                cfg.missed_heartbeats,
-                cfg.primary.heartbeat_addr.is_some() && cfg.backup.heartbeat_addr.is_some(),
-            ),
+            monitor: Monitor::new(&cfg, mono_ns()),
             tracker: Tracker::new(vip, cfg.service_ports.clone()),
-            vip_guard: VipGuard {
-                iface: cfg.service_iface.clone(),
-                cidr: format!("{vip}/{}", cfg.vip_prefix),
-                added: false,
-            },
+            vip_guard,
+            wire: Wire::new(key.clone()),
+            key,
             cfg,
             vip,
             sock,
@@ -106,18 +115,54 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
             state: State::Tapping,
             fin_ok: Vec::new(),
             ended: HashMap::new(),
-            lag: HashMap::new(),
-            held_since: HashMap::new(),
             seq: 0,
-            last_primary_seq: 0,
+            incarnation: primary::wall_ns(),
+            last_primary_beat: (0, 0),
             logger,
             recovered: HashMap::new(),
+            logger_forged: 0,
             client_segments: 0,
             service: None,
             service_cancel: cancel.child_token(),
             cancel: cancel.clone(),
         };
-        b.run(Some(tap), notes_rx, cmd_rx).await;
+        b.announce().await;
+        let mut tap = Some(tap);
+        loop {
+            if b.run(&mut tap, &mut notes_rx, &mut cmd_rx).await == Tapped::Stopped {
+                break;
+            }
+            // Taken over: this host is the primary now, with the old primary as the backup
+            // it waits for.
+            let mut serving = Primary::new(
+                b.cfg.promoted(),
+                b.vip,
+                b.sock.clone(),
+                Wire::new(b.key.clone()),
+                b.outbound.clone(),
+                true,
+            )
+            .await;
+            let cancel = b.cancel.clone();
+            let exit = {
+                let run = serving.run(&cancel, &mut cmd_rx);
+                tokio::pin!(run);
+                loop {
+                    tokio::select! {
+                        e = &mut run => break e,
+                        Some(n) = notes_rx.recv() => b.on_note(n, &[]).await,
+                    }
+                }
+            };
+            serving.shutdown().await;
+            if exit == Exit::Stopped {
+                break;
+            }
+            b.reset().await;
+            tap = b.reopen_tap();
+            b.announce().await;
+        }
+        b.reset().await;
         b.tasks.shutdown().await;
         let _ = server.await;
     });
@@ -181,20 +226,16 @@ impl Drop for VipGuard {
     }
 }
 
-/// Per connection: the primary's last progress and since when it has lagged the replica.
-struct LagWatch {
-    last: ConnProgress,
-    since_ns: Option<u64>,
-}
-
-type FinKey = ([u8; 4], u16, u16);
-
 struct Backup {
     cfg: StTcpConfig,
     vip: Ipv4Addr,
-    sock: tokio::net::UdpSocket,
+    sock: Arc<tokio::net::UdpSocket>,
+    /// Seals and checks beats (and guards against replays).
+    wire: Wire,
+    key: Key,
     outbound: mpsc::Sender<AgentMsg>,
-    detector: Detector,
+    /// The watch over the primary: beats, lag, held FINs.
+    monitor: Monitor,
     tracker: Tracker,
     replicas: HashMap<ConnKey, (Replica, CancellationToken)>,
     tasks: JoinSet<()>,
@@ -205,13 +246,14 @@ struct Backup {
     fin_ok: Vec<(FinKey, u64, u64)>,
     /// Replicas whose output ended, and where.
     ended: HashMap<ConnKey, u64>,
-    lag: HashMap<ConnKey, LagWatch>,
-    held_since: HashMap<FinKey, u64>,
     seq: u64,
-    /// The latest primary beat taken (each comes once per link).
-    last_primary_seq: u64,
+    incarnation: u64,
+    /// The latest primary beat taken, (incarnation, seq): each comes once per link.
+    last_primary_beat: (u64, u64),
     /// Where missed client bytes are asked for (the logger), if there is a logger.
     logger: Option<(tokio::net::UdpSocket, std::net::SocketAddr)>,
+    /// Logger answers refused (bad tag) since the last report.
+    logger_forged: u64,
     /// Client bytes recovered from the logger since the last report, per connection.
     recovered: HashMap<ConnKey, u64>,
     /// Client data segments seen, for the test knob `tap_drop_every`.
@@ -278,19 +320,92 @@ async fn serve_service_address(
 }
 
 /// How often the failure detector's verdict is taken.
-const DETECT_CHECK: Duration = Duration::from_millis(5);
+pub(super) const DETECT_CHECK: Duration = Duration::from_millis(5);
 
-fn fin_key(k: &ConnKey) -> FinKey {
-    (k.client.octets(), k.client_port, k.port)
+/// Why [`Backup::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tapped {
+    /// The role stops.
+    Stopped,
+    /// The primary was fenced and this host took its connections over: it serves now.
+    TookOver,
 }
 
 impl Backup {
+    /// Tells the console what this host is now: the backup, without the service address.
+    async fn announce(&self) {
+        emit(
+            &self.outbound,
+            Event::Serving {
+                at_ns: mono_ns(),
+                role: Role::Backup,
+                service_address: false,
+            },
+        )
+        .await;
+    }
+
+    fn reopen_tap(&self) -> Option<Tap> {
+        match Tap::open(&self.cfg.service_iface, self.vip) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(error = %e, "st-tcp: tap not reopened");
+                None
+            }
+        }
+    }
+
+    /// Datagrams refused since the last report: beats, and answers claiming to be the
+    /// logger's.
+    async fn report_refused(&mut self) {
+        primary::report_refused(&mut self.wire, &self.outbound).await;
+        if self.logger_forged > 0 {
+            emit(
+                &self.outbound,
+                Event::Refused {
+                    at_ns: mono_ns(),
+                    channel: Channel::Logger,
+                    forged: std::mem::take(&mut self.logger_forged),
+                    replayed: 0,
+                },
+            )
+            .await;
+        }
+    }
+
+    /// A replica's news.
+    async fn on_note(&mut self, n: Note, peer: &[(Link, String)]) {
+        match n {
+            Note::OutputEnded { key, at } => {
+                self.ended.insert(key, at);
+                self.fin_ok.push((fin_key(&key), at, mono_ns()));
+                if !peer.is_empty() {
+                    self.beat(peer).await;
+                }
+            }
+            Note::Finished { key, detail } => {
+                tracing::debug!(%key, %detail, "replica finished");
+            }
+            Note::Stalled { key, detail } => {
+                tracing::warn!(%key, %detail, "st-tcp: rebuilt connection stalled");
+                emit(
+                    &self.outbound,
+                    Event::Error {
+                        at_ns: mono_ns(),
+                        message: format!("{key}: rebuilt connection stalled: {detail}"),
+                    },
+                )
+                .await;
+            }
+        }
+    }
+
     async fn run(
         &mut self,
-        mut tap: Option<Tap>,
-        mut notes: mpsc::UnboundedReceiver<Note>,
-        mut commands: mpsc::Receiver<ModeCommand>,
-    ) {
+        tap: &mut Option<Tap>,
+        notes: &mut mpsc::UnboundedReceiver<Note>,
+        commands: &mut mpsc::Receiver<ModeCommand>,
+    ) -> Tapped {
         let mut tick =
             tokio::time::interval(Duration::from_millis((self.cfg.heartbeat_ms / 2).max(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -305,9 +420,12 @@ impl Backup {
         let mut lbuf = vec![0u8; 64 * 1024];
         let peer = super::primary::peers(&self.cfg.primary);
         let mut outs = Vec::new();
+        let mut refused_tick = tokio::time::interval(Duration::from_secs(1));
+        let sock = self.sock.clone();
         loop {
             tokio::select! {
-                _ = self.cancel.cancelled() => break,
+                _ = self.cancel.cancelled() => return Tapped::Stopped,
+                _ = refused_tick.tick() => self.report_refused().await,
                 r = recv_answer(&self.logger, &mut lbuf) => {
                     if let Some(n) = r {
                         self.on_answer(&lbuf[..n], &mut outs);
@@ -315,14 +433,14 @@ impl Backup {
                     }
                 }
                 r = next_frames(
-                    &mut tap,
+                    tap,
                     &mut self.tracker,
                     &mut outs,
                     (self.cfg.tap_drop_every, &mut self.client_segments),
                 ), if tap.is_some() => {
                     if let Err(e) = r {
                         tracing::warn!(error = %e, "st-tcp: tap failed");
-                        tap = None;
+                        *tap = None;
                     }
                     self.route(&mut outs);
                 }
@@ -336,37 +454,21 @@ impl Backup {
                     self.report_recovered().await;
                 }
                 _ = detect_tick.tick() => self.check().await,
-                r = self.sock.recv_from(&mut buf) => {
+                r = sock.recv_from(&mut buf) => {
                     let Ok((n, _)) = r else { continue };
-                    if let Some((link, hb)) = heartbeat::parse(&buf[..n])
-                        && hb.from == self.cfg.primary.host
-                    {
-                        self.detector.on_beat(link, mono_ns());
-                        if hb.seq != self.last_primary_seq {
-                            self.last_primary_seq = hb.seq;
+                    let Ok(hb) = self.wire.open(&buf[..n]) else { continue };
+                    if hb.from == self.cfg.primary.host {
+                        self.monitor.on_beat(hb.link, mono_ns());
+                        let at = (hb.incarnation, hb.seq);
+                        if at > self.last_primary_beat {
+                            self.last_primary_beat = at;
                             self.on_primary_beat(hb, &peer).await;
                         }
                     }
                 }
-                Some(n) = notes.recv() => match n {
-                    Note::OutputEnded { key, at } => {
-                        self.ended.insert(key, at);
-                        self.fin_ok.push((fin_key(&key), at, mono_ns()));
-                        self.beat(&peer).await;
-                    }
-                    Note::Finished { key, detail } => {
-                        tracing::debug!(%key, %detail, "replica finished");
-                    }
-                    Note::Stalled { key, detail } => {
-                        tracing::warn!(%key, %detail, "st-tcp: rebuilt connection stalled");
-                        emit(&self.outbound, Event::Error {
-                            at_ns: mono_ns(),
-                            message: format!("{key}: rebuilt connection stalled: {detail}"),
-                        }).await;
-                    }
-                },
+                Some(n) = notes.recv() => self.on_note(n, &peer).await,
                 c = commands.recv() => match c {
-                    None => break,
+                    None => return Tapped::Stopped,
                     Some(ModeCommand::StTcp(Command::Fenced { host, error })) => {
                         if self.state != State::Fencing {
                             continue;
@@ -381,9 +483,11 @@ impl Backup {
                                     });
                                 }
                                 self.route(&mut outs);
-                                tap = None;
+                                *tap = None;
                                 self.fetch_gaps_now(&mut lbuf, &mut outs).await;
-                                self.takeover().await;
+                                if self.takeover().await {
+                                    return Tapped::TookOver;
+                                }
                             }
                             Some(e) => {
                                 // Never take over from a primary that may still be alive.
@@ -392,25 +496,19 @@ impl Backup {
                                     message: format!("fencing {host} failed: {e}; no takeover"),
                                 }).await;
                                 self.state = State::Tapping;
-                                self.detector.reset();
+                                self.monitor.reset(mono_ns());
                             }
                         }
                     }
                     Some(ModeCommand::StTcp(Command::Reset)) => {
                         self.reset().await;
-                        tap = match Tap::open(&self.cfg.service_iface, self.vip) {
-                            Ok(t) => Some(t),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "st-tcp: tap not reopened");
-                                None
-                            }
-                        };
+                        *tap = self.reopen_tap();
+                        self.announce().await;
                     }
                     Some(_) => {}
                 },
             }
         }
-        self.reset().await;
     }
 
     /// Asks the logger for every gap in the client streams the tap left.
@@ -425,14 +523,15 @@ impl Backup {
                     seq: c.client_seq(from),
                     len: (to - from).min(1 << 20) as u32,
                 };
-                let _ = sock.send_to(&req.encode(), addr).await;
+                let _ = sock.send_to(&req.encode(&self.key), addr).await;
             }
         }
     }
 
     /// Fills a gap with the logger's answer.
     fn on_answer(&mut self, b: &[u8], outs: &mut Vec<Output>) {
-        let Some((key, seq, bytes)) = logger::decode_answer(b) else {
+        let Some((key, seq, bytes)) = logger::decode_answer(&self.key, b) else {
+            self.logger_forged += 1;
             return;
         };
         let Some(c) = self.tracker.get(&key) else {
@@ -528,7 +627,7 @@ impl Backup {
                         c.cancel();
                     }
                     self.ended.remove(&key);
-                    self.lag.remove(&key);
+                    self.monitor.forget(&key);
                 }
             }
         }
@@ -542,8 +641,9 @@ impl Backup {
             .retain(|(_, _, t)| now.saturating_sub(*t) < FIN_OK_KEEP_NS);
         let mut hb = Heartbeat {
             from: self.cfg.backup.host.clone(),
+            incarnation: self.incarnation,
             seq: self.seq,
-            link: String::new(),
+            link: Link::Service,
             conns: Vec::new(),
             held_fins: Vec::new(),
             fin_ok: self
@@ -552,7 +652,7 @@ impl Backup {
                 .map(|(k, end, _)| (k.0, k.1, k.2, *end))
                 .collect(),
         };
-        heartbeat::send(&self.sock, &mut hb, peer).await;
+        heartbeat::send(&self.sock, &self.wire, &mut hb, peer).await;
     }
 
     /// Progress and held FINs from a primary beat (thesis §3.6.1, §3.7.3, §3.7.4).
@@ -561,116 +661,40 @@ impl Backup {
             return;
         }
         let now = mono_ns();
-        let lag_ns = self.cfg.app_max_lag_ms * 1_000_000;
-        let mut hung: Option<String> = None;
-        for p in &hb.conns {
-            let key = ConnKey {
-                client: Ipv4Addr::from(p.client),
-                client_port: p.client_port,
-                port: p.port,
-            };
-            let Some((r, _)) = self.replicas.get(&key) else {
-                continue;
-            };
-            let produced = r.progress.produced.load(Ordering::Relaxed);
-            let w = self.lag.entry(key).or_insert(LagWatch {
-                last: *p,
-                since_ns: None,
-            });
-            let still = w.last.last_app_byte_written == p.last_app_byte_written
-                && w.last.last_app_byte_read == p.last_app_byte_read;
-            // Hung: nothing written though all it wrote is acknowledged and the replica has
-            // more; or client bytes received that the application does not read.
-            let behind_out = p.last_app_byte_written == p.last_ack_received
-                && produced > p.last_app_byte_written + self.cfg.app_max_lag_bytes;
-            let unread = p.last_byte_received > p.last_app_byte_read + self.cfg.app_max_lag_bytes;
-            if still && (behind_out || unread) {
-                let since = *w.since_ns.get_or_insert(now);
-                if now - since > lag_ns && hung.is_none() {
-                    hung = Some(format!(
-                        "{key}: application wrote {} and read {} of {} received; replica at {produced}, for {} ms",
-                        p.last_app_byte_written,
-                        p.last_app_byte_read,
-                        p.last_byte_received,
-                        (now - since) / 1_000_000
-                    ));
-                }
-            } else if !still {
-                w.since_ns = None;
-            }
-            w.last = *p;
-        }
-        // Held FINs: confirm those of connections the backup cannot replicate or whose
-        // replica closed too; the others wait at most MaxDelayFIN.
-        let mut confirm = Vec::new();
-        let mut held: Option<String> = None;
-        self.held_since.retain(|k, _| hb.held_fins.contains(k));
-        for k in &hb.held_fins {
-            let key = ConnKey {
-                client: Ipv4Addr::from(k.0),
-                client_port: k.1,
-                port: k.2,
-            };
-            let written = hb
-                .conns
-                .iter()
-                .find(|p| (p.client, p.client_port, p.port) == *k)
-                .map(|p| p.last_app_byte_written);
-            if !self.replicas.contains_key(&key) {
-                // Not replicated: nothing to take over, let it close.
-                if let Some(w) = written
-                    && !self.fin_ok.iter().any(|(f, _, _)| f == k)
-                {
-                    confirm.push((*k, w));
-                }
-                continue;
-            }
-            if self
-                .ended
-                .get(&key)
-                .is_some_and(|end| Some(*end) == written)
-            {
-                // Closed where the replica closed: confirmed already.
-                continue;
-            }
-            // A replica behind the primary may still close where the primary did: only one
-            // that has gone past what the primary wrote shows the primary closed early.
-            let produced = self
-                .replicas
-                .get(&key)
-                .map(|(r, _)| r.progress.produced.load(Ordering::Relaxed))
-                .unwrap_or(0);
-            if written.is_none_or(|w| produced <= w) {
-                self.held_since.remove(k);
-                continue;
-            }
-            let since = *self.held_since.entry(*k).or_insert(now);
-            if now - since > self.cfg.max_delay_fin_ms * 1_000_000 && held.is_none() {
-                held = Some(format!(
-                    "{key}: the primary closed while its replica goes on, for {} ms (MaxDelayFIN)",
-                    (now - since) / 1_000_000
-                ));
-                emit(
-                    &self.outbound,
-                    Event::FinHeld {
-                        at_ns: now,
-                        connection: key.to_string(),
-                        outcome: "not confirmed: takeover".into(),
+        let replicas: HashMap<ConnKey, ReplicaView> = self
+            .replicas
+            .iter()
+            .map(|(k, (r, _))| {
+                (
+                    *k,
+                    ReplicaView {
+                        produced: r.progress.produced.load(Ordering::Relaxed),
+                        ended: self.ended.get(k).copied(),
                     },
                 )
-                .await;
-            }
+            })
+            .collect();
+        let confirmed: Vec<FinKey> = self.fin_ok.iter().map(|(k, _, _)| *k).collect();
+        let out = self.monitor.on_progress(&hb, &replicas, &confirmed, now);
+        if let Some(key) = out.fin_held {
+            emit(
+                &self.outbound,
+                Event::FinHeld {
+                    at_ns: now,
+                    connection: key.to_string(),
+                    outcome: "not confirmed: takeover".into(),
+                },
+            )
+            .await;
         }
-        if !confirm.is_empty() {
-            for (k, end) in confirm {
+        if !out.confirm.is_empty() {
+            for (k, end) in out.confirm {
                 self.fin_ok.push((k, end, now));
             }
             self.beat(peer).await;
         }
-        if let Some(d) = hung {
-            self.fail("app-lag", d).await;
-        } else if let Some(d) = held {
-            self.fail("fin-held", d).await;
+        if let Some(f) = out.failure {
+            self.fail(f).await;
         }
     }
 
@@ -680,59 +704,46 @@ impl Backup {
             return;
         }
         let now = mono_ns();
-        match self.detector.verdict(now) {
-            Verdict::Alive => {}
-            Verdict::Dead => {
-                let last = self.detector.last_any().unwrap_or(now);
-                let d = format!(
-                    "no heartbeat on any link for {} ms ({} × {} ms)",
-                    (now - last) / 1_000_000,
-                    self.cfg.missed_heartbeats,
-                    self.cfg.heartbeat_ms
-                );
-                self.fail("heartbeats-lost", d).await;
-            }
-            Verdict::ServiceLinkLost => {
-                if tap::link_up(&self.cfg.service_iface) {
-                    let d = "heartbeats on the heartbeat link only, and the backup's own service \
-                             link is up: the primary lost the service network"
-                        .to_string();
-                    self.fail("service-link-lost", d).await;
-                } else {
-                    // The backup's own NIC failed: it cannot take over anything.
-                    self.detector.reset();
-                    emit(
-                        &self.outbound,
-                        Event::Error {
-                            at_ns: now,
-                            message: "the backup's service link is down: no takeover".into(),
-                        },
-                    )
-                    .await;
-                }
+        let iface = self.cfg.service_iface.clone();
+        match self.monitor.check(now, || tap::link_up(&iface)) {
+            Check::Fine => {}
+            Check::Failed(f) => self.fail(f).await,
+            Check::OwnServiceLinkDown => {
+                emit(
+                    &self.outbound,
+                    Event::Error {
+                        at_ns: now,
+                        message: "the backup's service link is down: no takeover".into(),
+                    },
+                )
+                .await;
             }
         }
     }
 
     /// Declares the primary failed and asks the console to fence it.
-    async fn fail(&mut self, reason: &str, detail: String) {
+    async fn fail(&mut self, f: Failure) {
         self.state = State::Fencing;
         let now = mono_ns();
         emit(
             &self.outbound,
             Event::Detect {
                 at_ns: now,
-                reason: reason.into(),
-                detail: detail.clone(),
+                reason: f.reason,
+                detail: f.detail.clone(),
             },
         )
         .await;
+        let at_ns = mono_ns();
+        let host = self.cfg.primary.host.clone();
+        let tag = fence_tag(&self.key, &host, at_ns);
         emit(
             &self.outbound,
             Event::FenceRequest {
-                at_ns: mono_ns(),
-                host: self.cfg.primary.host.clone(),
-                why: format!("{reason}: {detail}"),
+                at_ns,
+                host,
+                why: format!("{}: {}", f.reason.name(), f.detail),
+                tag,
             },
         )
         .await;
@@ -740,7 +751,8 @@ impl Backup {
 
     /// Service address, gratuitous ARP, then every connection rebuilt and its held output
     /// sent.
-    async fn takeover(&mut self) {
+    /// True when this host serves now (the service address is its own).
+    async fn takeover(&mut self) -> bool {
         self.state = State::TakenOver;
         if let Err(e) = self.vip_guard.add().await {
             emit(
@@ -751,7 +763,7 @@ impl Backup {
                 },
             )
             .await;
-            return;
+            return false;
         }
         if let Err(e) = tap::send_garp(&self.cfg.service_iface, self.vip, 3) {
             tracing::warn!(error = %e, "st-tcp: gratuitous ARP");
@@ -767,39 +779,27 @@ impl Backup {
             let Some((r, _)) = self.replicas.get(&key) else {
                 continue;
             };
-            // Both sides closing (the client's FIN seen, the replica done): nothing to save.
-            if conn.client_fin.is_some() && self.ended.contains_key(&key) {
-                continue;
-            }
-            // The client's ACK as the tap saw it, or as the primary last reported it if that
-            // is further (a tap that fell behind). The client's real ACK may be further still
-            // (the tap missed its last ACKs), up to what the primary sent: that range goes into
-            // the rebuilt socket's send queue as in flight, so that every ACK the client can
-            // send falls within what the socket sent (beyond it, the kernel would ignore it).
-            let from = conn
-                .client_ack
-                .unwrap_or(0)
-                .max(self.lag.get(&key).map_or(0, |w| w.last.last_ack_received));
-            let sent = conn.server_sent.max(from);
-            let params = RepairParams::from_conn(self.vip, key, conn, now).map(|mut p| {
-                if let Some(seq) = conn.server_seq(from) {
-                    p.snd_seq = seq;
+            let reported = self.monitor.last_ack_reported(&key);
+            let ended = self.ended.contains_key(&key);
+            let result = match plan(self.vip, key, conn, ended, reported, now) {
+                Plan::Skip(why) => {
+                    tracing::info!(%key, why, "st-tcp: not taken over");
+                    continue;
                 }
-                p
-            });
-            let result = match params {
-                None => Err("handshake not seen whole".to_string()),
-                Some(p) => repair(&p).map_err(|e| e.to_string()).and_then(|sock| {
-                    let (done, rx) = oneshot::channel();
-                    r.tx.send(ToReplica::TakeOver {
-                        sock,
-                        from,
-                        sent,
-                        done,
+                Plan::Fail(e) => Err(e.to_string()),
+                Plan::Rebuild { params, from, sent } => {
+                    repair(&params).map_err(|e| e.to_string()).and_then(|sock| {
+                        let (done, rx) = oneshot::channel();
+                        r.tx.send(ToReplica::TakeOver {
+                            sock,
+                            from,
+                            sent,
+                            done,
+                        })
+                        .map_err(|_| "replica gone".to_string())
+                        .map(|()| rx)
                     })
-                    .map_err(|_| "replica gone".to_string())
-                    .map(|()| rx)
-                }),
+                }
             };
             match result {
                 Ok(rx) => waiting.push((key, rx)),
@@ -870,6 +870,7 @@ impl Backup {
                 .await
             }
         }
+        true
     }
 
     /// Back to tapping with nothing: connections dropped, service address given back.
@@ -884,13 +885,11 @@ impl Backup {
         }
         self.tracker.clear();
         self.vip_guard.remove().await;
-        self.detector.reset();
+        self.monitor.reset(mono_ns());
         self.state = State::Tapping;
         self.fin_ok.clear();
         self.ended.clear();
-        self.lag.clear();
-        self.held_since.clear();
-        self.last_primary_seq = 0;
+        // The newest primary beat stays: an old one replayed after the reset is still old.
     }
 }
 

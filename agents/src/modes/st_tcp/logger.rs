@@ -1,23 +1,33 @@
 //! The logger role (DESIGN §5 st-tcp step 5; thesis §3.4): a bounded in-memory ring of the
 //! client segments it taps on the service hub, from which the backup fetches bytes its own
-//! capture missed. Requests and answers are UDP datagrams on [`LOGGER_PORT`]:
+//! capture missed. Requests and answers are UDP datagrams on [`LOGGER_PORT`], each sealed with
+//! the testbed's key ([`halab_protocol::sealed`]: magic · body · HMAC-SHA256):
 //!
 //! - request: `HLRQ`, client address (4), client port (2), service port (2), first sequence
 //!   number (4), length (4) — all big-endian;
 //! - answer, one per stored segment overlapping the range: `HLRP`, the same key (8), the
 //!   segment's sequence number (4), its bytes.
+//!
+//! A forged answer would put bytes the client never sent into a replica, so answers are checked
+//! before anything is read from them; a forged request is refused too. Replays need no guard:
+//! a replayed request only repeats answers to the backup, and a replayed answer fills bytes
+//! already filled with the same bytes.
 
 use super::tap::Tap;
 use super::tracker::{ConnKey, parse_frame};
 use crate::modes::{RoleCtx, StartedRole};
-use halab_protocol::modes::st_tcp::{LOGGER_PORT, StTcpConfig};
+use halab_protocol::modes::st_tcp::{Channel, Event, LOGGER_PORT, StTcpConfig};
+use halab_protocol::mono_ns;
+use halab_protocol::sealed::Key;
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 
 /// Bytes of client payload the ring keeps at most.
 pub const RING_BYTES: usize = 32 << 20;
-/// Largest answer payload (a UDP datagram, headers aside).
-const MAX_ANSWER: usize = 60_000;
+/// Largest answer payload (a sealed UDP datagram, its header and tag aside).
+const MAX_ANSWER: usize = 59_000;
+const REQUEST_MAGIC: &[u8; 4] = b"HLRQ";
+const ANSWER_MAGIC: &[u8; 4] = b"HLRP";
 
 /// A request for client bytes `[seq, seq + len)` of connection `key`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,43 +53,47 @@ fn get_key(b: &[u8]) -> Option<ConnKey> {
 }
 
 impl Request {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = b"HLRQ".to_vec();
-        put_key(&mut out, &self.key);
-        out.extend_from_slice(&self.seq.to_be_bytes());
-        out.extend_from_slice(&self.len.to_be_bytes());
-        out
+    pub fn encode(&self, mac: &Key) -> Vec<u8> {
+        let mut body = Vec::with_capacity(16);
+        put_key(&mut body, &self.key);
+        body.extend_from_slice(&self.seq.to_be_bytes());
+        body.extend_from_slice(&self.len.to_be_bytes());
+        mac.seal(REQUEST_MAGIC, &body)
     }
 
-    pub fn decode(b: &[u8]) -> Option<Request> {
-        if b.len() != 20 || &b[..4] != b"HLRQ" {
+    /// The request in a datagram sealed with `mac`; `None` for anything else.
+    pub fn decode(mac: &Key, datagram: &[u8]) -> Option<Request> {
+        let b = mac.open(REQUEST_MAGIC, datagram).ok()?;
+        if b.len() != 16 {
             return None;
         }
         Some(Request {
-            key: get_key(&b[4..])?,
-            seq: u32::from_be_bytes([b[12], b[13], b[14], b[15]]),
-            len: u32::from_be_bytes([b[16], b[17], b[18], b[19]]),
+            key: get_key(b)?,
+            seq: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+            len: u32::from_be_bytes([b[12], b[13], b[14], b[15]]),
         })
     }
 }
 
 /// An answer: bytes of `key` starting at sequence number `seq`.
-pub fn encode_answer(key: &ConnKey, seq: u32, bytes: &[u8]) -> Vec<u8> {
-    let mut out = b"HLRP".to_vec();
-    put_key(&mut out, key);
-    out.extend_from_slice(&seq.to_be_bytes());
-    out.extend_from_slice(bytes);
-    out
+pub fn encode_answer(mac: &Key, key: &ConnKey, seq: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(12 + bytes.len());
+    put_key(&mut body, key);
+    body.extend_from_slice(&seq.to_be_bytes());
+    body.extend_from_slice(bytes);
+    mac.seal(ANSWER_MAGIC, &body)
 }
 
-pub fn decode_answer(b: &[u8]) -> Option<(ConnKey, u32, &[u8])> {
-    if b.len() < 16 || &b[..4] != b"HLRP" {
+/// The answer in a datagram sealed with `mac`; `None` for anything else (forged included).
+pub fn decode_answer<'a>(mac: &Key, datagram: &'a [u8]) -> Option<(ConnKey, u32, &'a [u8])> {
+    let b = mac.open(ANSWER_MAGIC, datagram).ok()?;
+    if b.len() < 12 {
         return None;
     }
     Some((
-        get_key(&b[4..])?,
-        u32::from_be_bytes([b[12], b[13], b[14], b[15]]),
-        &b[16..],
+        get_key(b)?,
+        u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+        &b[12..],
     ))
 }
 
@@ -152,14 +166,26 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
     let sock = tokio::net::UdpSocket::bind(("0.0.0.0", LOGGER_PORT))
         .await
         .map_err(|e| format!("logger socket: {e}"))?;
+    let mac = Key::from_hex(&cfg.key_hex).map_err(|e| format!("st-tcp key: {e}"))?;
     let cancel = ctx.cancel;
+    let outbound = ctx.outbound;
     let ports = cfg.service_ports.clone();
     let task = tokio::spawn(async move {
         let mut ring = Ring::new(RING_BYTES);
         let mut buf = vec![0u8; 2048];
+        let mut forged = 0u64;
+        let mut report = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
+                _ = report.tick(), if forged > 0 => {
+                    super::emit(&outbound, Event::Refused {
+                        at_ns: mono_ns(),
+                        channel: Channel::Logger,
+                        forged: std::mem::take(&mut forged),
+                        replayed: 0,
+                    }).await;
+                }
                 r = tap.next_batch(|f| {
                     if let Some(seg) = parse_frame(f)
                         && seg.dst == vip
@@ -176,9 +202,12 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
                 }
                 r = sock.recv_from(&mut buf) => {
                     let Ok((n, from)) = r else { continue };
-                    let Some(req) = Request::decode(&buf[..n]) else { continue };
+                    let Some(req) = Request::decode(&mac, &buf[..n]) else {
+                        forged += 1;
+                        continue;
+                    };
                     for (seq, bytes) in ring.lookup(&req) {
-                        let _ = sock.send_to(&encode_answer(&req.key, seq, bytes), from).await;
+                        let _ = sock.send_to(&encode_answer(&mac, &req.key, seq, bytes), from).await;
                     }
                 }
             }
@@ -231,16 +260,22 @@ mod tests {
     }
 
     #[test]
-    fn requests_and_answers_round_trip_and_garbage_is_refused() {
+    fn requests_and_answers_round_trip_and_forged_or_garbage_ones_are_refused() {
+        let mac = Key::from_hex("a1b2").unwrap();
+        let forger = Key::from_hex("a1b3").unwrap();
         let q = Request {
             key: K,
             seq: 77,
             len: 1000,
         };
-        assert_eq!(Request::decode(&q.encode()), Some(q));
-        assert_eq!(Request::decode(&q.encode()[..19]), None);
-        let a = encode_answer(&K, 9, b"xyz");
-        assert_eq!(decode_answer(&a), Some((K, 9, &b"xyz"[..])));
-        assert_eq!(decode_answer(b"HLRP"), None);
+        assert_eq!(Request::decode(&mac, &q.encode(&mac)), Some(q));
+        assert_eq!(Request::decode(&mac, &q.encode(&mac)[..19]), None);
+        assert_eq!(Request::decode(&mac, &q.encode(&forger)), None);
+        let a = encode_answer(&mac, &K, 9, b"xyz");
+        assert_eq!(decode_answer(&mac, &a), Some((K, 9, &b"xyz"[..])));
+        assert_eq!(decode_answer(&mac, b"HLRP"), None);
+        assert_eq!(decode_answer(&mac, &encode_answer(&forger, &K, 9, b"xyz")), None);
+        // A request is not an answer, even under the right key.
+        assert_eq!(decode_answer(&mac, &q.encode(&mac)), None);
     }
 }

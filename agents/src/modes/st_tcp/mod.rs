@@ -12,6 +12,7 @@
 //!   ([`logger`]).
 
 mod backup;
+mod monitor;
 mod fin_hold;
 pub mod heartbeat;
 pub mod logger;

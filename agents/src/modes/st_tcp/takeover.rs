@@ -45,6 +45,62 @@ pub struct RepairParams {
     pub rcv_wnd: u32,
 }
 
+/// What the takeover does with one tracked connection (sans-IO: the tracker's view and the
+/// primary's last report in, a decision out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Nothing to take over; why, for the log.
+    Skip(&'static str),
+    /// Cannot be rebuilt: the error for the connection's takeover event.
+    Fail(&'static str),
+    /// Rebuild the socket with `params`; the replica resends from `from` (the client's ACK,
+    /// the first byte it may lack) and `sent` is what the primary had sent (the rebuilt send
+    /// queue holds `from..sent` as in flight).
+    Rebuild {
+        params: RepairParams,
+        from: u64,
+        sent: u64,
+    },
+}
+
+/// The takeover's decision for `key`. `replica_ended`: the replica's output ended;
+/// `reported_ack`: the client bytes the primary last said were acknowledged.
+pub fn plan(
+    vip: Ipv4Addr,
+    key: ConnKey,
+    c: &Conn,
+    replica_ended: bool,
+    reported_ack: u64,
+    now_ns: u64,
+) -> Plan {
+    // A SYN the primary never answered (the primary failed first, or the tap missed the
+    // answer): there is no connection on the primary to take over. The client's kernel sends
+    // its SYN again, and this host's listener on the service address answers it.
+    if c.server_isn.is_none() {
+        return Plan::Skip("handshake not answered by the primary: the client's SYN retransmission is served afresh");
+    }
+    // Both sides closing (the client's FIN seen, the replica done): nothing to save.
+    if c.client_fin.is_some() && replica_ended {
+        return Plan::Skip("both sides closed");
+    }
+    // The client's ACK as the tap saw it, or as the primary last reported it if that is
+    // further (a tap that fell behind). The client's real ACK may be further still (the tap
+    // missed its last ACKs), up to what the primary sent: that range goes into the rebuilt
+    // socket's send queue as in flight, so that every ACK the client can send falls within
+    // what the socket sent (beyond it, the kernel would ignore it).
+    let from = c.client_ack.unwrap_or(0).max(reported_ack);
+    let sent = c.server_sent.max(from);
+    match RepairParams::from_conn(vip, key, c, now_ns) {
+        None => Plan::Fail("handshake not seen whole"),
+        Some(mut params) => {
+            if let Some(seq) = c.server_seq(from) {
+                params.snd_seq = seq;
+            }
+            Plan::Rebuild { params, from, sent }
+        }
+    }
+}
+
 impl RepairParams {
     /// From the tracker's view of a connection at `now_ns`; `None` if the handshake was not
     /// seen whole.
@@ -64,10 +120,17 @@ impl RepairParams {
         // above where it would be now, so the client's PAWS check accepts every segment. The
         // margin covers a tap that fell behind (the latest TSval it saw is older than the one
         // the client holds): PAWS drops what is older, never what is ahead.
+        //
+        // Since Linux 6.7 the value's low bit switches the socket to microsecond timestamps
+        // (`tp->tcp_usec_ts = val & 1`): an odd value made the rebuilt socket's clock run in
+        // other units than the primary's, and once the microsecond clock had wrapped past the
+        // value (every 71.6 minutes, for half of that) its TSvals fell behind the client's
+        // ts_recent and every segment was dropped by PAWS (RFC 7323 §5). The primary ticks in
+        // ms; 1 ms less is well within the margin. So the value is always even.
         let tsval = if ts_on {
             c.server_tsval.map(|(v, at)| {
                 let elapsed_ms = now_ns.saturating_sub(at) / 1_000_000;
-                v.wrapping_add(elapsed_ms as u32).wrapping_add(TS_MARGIN)
+                v.wrapping_add(elapsed_ms as u32).wrapping_add(TS_MARGIN) & !1
             })
         } else {
             None
@@ -202,13 +265,7 @@ pub fn repair(p: &RepairParams) -> io::Result<InRepair> {
         "recv seq",
     )?;
     if let Some(ts) = p.tsval {
-        // Since Linux 6.7 the value's low bit switches the socket to microsecond timestamps
-        // (`tp->tcp_usec_ts = val & 1`): an odd value made the rebuilt socket's clock run in
-        // other units than the primary's, and once the microsecond clock had wrapped past the
-        // value (every 71.6 minutes, for half of that) its TSvals fell behind the client's
-        // ts_recent and every segment was dropped by PAWS (RFC 7323 §5). The primary ticks in
-        // ms; 1 ms less is well within the margin.
-        let ts = ts & !1;
+        // Even, as the planner makes it (see `RepairParams::from_conn`).
         set(&fd, libc::IPPROTO_TCP, TCP_TIMESTAMP, &ts, "TCP_TIMESTAMP")?;
     }
     // The client's MSS before connect, so that the socket sizes its segments by it (set only
@@ -350,5 +407,75 @@ impl InRepair {
         s.set_nonblocking(true)?;
         let _ = s.set_nodelay(true);
         Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modes::st_tcp::tracker::testing::*;
+    use crate::modes::st_tcp::tracker::{ACK, SYN, Tracker};
+
+    fn tracked(with_answer: bool) -> Tracker {
+        let mut t = Tracker::new(VIP, vec![7070]);
+        let mut out = Vec::new();
+        if with_answer {
+            handshake(&mut t, &mut out, 100, 5000);
+        } else {
+            t.on_segment(&c2s(100, 0, SYN, SYN_OPTS, b""), 1, &mut out);
+        }
+        t
+    }
+
+    #[test]
+    fn a_syn_the_primary_never_answered_is_left_to_the_clients_retransmission() {
+        let t = tracked(false);
+        let plan = plan(VIP, KEY, t.get(&KEY).unwrap(), false, 0, 10);
+        assert!(matches!(plan, Plan::Skip(_)), "{plan:?}");
+    }
+
+    #[test]
+    fn the_rebuilt_timestamp_is_even_and_ahead_of_the_primarys() {
+        // The SYN-ACK's TSval is 5000; take odd ones too: every elapsed time gives an even
+        // value (an odd one switches Linux ≥ 6.7 to microsecond timestamps, and the client's
+        // PAWS then drops every segment).
+        let mut t = tracked(true);
+        for tsval in [5000u32, 5001, u32::MAX] {
+            let mut out = Vec::new();
+            let opts: &'static [u8] = Box::leak(
+                [&[1u8, 1, 8, 10][..], &tsval.to_be_bytes(), &[0, 0, 3, 0xe8]]
+                    .concat()
+                    .into_boxed_slice(),
+            );
+            t.on_segment(&s2c(5001, 101, ACK, opts), 2_000_000, &mut out);
+            for now in [2_000_000u64, 3_000_000, 1_002_000_000] {
+                let Plan::Rebuild { params, .. } = plan(VIP, KEY, t.get(&KEY).unwrap(), false, 0, now)
+                else {
+                    panic!("no rebuild");
+                };
+                let ts = params.tsval.unwrap();
+                assert_eq!(ts & 1, 0, "odd TSval {ts} from {tsval} at {now}");
+                let ahead = ts.wrapping_sub(tsval);
+                assert!((TS_MARGIN - 1..TS_MARGIN + 1001).contains(&ahead), "{ahead}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_resend_starts_at_the_furthest_ack_known() {
+        let t = tracked(true);
+        let c = t.get(&KEY).unwrap();
+        let Plan::Rebuild { from, sent, params } = plan(VIP, KEY, c, false, 0, 10) else {
+            panic!("no rebuild");
+        };
+        assert_eq!((from, sent), (0, 0));
+        assert_eq!(params.snd_seq, 5001);
+        assert_eq!(params.rcv_seq, 101);
+        // The primary reported more acknowledged than the tap saw (a tap that fell behind).
+        let Plan::Rebuild { from, sent, params } = plan(VIP, KEY, c, false, 1000, 10) else {
+            panic!("no rebuild");
+        };
+        assert_eq!((from, sent), (1000, 1000));
+        assert_eq!(params.snd_seq, 6001);
     }
 }

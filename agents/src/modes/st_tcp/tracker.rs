@@ -491,13 +491,14 @@ fn deliver(c: &mut Conn, key: ConnKey, at: u64, payload: &[u8], out: &mut Vec<Ou
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
+    //! Segments of one connection for unit tests of the tracker and what uses it.
     use super::*;
 
-    const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
-    const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
+    pub(crate) const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+    pub(crate) const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
 
-    fn c2s(
+    pub(crate) fn c2s(
         seq: u32,
         ack: u32,
         flags: u8,
@@ -519,7 +520,7 @@ mod tests {
         }
     }
 
-    fn s2c(seq: u32, ack: u32, flags: u8, opts: &'static [u8]) -> Segment<'static> {
+    pub(crate) fn s2c(seq: u32, ack: u32, flags: u8, opts: &'static [u8]) -> Segment<'static> {
         Segment {
             src: VIP,
             dst: CLIENT,
@@ -535,21 +536,21 @@ mod tests {
         }
     }
 
-    const KEY: ConnKey = ConnKey {
+    pub(crate) const KEY: ConnKey = ConnKey {
         client: CLIENT,
         client_port: 40000,
         port: 7070,
     };
 
     // MSS 1460, SACK permitted, TS 1000/0, NOP, wscale 7.
-    const SYN_OPTS: &[u8] = &[
+    pub(crate) const SYN_OPTS: &[u8] = &[
         2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 3, 0xe8, 0, 0, 0, 0, 1, 3, 3, 7,
     ];
-    const SYNACK_OPTS: &[u8] = &[
+    pub(crate) const SYNACK_OPTS: &[u8] = &[
         2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 0, 0x13, 0x88, 0, 0, 3, 0xe8, 1, 3, 3, 9,
     ];
 
-    fn handshake(t: &mut Tracker, out: &mut Vec<Output>, cisn: u32, sisn: u32) {
+    pub(crate) fn handshake(t: &mut Tracker, out: &mut Vec<Output>, cisn: u32, sisn: u32) {
         t.on_segment(&c2s(cisn, 0, SYN, SYN_OPTS, b""), 1, out);
         t.on_segment(
             &s2c(sisn, cisn.wrapping_add(1), SYN | ACK, SYNACK_OPTS),
@@ -562,6 +563,13 @@ mod tests {
             out,
         );
     }
+
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
 
     #[test]
     fn what_the_primary_sent_is_counted_from_wire_lengths_of_cut_frames() {

@@ -6,7 +6,6 @@ use super::{Component, bytes, secs};
 use crate::state::{HostRecord, HostState};
 use crate::tui::action::{Action, FaultKey};
 use crossterm::event::{KeyCode, KeyEvent};
-use halab_protocol::Role;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -130,12 +129,12 @@ impl HostsPanel {
         }
     }
 
-    /// The host holding the service address: the primary while it is up (mode none never moves
-    /// it; modes with a takeover report the move through the host records).
+    /// The host holding the service address, as the hosts report it (the topology's primary
+    /// until a mode with a takeover moves it), while it is up and its links are.
     pub fn vip_owner(&self) -> Option<&str> {
         self.hosts
             .iter()
-            .find(|h| h.record.roles.contains(&Role::Primary))
+            .find(|h| h.record.holds_service_address)
             .filter(|h| !matches!(h.record.state, HostState::PoweredOff | HostState::Lost))
             .filter(|h| {
                 !self
