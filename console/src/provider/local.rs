@@ -345,6 +345,7 @@ pub fn power_on(ns: &str, drop_address: Option<(&str, &str)>) -> Result<(), Loca
             ip_batch(Some(ns), &[format!("addr del {cidr} dev {dev}")], false)?;
         }
     }
+    forget_firewall(ns);
     let cmds: Vec<String> = links_in(ns)
         .iter()
         .map(|l| format!("link set dev {l} up"))
@@ -353,6 +354,26 @@ pub fn power_on(ns: &str, drop_address: Option<(&str, &str)>) -> Result<(), Loca
         return Ok(());
     }
     ip_batch(Some(ns), &cmds, false)
+}
+
+/// What a reboot forgets: the packet filter rules the host's agent and roles had made (a fault's
+/// nftables table, an st-tcp FIN hold's queue rule). A power-off kills the agent before it can
+/// remove them, and the namespace keeps them; left there, a FIN hold's rule would queue the
+/// host's FINs to a queue nobody reads once it serves again. Best effort: a host without nft or
+/// iptables has no such rules.
+fn forget_firewall(ns: &str) {
+    for (cmd, args) in [
+        ("nft", &["flush", "ruleset"][..]),
+        ("iptables", &["-w", "-F"][..]),
+        ("iptables", &["-w", "-X"][..]),
+    ] {
+        let _ = Command::new("ip")
+            .args(["netns", "exec", ns, cmd])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// Non-loopback links in namespace `ns` (empty when it cannot be read).

@@ -305,6 +305,12 @@ impl FinHold {
         .await
     }
 
+    /// Removes whatever rules of a hold are in this namespace, this hold's or ones an earlier
+    /// agent left (a power-off kills it before it can remove them).
+    pub async fn remove_leftovers(&mut self) {
+        self.remove_rules().await;
+    }
+
     /// Removes the table and lets every held packet go.
     pub async fn release(&mut self) -> Result<(), String> {
         if !self.active {

@@ -123,7 +123,16 @@ impl Primary {
         promoted: bool,
     ) -> Primary {
         let mut hold = FinHold::new(vip, cfg.service_ports.clone());
-        if !promoted && let Err(e) = hold.install().await {
+        let made = if promoted {
+            // No hold until a backup beats; and none left over from an earlier life of this
+            // host as primary (a killed agent cannot remove its rules), whose queue nobody
+            // reads now: it would swallow every FIN this host sends.
+            hold.remove_leftovers().await;
+            Ok(())
+        } else {
+            hold.install().await
+        };
+        if let Err(e) = made {
             // Without nftables the primary still serves; only the FIN hold is missing.
             tracing::warn!(error = %e, "st-tcp: no FIN hold");
         }
