@@ -9,7 +9,7 @@ use halab::state::HostState;
 use halab::tui::action::{Command, FaultKey, Update};
 use halab::tui::app::{App, key};
 use halab::tui::demo;
-use halab_protocol::{AgentMsg, ClientEvent};
+use halab_protocol::{AgentMsg, ClientEvent, Role};
 use halab_workload::ConnEvent;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -148,6 +148,16 @@ fn primary_off_mid_failover() -> App {
 
 fn failover_finished() -> App {
     let mut app = primary_off_mid_failover();
+    // The backup took over and said so: it is the primary and holds the service address; the
+    // fenced primary is its backup to be.
+    let mut hosts = demo::host_records(&topology());
+    hosts[0].state = HostState::PoweredOff;
+    hosts[0].reason = Some("powered off".into());
+    hosts[0].roles = vec![Role::Backup];
+    hosts[0].holds_service_address = false;
+    hosts[1].roles = vec![Role::Primary];
+    hosts[1].holds_service_address = true;
+    app.apply(Update::Hosts(hosts), T_FAULT + S + 101 * MS);
     let resumed = telemetry(
         &mut app,
         T_FAULT + S + 102 * MS,
