@@ -4,9 +4,9 @@
 //! service address back to the primary.
 
 use super::EventSummary;
+use crate::state::HostState;
 use crate::testbed::Testbed;
 use crate::topology::{Host, RunSettings, Topology};
-use crate::state::HostState;
 use halab_protocol::modes::st_tcp::{Command, Event, StTcpConfig, StTcpPeer, fence_tag_ok};
 use halab_protocol::sealed::Key;
 use halab_protocol::{ConsoleMsg, HTTP_PORT, ModeCommand, ModeConfig, Role, WORKLOAD_PORT};
@@ -141,10 +141,7 @@ pub fn describe(event: &Event) -> EventSummary {
         } => (
             *at_ns,
             "refused",
-            format!(
-                "{}: {forged} forged, {replayed} replayed",
-                channel.name()
-            ),
+            format!("{}: {forged} forged, {replayed} replayed", channel.name()),
         ),
         Event::Takeover {
             at_ns,

@@ -517,8 +517,8 @@ impl Testbed {
                 tokio::task::spawn_blocking(move || {
                     local::power_on(&ns, (!holds).then_some((cidr.as_str(), dev.as_str())))
                 })
-                    .await
-                    .map_err(|e| TestbedError::Internal(e.to_string()))??;
+                .await
+                .map_err(|e| TestbedError::Internal(e.to_string()))??;
                 start_agent(&self.topology, &h, self.local.as_ref(), &self.options).await?
             }
         };

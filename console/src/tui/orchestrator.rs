@@ -563,7 +563,10 @@ impl Orchestrator {
         if let Err(e) = self.testbed.restore_service_address().await {
             self.log(
                 Level::Warn,
-                format!("service address not moved back: {}", crate::error::chain(&e)),
+                format!(
+                    "service address not moved back: {}",
+                    crate::error::chain(&e)
+                ),
             );
         }
         for h in self.testbed.topology.hosts.clone() {

@@ -579,6 +579,24 @@ mod tests {
     }
 
     #[test]
+    fn a_member_never_heard_is_not_alive_and_is_given_no_orphans() {
+        // Member 2 dies before its first beat (issue 13's audit: st-tcp's detector once waited
+        // forever for such a peer). Here a member never heard counts as not alive from the
+        // start: nobody waits for it, and no orphan is handed to it.
+        let mut net = Net::new(3, Trigger::Server);
+        net.members[2] = None;
+        net.run_until(100 * MS);
+        assert!(!net.g(0).is_alive(2) && !net.g(1).is_alive(2));
+        for id in 1..=4 {
+            net.open(0, conn(id, 4000 + id as u16));
+        }
+        net.members[0] = None;
+        net.run_until(400 * MS);
+        assert_eq!(net.triggers.len(), 4, "{:?}", net.triggers);
+        assert!(net.triggers.iter().all(|(sender, _)| *sender == 1));
+    }
+
+    #[test]
     fn a_member_sends_no_trigger_for_a_download_it_does_not_own() {
         let mut net = Net::new(3, Trigger::Server);
         net.run_until(100 * MS);

@@ -250,14 +250,20 @@ mod tests {
         let d = key().seal(&t);
         assert_eq!(key().open::<TriggerMsg>(&d), Ok(t.clone()));
         let other = Key::from_hex("ff").unwrap();
-        assert_eq!(other.open::<TriggerMsg>(&d), Err(WireError::Sealed(SealError::BadTag)));
+        assert_eq!(
+            other.open::<TriggerMsg>(&d),
+            Err(WireError::Sealed(SealError::BadTag))
+        );
         // One flipped bit anywhere: refused.
         for i in 0..d.len() {
             let mut bad = d.clone();
             bad[i] ^= 1;
             assert!(key().open::<TriggerMsg>(&bad).is_err(), "bit in byte {i}");
         }
-        assert_eq!(key().open::<TriggerMsg>(b"HAM1"), Err(WireError::Sealed(SealError::Length(4))));
+        assert_eq!(
+            key().open::<TriggerMsg>(b"HAM1"),
+            Err(WireError::Sealed(SealError::Length(4)))
+        );
     }
 
     #[test]

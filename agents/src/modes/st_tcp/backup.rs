@@ -5,11 +5,11 @@
 
 use super::heartbeat::{self, Link, Wire};
 use super::logger;
+use super::monitor::{Check, Failure, FinKey, Monitor, ReplicaView, fin_key};
 use super::primary::{self, Exit, Primary};
 use super::replica::{self, Note, Replica, ToReplica};
 use super::takeover::{Plan, plan, repair};
 use super::tap::{self, Tap};
-use super::monitor::{Check, Failure, FinKey, Monitor, ReplicaView, fin_key};
 use super::tracker::{ConnKey, Output, Tracker, parse_frame, unwrap};
 use super::{command, emit};
 use crate::modes::{RoleCtx, StartedRole};
@@ -20,8 +20,8 @@ use halab_protocol::modes::st_tcp::{
 use halab_protocol::sealed::Key;
 use halab_protocol::{AgentMsg, ModeCommand, Role, mono_ns};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};

@@ -2,8 +2,8 @@
 //! that turns beats per link into a verdict, the sealed wire format with its replay guard, and
 //! the UDP socket both sides use.
 
-use halab_protocol::modes::st_tcp::{HEARTBEAT_MAGIC, HEARTBEAT_PORT, Heartbeat};
 pub use halab_protocol::modes::st_tcp::Link;
+use halab_protocol::modes::st_tcp::{HEARTBEAT_MAGIC, HEARTBEAT_PORT, Heartbeat};
 use halab_protocol::sealed::{Key, SealError};
 use std::collections::HashMap;
 use std::net::SocketAddr;

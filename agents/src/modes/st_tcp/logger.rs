@@ -274,7 +274,10 @@ mod tests {
         let a = encode_answer(&mac, &K, 9, b"xyz");
         assert_eq!(decode_answer(&mac, &a), Some((K, 9, &b"xyz"[..])));
         assert_eq!(decode_answer(&mac, b"HLRP"), None);
-        assert_eq!(decode_answer(&mac, &encode_answer(&forger, &K, 9, b"xyz")), None);
+        assert_eq!(
+            decode_answer(&mac, &encode_answer(&forger, &K, 9, b"xyz")),
+            None
+        );
         // A request is not an answer, even under the right key.
         assert_eq!(decode_answer(&mac, &q.encode(&mac)), None);
     }

@@ -12,10 +12,10 @@
 //!   ([`logger`]).
 
 mod backup;
-mod monitor;
 mod fin_hold;
 pub mod heartbeat;
 pub mod logger;
+mod monitor;
 mod netlink;
 mod nfqueue;
 mod primary;

@@ -364,7 +364,11 @@ mod tests {
         let out = m.on_progress(&hb, &HashMap::new(), &[], 0);
         assert_eq!(out.confirm, vec![(k, 1000)]);
         // Already confirmed: not again.
-        assert!(m.on_progress(&hb, &HashMap::new(), &[k], 0).confirm.is_empty());
+        assert!(
+            m.on_progress(&hb, &HashMap::new(), &[k], 0)
+                .confirm
+                .is_empty()
+        );
         // Replica ended at the same point: confirmed by the replica's own note, nothing here.
         let same = m.on_progress(&hb, &replicas(1000, Some(1000)), &[], 0);
         assert_eq!(same, BeatOutcome::default());

@@ -219,9 +219,10 @@ impl Primary {
         let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.heartbeat_ms.max(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The backup's death is looked at every few ms, as the backup looks at the primary's.
-        let mut detect_tick = tokio::time::interval(super::backup::DETECT_CHECK.min(
-            Duration::from_millis((self.cfg.heartbeat_ms / 2).max(1)),
-        ));
+        let mut detect_tick = tokio::time::interval(
+            super::backup::DETECT_CHECK
+                .min(Duration::from_millis((self.cfg.heartbeat_ms / 2).max(1))),
+        );
         detect_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // While the backup has confirmed closes the application has not reached, its sockets
         // are watched closely: the FIN must be let go before it leaves behind the last data.

@@ -77,7 +77,9 @@ pub fn plan(
     // answer): there is no connection on the primary to take over. The client's kernel sends
     // its SYN again, and this host's listener on the service address answers it.
     if c.server_isn.is_none() {
-        return Plan::Skip("handshake not answered by the primary: the client's SYN retransmission is served afresh");
+        return Plan::Skip(
+            "handshake not answered by the primary: the client's SYN retransmission is served afresh",
+        );
     }
     // Both sides closing (the client's FIN seen, the replica done): nothing to save.
     if c.client_fin.is_some() && replica_ended {
@@ -449,14 +451,18 @@ mod tests {
             );
             t.on_segment(&s2c(5001, 101, ACK, opts), 2_000_000, &mut out);
             for now in [2_000_000u64, 3_000_000, 1_002_000_000] {
-                let Plan::Rebuild { params, .. } = plan(VIP, KEY, t.get(&KEY).unwrap(), false, 0, now)
+                let Plan::Rebuild { params, .. } =
+                    plan(VIP, KEY, t.get(&KEY).unwrap(), false, 0, now)
                 else {
                     panic!("no rebuild");
                 };
                 let ts = params.tsval.unwrap();
                 assert_eq!(ts & 1, 0, "odd TSval {ts} from {tsval} at {now}");
                 let ahead = ts.wrapping_sub(tsval);
-                assert!((TS_MARGIN - 1..TS_MARGIN + 1001).contains(&ahead), "{ahead}");
+                assert!(
+                    (TS_MARGIN - 1..TS_MARGIN + 1001).contains(&ahead),
+                    "{ahead}"
+                );
             }
         }
     }

@@ -563,7 +563,6 @@ pub(crate) mod testing {
             out,
         );
     }
-
 }
 
 #[cfg(test)]
