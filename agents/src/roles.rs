@@ -188,19 +188,18 @@ impl RoleSet {
         self.start(role, &mode, parent).await
     }
 
-    /// The running role a fault on `role` hits. A server role not running here stands for the
-    /// other one that is: an st-tcp backup that took over serves as the primary inside its
-    /// backup role (the console knows the host as the primary from its own report), and a
-    /// process fault on the primary must hit the server that serves.
+    /// The running role a fault on `role` hits. The primary, where it does not run, stands for
+    /// the backup role: an st-tcp backup that took over serves as the primary inside its backup
+    /// role (the console knows the host as the primary from its own report), and a process
+    /// fault on the primary must hit the server that serves. Never the other way round.
     fn target(&self, role: Role) -> Result<&RunningRole, String> {
-        let other = match role {
-            Role::Primary => Some(Role::Backup),
-            Role::Backup => Some(Role::Primary),
-            _ => None,
-        };
         self.running
             .get(&role)
-            .or_else(|| other.and_then(|o| self.running.get(&o)))
+            .or_else(|| {
+                (role == Role::Primary)
+                    .then(|| self.running.get(&Role::Backup))
+                    .flatten()
+            })
             .ok_or_else(|| format!("role {role} is not running on this host"))
     }
 

@@ -13,9 +13,15 @@
 mod support;
 
 use halab::provider::local;
+use halab::state::{HostRecord, HostState};
 use halab::testbed::{Testbed, UpOptions};
-use halab_protocol::{AgentMsg, LogLevel, ModeEvent, Role, RoleState};
+use halab::tui::action::{Command as UiCommand, FaultKey, Level, Update};
+use halab::tui::app::App;
+use halab::tui::components::failover::RowState;
+use halab::tui::orchestrator::Orchestrator;
+use halab_protocol::{AgentMsg, ClientResult, LogLevel, ModeEvent, Role, RoleState};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -83,14 +89,23 @@ impl Lab {
             .enable_all()
             .build()
             .unwrap();
-        // "00": the group key is app-migration's; st-tcp has none.
-        let mut mode = halab::modes::mode_config(&topo, &topo.run, "00").expect("st-tcp config");
-        if let halab_protocol::ModeConfig::StTcp(c) = &mut mode {
-            tweak(c);
-        }
         let mut tb = rt
             .block_on(Testbed::up(topo, &opts))
             .unwrap_or_else(|e| panic!("up {name}: {}", halab::error::chain(&e)));
+        // Under the testbed's own key, as `halab up` and the runner do: st-tcp seals its
+        // heartbeats and fence requests with it, and the console checks fence requests with it.
+        let mut mode =
+            match halab::modes::mode_config(&tb.topology, &tb.topology.run, tb.mode_key()) {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = rt.block_on(tb.down());
+                    let _ = local::destroy(name, None);
+                    panic!("st-tcp config: {e}");
+                }
+            };
+        if let halab_protocol::ModeConfig::StTcp(c) = &mut mode {
+            tweak(c);
+        }
         tb.set_mode(mode);
         let inbox = tb.take_inbox().expect("inbox");
         let mut lab = Lab {
@@ -395,6 +410,23 @@ fn run_lib_with<T, U>(
     setup: impl FnOnce(&str) -> T,
     before_down: impl FnOnce(&str, T) -> U,
 ) -> (Vec<Value>, U) {
+    run_lib_on(
+        name,
+        &topology_text(name, heartbeat_ms),
+        experiment,
+        setup,
+        before_down,
+    )
+}
+
+/// [`run_lib_with`] on the topology `topology` (a changed copy of two-server.toml).
+fn run_lib_on<T, U>(
+    name: &str,
+    topology: &str,
+    experiment: &str,
+    setup: impl FnOnce(&str) -> T,
+    before_down: impl FnOnce(&str, T) -> U,
+) -> (Vec<Value>, U) {
     let dir = tempfile::tempdir().unwrap();
     // HALAB_KEEP_LOGS=1 keeps the agents' logs of every run for a look afterwards.
     let dir_path = if std::env::var("HALAB_KEEP_LOGS").is_ok() {
@@ -410,11 +442,7 @@ fn run_lib_with<T, U>(
     } else {
         dir.path().to_path_buf()
     };
-    std::fs::write(
-        dir_path.join("topology.toml"),
-        topology_text(name, heartbeat_ms),
-    )
-    .unwrap();
+    std::fs::write(dir_path.join("topology.toml"), topology).unwrap();
     let file = dir_path.join("experiment.toml");
     std::fs::write(&file, format!("topology = \"topology.toml\"\n{experiment}")).unwrap();
     let exp = halab::experiment::load(&file).unwrap_or_else(|e| panic!("{e}"));
@@ -961,10 +989,1048 @@ fn the_shipped_sttcp_experiment_is_accepted() {
     let exp = halab::experiment::load(&path).unwrap_or_else(|e| panic!("{e}"));
     halab::run::runner::check_supported(&exp).expect("st-tcp runs");
     assert_eq!(exp.runs().len(), 9);
-    let cfg = halab::modes::st_tcp::config(&exp.topology, &exp.runs()[0].settings).unwrap();
+    let cfg = halab::modes::st_tcp::config(&exp.topology, &exp.runs()[0].settings, "00").unwrap();
     assert_eq!(cfg.vip, "10.10.0.100");
     assert_eq!(cfg.heartbeat_iface.as_deref(), Some("heartbeat"));
     assert_eq!(cfg.backup.heartbeat_addr.as_deref(), Some("10.10.1.2"));
     assert_eq!(cfg.logger.as_ref().map(|l| l.host.as_str()), Some("logger"));
     assert_eq!(cfg.heartbeat_ms, 50);
+}
+
+// Issue 13: st-tcp survives failures in any order.
+
+/// Adds (or replaces) a tbf rate limit on namespace `ns`'s service link, with a short queue
+/// (`latency`), so that a heartbeat on the service link waits at most that long behind the
+/// bulk data: with 50 ms beats a long queue would delay them past the detection limit.
+fn shape_service_link(ns: &str, rate: &str, latency: &str) {
+    support::run(
+        "ip",
+        &[
+            "netns", "exec", ns, "tc", "qdisc", "replace", "dev", "service", "root", "tbf", "rate",
+            rate, "burst", "32kb", "latency", latency,
+        ],
+    );
+}
+
+/// Must hold 1 (issue 13): the primary powered off 1 ms after the client started, before any
+/// beat of the run could arrive (and, in some runs, before the client's SYN left): echo,
+/// interactive and bulk (the topology's 20 MB), 10 runs each, heartbeat 50 ms × 3. Every run
+/// is taken over and byte-exact. Where the SYN was lost with the primary, the takeover has no
+/// connection to rebuild ("0 connections, 0 failed") and the client's kernel retransmits its
+/// SYN to the backup, which holds the service address by then.
+#[test]
+fn faults_at_the_very_start_are_taken_over() {
+    if !netns_available("faults_at_the_very_start_are_taken_over") {
+        return;
+    }
+    let _s = serial();
+    let exp = "name = \"st-start\"\nrepetitions = 10\nrun_timeout = \"60s\"\n\
+               [run]\nmode = \"st-tcp\"\nmissed_heartbeats = 3\n\
+               [matrix]\nworkload = [\"echo\", \"interactive\", \"bulk\"]\n\
+               [[faults]]\nat = \"1ms\"\nkind = \"power-off\"\ntarget = \"primary\"\n";
+    let records = halab_run("t-st-start", 50, exp);
+    assert_eq!(records.len(), 30, "3 workloads × 10 repetitions");
+    let mut problems = Vec::new();
+    for r in &records {
+        let id = format!(
+            "{} run {} (repetition {})",
+            r["workload"].as_str().unwrap_or("?"),
+            r["run_index"],
+            r["repetition"]
+        );
+        eprintln!(
+            "{id}: fault at {} ms, detect {} ms, takeover {} ms, failover {} ms, duration {} ms; \
+             {:?}",
+            r["faults"][0]["at_ms"],
+            r["detect_ms"],
+            r["takeover_ms"],
+            r["failover_ms"],
+            r["duration_ms"],
+            details(r, "takeover-done")
+        );
+        let mut bad = |what: String| problems.push(format!("{id}: {what}"));
+        if r["error"] != Value::Null {
+            bad(format!("error {}", r["error"]));
+        }
+        if r["integrity_ok"] != true {
+            bad(format!(
+                "integrity: {} of {} bytes received, {} lost, {} duplicated, {} corrupted",
+                r["bytes_received"],
+                r["bytes_expected"],
+                r["bytes_lost"],
+                r["bytes_duplicated"],
+                r["bytes_corrupted"]
+            ));
+        }
+        if r["bytes_received"] != r["bytes_expected"] {
+            bad(format!(
+                "{} of {} bytes",
+                r["bytes_received"], r["bytes_expected"]
+            ));
+        }
+        if r["faults"][0]["at_ms"].is_null() {
+            bad(format!("the power-off did not fire: {}", r["faults"]));
+        }
+        for kind in ["detect", "fence"] {
+            if mode_events(r, kind).is_empty() {
+                bad(format!("no {kind} event: {}", r["mode_events"]));
+            }
+        }
+        let done = details(r, "takeover-done");
+        if done.len() != 1 || !done[0].ends_with(", 0 failed") {
+            bad(format!("takeover-done {done:?}: {}", r["mode_events"]));
+        }
+        for c in r["connections"].as_array().into_iter().flatten() {
+            if c["error"] != Value::Null || c["attempts"] != 1 || c["reconnected_ns"] != Value::Null
+            {
+                bad(format!(
+                    "connection {}: error {}, {} attempts, reconnected {}",
+                    c["index"], c["error"], c["attempts"], c["reconnected_ns"]
+                ));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} problem(s) in 30 runs:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+/// What the dashboard's orchestrator reported, taken in as the dashboard takes it (into an
+/// [`App`], whose failover table is what the screen shows).
+struct Seen {
+    app: App,
+    /// Mode events in order: (host, kind, detail).
+    events: Vec<(String, String, String)>,
+    /// The latest host records.
+    hosts: Vec<HostRecord>,
+    /// Client runs started: (client host, run).
+    runs: Vec<(String, u64)>,
+    /// Bytes each run had received at its last telemetry.
+    bytes: BTreeMap<u64, u64>,
+    /// Results of the runs that ended.
+    done: BTreeMap<u64, ClientResult>,
+    /// Power-offs the orchestrator did: (host, T_fault on the console clock).
+    powered_off: Vec<(String, u64)>,
+    powered_on: Vec<String>,
+    /// The last workload state reported.
+    workload: Option<bool>,
+    logs: Vec<String>,
+}
+
+impl Seen {
+    fn take(&mut self, u: Update) {
+        match &u {
+            Update::Hosts(h) => self.hosts = h.clone(),
+            Update::Agent { host, msg } => match msg {
+                AgentMsg::Mode { event } => {
+                    let s = halab::modes::describe(event);
+                    eprintln!("  [{host}] {}: {}", s.kind, s.detail);
+                    self.events
+                        .push((host.clone(), s.kind.to_string(), s.detail));
+                }
+                AgentMsg::ClientTelemetry { run, bytes, .. } => {
+                    self.bytes.insert(*run, *bytes);
+                }
+                AgentMsg::ClientDone { run, result } => {
+                    self.done.insert(*run, (**result).clone());
+                }
+                AgentMsg::RoleState {
+                    role,
+                    state,
+                    detail,
+                    ..
+                } => eprintln!("  [{host}] role {role}: {state:?} {detail:?}"),
+                AgentMsg::Log {
+                    level: LogLevel::Error | LogLevel::Warn,
+                    message,
+                    ..
+                } => eprintln!("  [{host}] {message}"),
+                _ => {}
+            },
+            Update::RunStarted { host, run } => {
+                eprintln!("  run {run} started on {host}");
+                self.runs.push((host.clone(), *run));
+            }
+            Update::PoweredOff { host, at_ns, .. } => {
+                eprintln!("  {host} powered off");
+                self.powered_off.push((host.clone(), *at_ns));
+            }
+            Update::PoweredOn { host } => {
+                eprintln!("  {host} powered on");
+                self.powered_on.push(host.clone());
+            }
+            Update::Workload { running, detail } => {
+                eprintln!("  workload: {detail}");
+                self.workload = Some(*running);
+            }
+            Update::Log(level, text) => {
+                if *level != Level::Info {
+                    eprintln!("  log {level:?}: {text}");
+                }
+                self.logs.push(text.clone());
+            }
+            _ => {}
+        }
+        self.app.apply(u, halab_protocol::mono_ns());
+    }
+
+    fn record(&self, host: &str) -> Option<&HostRecord> {
+        self.hosts.iter().find(|h| h.name == host)
+    }
+
+    /// Whether `host` reported `kind` with a detail starting with `detail` since event
+    /// number `since`.
+    fn has(&self, since: usize, host: &str, kind: &str, detail: &str) -> bool {
+        self.events[since.min(self.events.len())..]
+            .iter()
+            .any(|(h, k, d)| h == host && k == kind && d.starts_with(detail))
+    }
+
+    fn kinds_since(&self, since: usize, host: &str) -> Vec<&str> {
+        self.events[since.min(self.events.len())..]
+            .iter()
+            .filter(|e| e.0 == host)
+            .map(|e| e.1.as_str())
+            .collect()
+    }
+
+    fn summary(&self) -> String {
+        let hosts: Vec<String> = self
+            .hosts
+            .iter()
+            .map(|h| {
+                format!(
+                    "{} {:?} {:?}{}",
+                    h.name,
+                    h.roles,
+                    h.state,
+                    if h.holds_service_address {
+                        " (service address)"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect();
+        let events: Vec<String> = self
+            .events
+            .iter()
+            .rev()
+            .take(30)
+            .rev()
+            .map(|(h, k, d)| format!("  [{h}] {k}: {d}"))
+            .collect();
+        let rows: Vec<String> = self
+            .app
+            .failovers
+            .rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "  {} {:?} detect {:?} takeover {:?} failover {:?} ok {:?}",
+                    r.label,
+                    r.state,
+                    r.detect_ms(),
+                    r.takeover_ms(),
+                    r.failover_ms(),
+                    r.figures.as_ref().map(|f| f.integrity.integrity_ok)
+                )
+            })
+            .collect();
+        let logs: Vec<&String> = self.logs.iter().rev().take(15).collect();
+        format!(
+            "hosts: {}\nevents (last 30):\n{}\nfailover rows:\n{}\nlog (newest first): {logs:?}",
+            hosts.join("; "),
+            events.join("\n"),
+            rows.join("\n")
+        )
+    }
+}
+
+/// The dashboard's orchestrator ([`Orchestrator`], the code path of `halab up`'s keys) on a
+/// testbed of its own, driven with the dashboard's [`UiCommand`]s; its [`Update`]s go into a
+/// [`Seen`]. Shut down (the testbed taken down) and its namespaces removed on drop.
+struct Dash {
+    name: String,
+    rt: tokio::runtime::Runtime,
+    commands: mpsc::UnboundedSender<UiCommand>,
+    updates: mpsc::UnboundedReceiver<Update>,
+    worker: Option<
+        tokio::task::JoinHandle<Result<halab::testbed::Timings, halab::testbed::TestbedError>>,
+    >,
+    seen: Seen,
+    _dir: tempfile::TempDir,
+}
+
+const HOSTS: [&str; 4] = ["primary", "backup", "logger", "client"];
+const VIP: &str = "10.10.0.100";
+
+impl Dash {
+    /// `halab up` as the dashboard does it, on a renamed copy of two-server.toml with bulk of
+    /// `size` bytes as its workload; both servers' service links rate-limited to 100 Mbit/s so
+    /// that a run lasts seconds whichever host serves it. Returns once both servers say what
+    /// they serve and the primary hears its backup.
+    fn up(name: &str, heartbeat_ms: u64, size: u64) -> Dash {
+        struct Destroy(String);
+        impl Drop for Destroy {
+            fn drop(&mut self) {
+                let _ = local::destroy(&self.0, None);
+            }
+        }
+        let destroy = Destroy(name.to_string());
+        let dir = tempfile::tempdir().unwrap();
+        let text =
+            topology_text(name, heartbeat_ms).replace("size = \"20MB\"", &format!("size = {size}"));
+        assert!(text.contains(&format!("size = {size}")), "{text}");
+        let topo = halab::topology::parse_str(&text, &dir.path().join("topology.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let opts = UpOptions {
+            agent_binary: support::agent_bin(),
+            state_dir: dir.path().join("state"),
+            run_id: name.to_string(),
+            log_dir: dir.path().join("logs"),
+            probe: false,
+            ssh: None,
+        };
+        let _ = local::destroy(name, None);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        // As `halab up` does: the topology's mode under the testbed's key, every role started.
+        let tb = rt.block_on(async {
+            let mut tb = Testbed::up(topo, &opts)
+                .await
+                .unwrap_or_else(|e| panic!("up {name}: {}", halab::error::chain(&e)));
+            let mode = halab::modes::mode_config(&tb.topology, &tb.topology.run, tb.mode_key())
+                .unwrap_or_else(|e| panic!("st-tcp config: {e}"));
+            tb.set_mode(mode);
+            tb.start_roles().await.expect("start roles");
+            tb
+        });
+        for h in ["primary", "backup"] {
+            shape_service_link(&local::host_ns(name, h), "100mbit", "20ms");
+        }
+        let topology = tb.topology.clone();
+        let hosts = tb.snapshot().hosts;
+        let (updates_tx, updates) = mpsc::unbounded_channel();
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let orchestrator = Orchestrator::new(tb, updates_tx, dir.path().join("results.jsonl"))
+            .unwrap_or_else(|e| panic!("orchestrator: {}", halab::error::chain(&e)));
+        let worker = rt.spawn(orchestrator.run(commands_rx));
+        let app = App::new(
+            &topology,
+            hosts.clone(),
+            Vec::new(),
+            halab_protocol::mono_ns(),
+        );
+        std::mem::forget(destroy); // Dash's own drop destroys from here on
+        let mut d = Dash {
+            name: name.to_string(),
+            rt,
+            commands,
+            updates,
+            worker: Some(worker),
+            seen: Seen {
+                app,
+                events: Vec::new(),
+                hosts,
+                runs: Vec::new(),
+                bytes: BTreeMap::new(),
+                done: BTreeMap::new(),
+                powered_off: Vec::new(),
+                powered_on: Vec::new(),
+                workload: None,
+                logs: Vec::new(),
+            },
+            _dir: dir,
+        };
+        d.wait(
+            "both servers serving and the primary fault tolerant",
+            Duration::from_secs(20),
+            |s| {
+                s.has(0, "primary", "serving", "primary")
+                    && s.has(0, "backup", "serving", "backup")
+                    && s.has(0, "primary", "fault-tolerant", "")
+            },
+        );
+        d
+    }
+
+    fn send(&self, c: UiCommand) {
+        self.commands.send(c).expect("the orchestrator listens");
+    }
+
+    /// Takes updates until `pred` holds; panics with what was seen after `limit`.
+    fn wait(&mut self, what: &str, limit: Duration, mut pred: impl FnMut(&Seen) -> bool) {
+        let deadline = Instant::now() + limit;
+        let Dash {
+            rt, updates, seen, ..
+        } = self;
+        loop {
+            if pred(seen) {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!("no {what} within {limit:?}\n{}", seen.summary());
+            }
+            match rt.block_on(async { tokio::time::timeout(left, updates.recv()).await }) {
+                Ok(Some(u)) => seen.take(u),
+                Ok(None) => panic!(
+                    "the orchestrator ended; waiting for {what}\n{}",
+                    seen.summary()
+                ),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Takes updates for `d`, whatever comes.
+    fn idle(&mut self, d: Duration) {
+        let deadline = Instant::now() + d;
+        let Dash {
+            rt, updates, seen, ..
+        } = self;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match rt.block_on(async { tokio::time::timeout(left, updates.recv()).await }) {
+                Ok(Some(u)) => seen.take(u),
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+
+    fn addresses_only_on(&self, host: &str, step: &str) {
+        support::service_address::assert_only_on(&self.name, &HOSTS, VIP, host, step);
+    }
+
+    /// One cycle of must hold 2: a fresh workload run on a fault-tolerant pair, `serving`
+    /// powered off in its middle, `other` takes over, the run ends byte-exact (its failover
+    /// row says ok), the workload stops, `serving` is powered on and rejoins as the backup of
+    /// `other`. The service address is read from every namespace after each step.
+    fn cycle(&mut self, n: usize, serving: &str, other: &str, size: u64) {
+        eprintln!("cycle {n}: {serving} serves, {other} is its backup");
+        let step = |s: &str| format!("cycle {n}, {s}");
+        // Rate limits survive power cycles; set again in case a host lost them.
+        for h in ["primary", "backup"] {
+            shape_service_link(&local::host_ns(&self.name, h), "100mbit", "20ms");
+        }
+        self.addresses_only_on(serving, &step("before the workload"));
+
+        // A new workload run, opened while the pair is whole: the backup saw its SYN.
+        let runs = self.seen.runs.len();
+        self.seen.workload = None;
+        self.send(UiCommand::ToggleWorkload);
+        self.wait(&step("a client run"), Duration::from_secs(10), |s| {
+            s.runs.len() > runs
+        });
+        let run = self.seen.runs.last().unwrap().1;
+        self.wait(&step("10 % of the run"), Duration::from_secs(30), |s| {
+            s.bytes.get(&run).copied().unwrap_or(0) >= size / 10 || s.done.contains_key(&run)
+        });
+        assert!(
+            !self.seen.done.contains_key(&run),
+            "{}: the run ended before its fault (is the rate limit in place?)",
+            step("run")
+        );
+
+        // Power-off of the host serving, as `p` does.
+        let ev = self.seen.events.len();
+        let offs = self.seen.powered_off.len();
+        self.send(UiCommand::Fault {
+            host: serving.into(),
+            fault: FaultKey::PowerOff,
+        });
+        self.wait(&step("the power-off"), Duration::from_secs(10), |s| {
+            s.powered_off.len() > offs
+        });
+        let (off_host, t_fault) = self.seen.powered_off.last().unwrap().clone();
+        assert_eq!(off_host, serving);
+
+        // The takeover: detect, fence, every connection rebuilt, and the backup serves.
+        self.wait(&step("the takeover"), Duration::from_secs(20), |s| {
+            s.has(ev, other, "takeover-done", "") && s.has(ev, other, "serving", "primary")
+        });
+        let kinds = self.seen.kinds_since(ev, other);
+        for k in ["detect", "fence", "takeover"] {
+            assert!(
+                kinds.contains(&k),
+                "{}: no {k} from {other}: {kinds:?}",
+                step("takeover")
+            );
+        }
+        let done: Vec<&String> = self.seen.events[ev..]
+            .iter()
+            .filter(|e| e.0 == other && e.1 == "takeover-done")
+            .map(|e| &e.2)
+            .collect();
+        assert_eq!(
+            done,
+            vec!["1 connections, 0 failed"],
+            "{}",
+            step("the takeover")
+        );
+        self.wait(
+            &step("the host records after the takeover"),
+            Duration::from_secs(10),
+            |s| {
+                s.record(other)
+                    .is_some_and(|r| r.roles == vec![Role::Primary] && r.holds_service_address)
+                    && s.record(serving).is_some_and(|r| {
+                        r.state == HostState::PoweredOff && !r.holds_service_address
+                    })
+            },
+        );
+        self.addresses_only_on(other, &step("after the takeover"));
+
+        // The run that was going ends byte-exact, on its one connection.
+        self.wait(&step("the end of the run"), Duration::from_secs(60), |s| {
+            s.done.contains_key(&run)
+        });
+        let result = &self.seen.done[&run];
+        assert_eq!(result.connections.len(), 1, "{result:?}");
+        for c in &result.connections {
+            assert_eq!(c.error, None, "{}: {c:?}", step("run"));
+            assert!(
+                c.integrity.integrity_ok,
+                "{}: {:?}",
+                step("run"),
+                c.integrity
+            );
+            assert_eq!(c.integrity.bytes_received, size, "{}", step("run"));
+            assert_eq!(c.attempts, 1, "{}: {c:?}", step("run"));
+            assert_eq!(c.reconnected_ns, None, "{}: {c:?}", step("run"));
+        }
+        // Its failover row, as the dashboard shows it.
+        let label = format!("power-off {serving}");
+        self.wait(
+            &step("the failover row settled"),
+            Duration::from_secs(10),
+            |s| {
+                s.app.failovers.rows.iter().any(|r| {
+                    r.label == label
+                        && r.fault_ns == t_fault
+                        && !matches!(r.state, RowState::Measuring(_))
+                })
+            },
+        );
+        let row = self
+            .seen
+            .app
+            .failovers
+            .rows
+            .iter()
+            .find(|r| r.label == label && r.fault_ns == t_fault)
+            .unwrap()
+            .clone();
+        eprintln!(
+            "cycle {n}: {label}: detect {:?} ms, takeover {:?} ms, failover {:?} ms",
+            row.detect_ms(),
+            row.takeover_ms(),
+            row.failover_ms()
+        );
+        assert_eq!(
+            row.state,
+            RowState::Done,
+            "{}: {row:?}",
+            step("failover row")
+        );
+        let f = row.figures.as_ref().expect("settled figures");
+        assert!(
+            f.integrity.integrity_ok,
+            "{}: {row:?}",
+            step("failover row")
+        );
+        assert_eq!(f.integrity.bytes_lost, 0);
+        assert_eq!(f.integrity.bytes_duplicated, 0);
+        assert!(
+            row.takeover_ms().is_some(),
+            "{}: {row:?}",
+            step("failover row")
+        );
+
+        // The workload stops: the next run opens only once the pair is whole again.
+        self.send(UiCommand::ToggleWorkload);
+        self.wait(
+            &step("the workload stopped"),
+            Duration::from_secs(10),
+            |s| s.workload == Some(false),
+        );
+
+        // Power-on, as `o` does: the old host rejoins as the backup and never takes the
+        // service address back; the address is read all along.
+        let ev = self.seen.events.len();
+        let ons = self.seen.powered_on.len();
+        let sampler = support::service_address::Sampler::start(&self.name, &HOSTS, VIP);
+        self.send(UiCommand::Fault {
+            host: serving.into(),
+            fault: FaultKey::PowerOn,
+        });
+        self.wait(&step("the power-on"), Duration::from_secs(30), |s| {
+            s.powered_on.len() > ons
+        });
+        self.wait(&step("the rejoin"), Duration::from_secs(30), |s| {
+            s.has(ev, serving, "serving", "backup") && s.has(ev, other, "fault-tolerant", "")
+        });
+        self.wait(
+            &step("the host records after the rejoin"),
+            Duration::from_secs(10),
+            |s| {
+                s.record(serving).is_some_and(|r| {
+                    r.roles == vec![Role::Backup]
+                        && r.state == HostState::Connected
+                        && !r.holds_service_address
+                }) && s
+                    .record(other)
+                    .is_some_and(|r| r.roles == vec![Role::Primary] && r.holds_service_address)
+            },
+        );
+        // A moment more: a host that wrongly came back as primary would show it by now.
+        self.idle(Duration::from_millis(500));
+        assert!(
+            self.seen
+                .record(serving)
+                .is_some_and(|r| r.roles == vec![Role::Backup] && !r.holds_service_address),
+            "{}: {}",
+            step("after the rejoin"),
+            self.seen.summary()
+        );
+        let (readings, two) = sampler.stop();
+        assert!(
+            two.is_empty(),
+            "{}: the service address was on two live hosts in {} of {readings} readings: {:?}",
+            step("power-on and rejoin"),
+            two.len(),
+            two.first()
+        );
+        self.addresses_only_on(other, &step("after the rejoin"));
+        let kinds = self.seen.kinds_since(ev, serving);
+        assert!(
+            !kinds.contains(&"takeover") && !kinds.contains(&"fence") && !kinds.contains(&"detect"),
+            "{}: the rejoining host acted: {kinds:?}",
+            step("rejoin")
+        );
+        assert!(
+            !self.seen.has(ev, serving, "serving", "primary"),
+            "{}: {serving} came back as primary",
+            step("rejoin")
+        );
+    }
+}
+
+impl Drop for Dash {
+    fn drop(&mut self) {
+        let _ = self.commands.send(UiCommand::Shutdown);
+        if let Some(w) = self.worker.take() {
+            let _ = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(20), w).await });
+        }
+        let _ = local::destroy(&self.name, None);
+    }
+}
+
+/// Must hold 2 (issue 13): the dashboard's own code path (its orchestrator, driven with the
+/// commands its keys send, its updates taken in by its `App`) through three cycles of fail,
+/// take over, rejoin: the primary powered off in the middle of a run → the backup takes the
+/// connection over, byte-exact → the old primary powered on → it rejoins as the backup → a new
+/// run → the new primary powered off → the rejoined host takes over; and once more. After
+/// each step the service address is on exactly one live host, the serving one, as read from
+/// the namespaces; during each power-on it is never on two.
+#[test]
+fn fail_rejoin_fail_again_three_times() {
+    if !netns_available("fail_rejoin_fail_again_three_times") {
+        return;
+    }
+    let _s = serial();
+    // 40 MB at 100 Mbit/s: about 3.2 s a run, whichever host serves it.
+    let size = 40_000_000;
+    let mut d = Dash::up("t-st-rejoin", 200, size);
+    let (mut serving, mut other) = ("primary", "backup");
+    for n in 1..=3 {
+        d.cycle(n, serving, other, size);
+        std::mem::swap(&mut serving, &mut other);
+    }
+    // Three takeovers, each ok on the dashboard's failover table.
+    let rows: Vec<_> = d
+        .seen
+        .app
+        .failovers
+        .rows
+        .iter()
+        .map(|r| (r.label.clone(), r.state.clone()))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("power-off primary".to_string(), RowState::Done),
+            ("power-off backup".to_string(), RowState::Done),
+            ("power-off primary".to_string(), RowState::Done),
+        ]
+    );
+}
+
+/// The forging tests' topology: two-server.toml with the client on the heartbeat network too
+/// (10.10.1.10), so that forged beats reach the servers on both of their links.
+fn topology_with_client_on_both_links(name: &str, heartbeat_ms: u64) -> String {
+    let text = topology_text(name, heartbeat_ms);
+    let old = "addresses = { service = \"10.10.0.10\" }";
+    assert!(
+        text.contains(old),
+        "the client's addresses in two-server.toml"
+    );
+    text.replace(
+        old,
+        "addresses = { service = \"10.10.0.10\", heartbeat = \"10.10.1.10\" }",
+    )
+}
+
+/// Forged beats from the client's namespace claiming to come from `from` (its name, its
+/// addresses on each link as the source) to `to`'s addresses on both links.
+fn forged_beats(from: &str, to: &str) -> Vec<support::forger::Target> {
+    use halab_protocol::modes::st_tcp::Link;
+    let addr = |host: &str, net: u8| -> std::net::Ipv4Addr {
+        let last = match host {
+            "primary" => 1,
+            "backup" => 2,
+            h => panic!("no address for {h}"),
+        };
+        std::net::Ipv4Addr::new(10, 10, net, last)
+    };
+    [(Link::Service, 0), (Link::Heartbeat, 1)]
+        .into_iter()
+        .map(|(link, net)| support::forger::Target {
+            src: addr(from, net),
+            dst: addr(to, net),
+            link,
+            from: from.to_string(),
+        })
+        .collect()
+}
+
+/// `host`'s `refused` events on the heartbeat channel (detail "heartbeat: N forged, M
+/// replayed"), in order: (ms after the client started, N).
+fn refused_events(r: &Value, host: &str) -> Vec<(f64, u64)> {
+    mode_events(r, "refused")
+        .iter()
+        .filter(|e| e["host"] == host)
+        .filter_map(|e| {
+            let d = e["detail"].as_str()?;
+            if !d.starts_with("heartbeat") {
+                return None;
+            }
+            let words: Vec<&str> = d.split_whitespace().collect();
+            let i = words.iter().position(|w| w.starts_with("forged"))?;
+            Some((
+                e["at_ms"].as_f64()?,
+                words.get(i.checked_sub(1)?)?.parse::<u64>().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// Forged datagrams `host` reported refusing on the heartbeat channel.
+fn refused_forged(r: &Value, host: &str) -> u64 {
+    refused_events(r, host).iter().map(|e| e.1).sum()
+}
+
+/// A time of the record (ms after the client started) on the monotonic clock the agents,
+/// the console and the forger share on this machine (to within the client's connect time).
+fn record_time_ns(r: &Value, at_ms: f64) -> u64 {
+    let start = r["connections"][0]["meter"]["start_ns"]
+        .as_u64()
+        .expect("the connection's start");
+    (start as f64 + at_ms * 1e6) as u64
+}
+
+/// The addresses of a server of two-server.toml on both links.
+fn server_addrs(host: &str) -> Vec<std::net::Ipv4Addr> {
+    let last = if host == "primary" { 1 } else { 2 };
+    (0..2)
+        .map(|net| std::net::Ipv4Addr::new(10, 10, net, last))
+        .collect()
+}
+
+/// Every forged beat that reached `host` is counted in a `refused` event: what its events
+/// after the first one say it refused is what the forger sent it between the first event and
+/// the last (and, with `from_first_datagram`, what all its events say is what was sent from
+/// the forger's first datagram on: no refused event of `host` can have come before it).
+fn assert_every_forgery_counted(
+    r: &Value,
+    report: &support::forger::Report,
+    host: &str,
+    from_first_datagram: bool,
+) {
+    let events = refused_events(r, host);
+    let (Some(first), Some(last)) = (events.first(), events.last()) else {
+        panic!("no refused event from {host}: {}", r["mode_events"]);
+    };
+    let dst = server_addrs(host);
+    let to = record_time_ns(r, last.0);
+    let (sent, reported) = if from_first_datagram {
+        (
+            report.sent_between(&dst, 0, to),
+            events.iter().map(|e| e.1).sum::<u64>(),
+        )
+    } else {
+        (
+            report.sent_between(&dst, record_time_ns(r, first.0), to),
+            events[1..].iter().map(|e| e.1).sum::<u64>(),
+        )
+    };
+    eprintln!("{host}: {sent} forged beats sent, {reported} reported refused ({events:?})");
+    // Slack for the few datagrams in flight at an event and the clocks' alignment.
+    let slack = 5 + sent / 20;
+    assert!(
+        reported + slack >= sent,
+        "{host} reported {reported} forged beats refused, but {sent} reached it in that time: \
+         refusals are not all counted in an event ({events:?}; {})",
+        r["mode_events"]
+    );
+}
+
+/// Must hold 4 (issue 13), heartbeats: during a bulk run the primary is powered off at 40 %;
+/// from that moment a forger in the client's namespace sends the backup, every 5 ms on both
+/// links, HST1 beats that claim to be the primary's (its name, its link, its source address,
+/// a newer incarnation, the live connection with a held FIN) under a made-up key. They do not
+/// keep the dead primary alive: detection within 3 × 50 ms + 50 ms of T_fault, the takeover
+/// byte-exact, and the backup reports the datagrams it refused.
+#[test]
+fn forged_heartbeats_do_not_keep_a_dead_primary_alive() {
+    if !netns_available("forged_heartbeats_do_not_keep_a_dead_primary_alive") {
+        return;
+    }
+    let _s = serial();
+    let name = "t-st-forge";
+    // 30 MB at 100 Mbit/s (both servers): the fault after about a second, and more than a
+    // second of the run left after the takeover for the backup to report what it refused.
+    let exp = one_run(
+        "st-forge",
+        "workload = \"bulk\"\nsize = \"30MB\"",
+        "kind = \"power-off\"",
+    );
+    let (records, report) = run_lib_on(
+        name,
+        &topology_with_client_on_both_links(name, 50),
+        &exp,
+        |name| {
+            for h in ["primary", "backup"] {
+                shape_service_link(&local::host_ns(name, h), "100mbit", "10ms");
+            }
+            support::forger::Forger::start(support::forger::Spec {
+                ns: local::host_ns(name, "client"),
+                targets: forged_beats("primary", "backup"),
+                every: Duration::from_millis(5),
+                gate: Some((local::host_ns(name, "primary"), "service".into())),
+                conns: Some(support::forger::ConnSource {
+                    client_ns: local::host_ns(name, "client"),
+                    vip: std::net::Ipv4Addr::new(10, 10, 0, 100),
+                }),
+            })
+        },
+        |_, forger| forger.stop(),
+    );
+    let r = &records[0];
+    eprintln!(
+        "forged beats after the power-off: {}; detect {} ms, takeover {} ms, failover {} ms; \
+         events {}",
+        report.brief(),
+        r["detect_ms"],
+        r["takeover_ms"],
+        r["failover_ms"],
+        r["mode_events"]
+    );
+    assert!(
+        report.sent >= 20 && report.failed == 0,
+        "the forger sent its beats: {}",
+        report.brief()
+    );
+    assert_clean(r);
+    assert_no_reconnect(r);
+    let detect = r["detect_ms"]
+        .as_f64()
+        .expect("the primary's death was detected");
+    assert!(
+        detect <= 3.0 * 50.0 + 50.0,
+        "detected {detect} ms after T_fault, forged beats flowing"
+    );
+    assert_eq!(
+        details(r, "takeover-done"),
+        vec!["1 connections, 0 failed".to_string()]
+    );
+    let forged = refused_forged(r, "backup");
+    assert!(
+        forged > 0,
+        "no refused event from the backup: {}",
+        r["mode_events"]
+    );
+    // Including those that came while it still watched the dead primary, before it took
+    // over: the forger began at the power-off, after the backup's last report before it.
+    assert_every_forgery_counted(r, &report, "backup", true);
+}
+
+/// Must hold 4 (issue 13), the other way round: a failure-free bulk run (4 s at 100 Mbit/s,
+/// longer than AppMaxLagTime and MaxDelayFIN) while the forger floods both servers on both
+/// links with badly tagged beats: to the backup "from the primary" with the live connection's
+/// progress stuck at zero and its FIN held (believed, that is a hung primary and a held FIN:
+/// a takeover), to the primary "from the backup" with that connection's close confirmed at
+/// byte 0. Nothing happens: no detection, no fence, no takeover, the primary stays fault
+/// tolerant, the run is byte-exact, and both servers report what they refused.
+#[test]
+fn forged_heartbeats_trigger_nothing_in_a_failure_free_run() {
+    if !netns_available("forged_heartbeats_trigger_nothing_in_a_failure_free_run") {
+        return;
+    }
+    let _s = serial();
+    let name = "t-st-forge0";
+    let exp =
+        "name = \"st-forge0\"\n[run]\nmode = \"st-tcp\"\nworkload = \"bulk\"\nsize = \"50MB\"\n";
+    let (records, report) = run_lib_on(
+        name,
+        &topology_with_client_on_both_links(name, 50),
+        exp,
+        |name| {
+            for h in ["primary", "backup"] {
+                shape_service_link(&local::host_ns(name, h), "100mbit", "10ms");
+            }
+            let mut targets = forged_beats("primary", "backup");
+            targets.extend(forged_beats("backup", "primary"));
+            support::forger::Forger::start(support::forger::Spec {
+                ns: local::host_ns(name, "client"),
+                targets,
+                every: Duration::from_millis(5),
+                gate: None,
+                conns: Some(support::forger::ConnSource {
+                    client_ns: local::host_ns(name, "client"),
+                    vip: std::net::Ipv4Addr::new(10, 10, 0, 100),
+                }),
+            })
+        },
+        |_, forger| forger.stop(),
+    );
+    let r = &records[0];
+    eprintln!(
+        "forged beats: {}; duration {} ms; events {}",
+        report.brief(),
+        r["duration_ms"],
+        r["mode_events"]
+    );
+    assert!(
+        report.sent >= 100 && report.failed == 0,
+        "the forger sent its beats: {}",
+        report.brief()
+    );
+    assert!(
+        r["duration_ms"].as_f64().unwrap_or(0.0) > 3000.0,
+        "the run must outlast AppMaxLagTime (3 s) for this to mean anything: {} ms",
+        r["duration_ms"]
+    );
+    assert_clean(r);
+    assert_no_reconnect(r);
+    for kind in [
+        "detect",
+        "fence",
+        "takeover",
+        "takeover-done",
+        "non-fault-tolerant",
+        "fin-held",
+        "error",
+    ] {
+        assert!(
+            mode_events(r, kind).is_empty(),
+            "forged beats triggered {kind}: {}",
+            r["mode_events"]
+        );
+    }
+    for host in ["backup", "primary"] {
+        assert!(
+            refused_forged(r, host) > 0,
+            "no refused event from {host}: {}",
+            r["mode_events"]
+        );
+        assert_every_forgery_counted(r, &report, host, false);
+    }
+}
+
+/// Must hold 4 (issue 13), fence requests: a fence request whose tag was not made with the
+/// testbed's key (a made-up tag on the backup's channel; one sealed under another key from a
+/// host that is no backup) powers nothing off and starts no takeover; the primary serves on.
+#[test]
+fn forged_fence_requests_power_nothing_off() {
+    if !netns_available("forged_fence_requests_power_nothing_off") {
+        return;
+    }
+    let _s = serial();
+    use halab_protocol::modes::st_tcp::{Event, fence_tag};
+    let mut lab = Lab::up("t-st-fence");
+    let other_key = halab_protocol::sealed::Key::from_hex(support::forger::FORGED_KEY).unwrap();
+    let at = halab_protocol::mono_ns();
+    for (from, tag) in [
+        ("backup", "00".repeat(32)),
+        ("client", fence_tag(&other_key, "primary", at)),
+        ("backup", fence_tag(&other_key, "primary", at)),
+    ] {
+        let event = ModeEvent::StTcp(Event::FenceRequest {
+            at_ns: at,
+            host: "primary".into(),
+            why: "forged".into(),
+            tag,
+        });
+        let tb = lab.tb.as_mut().unwrap();
+        let outcome = lab.rt.block_on(halab::modes::on_event(tb, from, &event));
+        eprintln!("forged fence request from {from}: {outcome:?}");
+        assert!(
+            outcome.is_err(),
+            "a forged fence request from {from} was taken as valid"
+        );
+        let primary = lab
+            .tb
+            .as_ref()
+            .unwrap()
+            .snapshot()
+            .hosts
+            .into_iter()
+            .find(|h| h.name == "primary")
+            .unwrap();
+        assert_eq!(
+            primary.state,
+            HostState::Connected,
+            "the primary was fenced by a forged request from {from}: {primary:?}"
+        );
+    }
+    lab.idle(Duration::from_secs(1));
+    let k = lab.kinds();
+    for kind in ["detect", "fence", "takeover", "takeover-done"] {
+        assert!(
+            !k.contains(&kind),
+            "{kind} after forged fence requests: {:?}",
+            lab.events
+        );
+    }
+    // The primary still serves the service address.
+    let out = lab.dir.path().join("after.bin");
+    let st = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("client"), "curl", "-sS", "--fail"])
+        .args(["--max-time", "20", "-o"])
+        .arg(&out)
+        .arg("http://10.10.0.100:8080/after.bin?size=1000000")
+        .status()
+        .unwrap();
+    assert!(st.success(), "curl after the forged fence requests: {st}");
+    assert_content(&out, "/after.bin", 1_000_000);
+    support::service_address::assert_only_on(
+        &lab.name,
+        &HOSTS,
+        VIP,
+        "primary",
+        "after forged fence requests",
+    );
 }

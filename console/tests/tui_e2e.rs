@@ -17,6 +17,7 @@ const TOPOLOGY: &str = "../topologies/two-server.toml";
 /// Testbed names of the copies (unique among the test suites).
 const TESTBED: &str = "t-tui-e2e";
 const TESTBED_DOWN: &str = "t-tui-down";
+const TESTBED_REJOIN: &str = "t-tui-rejoin";
 
 fn tmux_available(test: &str) -> bool {
     let ok = Command::new("tmux")
@@ -330,6 +331,211 @@ fn halab_down_from_another_terminal_closes_the_dashboard_and_tears_down() {
         "{end}"
     );
     assert_eq!(namespaces(TESTBED_DOWN), Vec::<String>::new());
+}
+
+/// The hosts panel's row of `host` as words: name, roles, state, then the `vip` marker if
+/// the row has it, cpu, mem and faults.
+fn host_row(screen: &str, host: &str) -> Option<Vec<String>> {
+    let mut in_panel = false;
+    for line in screen.lines() {
+        if line.contains("┌ hosts") {
+            in_panel = true;
+            continue;
+        }
+        if !in_panel {
+            continue;
+        }
+        if line.starts_with('└') {
+            return None;
+        }
+        let words: Vec<String> = line
+            .trim_matches(|c| c == '│' || c == ' ')
+            .trim_start_matches('▶')
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if words.first().is_some_and(|w| w == host) {
+            return Some(words);
+        }
+    }
+    None
+}
+
+/// The hosts whose row carries the `vip` marker.
+fn vip_hosts(screen: &str) -> Vec<String> {
+    ["primary", "backup", "logger", "client"]
+        .into_iter()
+        .filter(|h| host_row(screen, h).is_some_and(|w| w.iter().any(|x| x == "VIP")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether `host`'s row shows `roles` and state `state`.
+fn host_shows(screen: &str, host: &str, roles: &str, state: &str) -> bool {
+    host_row(screen, host).is_some_and(|w| {
+        w.get(1).map(String::as_str) == Some(roles) && w.get(2).map(String::as_str) == Some(state)
+    })
+}
+
+/// Moves the selection to `host`'s row.
+fn select(tmux: &Tmux, host: &str) {
+    for _ in 0..8 {
+        if tmux
+            .screen()
+            .lines()
+            .any(|l| l.contains(&format!("▶ {host} ")))
+        {
+            return;
+        }
+        tmux.keys("Down");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("cannot select {host}:\n{}", tmux.screen());
+}
+
+/// Waits for the failover row `label` to settle; returns it, trimmed.
+fn settled_row(tmux: &Tmux, label: &str) -> String {
+    let screen = tmux.wait_for(
+        &format!("the failover row `{label}` settled"),
+        Duration::from_secs(90),
+        |s| {
+            s.lines().any(|l| {
+                l.contains(label)
+                    && (l.contains(" ok ") || l.contains("FAILED") || l.contains("stopped"))
+            })
+        },
+    );
+    screen
+        .lines()
+        .find(|l| l.contains(label))
+        .expect("the row")
+        .trim_matches(|c| c == '│' || c == ' ')
+        .to_string()
+}
+
+/// A settled failover row of a takeover: a failover time, nothing lost or duplicated,
+/// integrity ok.
+fn assert_takeover_row(row: &str) {
+    // "power-off <host>" | detect | takeover | failover | stall | lost | dup | integrity
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols.len(), 9, "{row}");
+    assert_eq!(cols[8], "ok", "integrity: {row}");
+    let ms: f64 = cols[4]
+        .strip_suffix("ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("a failover time in ms, got {}: {row}", cols[4]));
+    assert!(ms > 0.0 && ms < 10_000.0, "{row}");
+    assert_eq!(cols[6], "0", "no byte lost: {row}");
+    assert_eq!(cols[7], "0", "no byte duplicated: {row}");
+}
+
+/// Must hold 3 of issue 13: fail, rejoin, fail again, on the real dashboard. `w`, `p` on the
+/// primary: the backup takes over (row ok) and the `vip` marker moves to it. `o` on the
+/// primary: it rejoins as the backup (its roles say so) and the marker stays on the backup.
+/// `p` on the backup, now serving: the rejoined primary takes over (a second row, ok) and the
+/// marker moves back. The workload is stopped (`w`) before the power-on and started again
+/// (`w`) after the rejoin, so that the second fault hits a connection the rejoined host saw
+/// from its SYN (a run left over from before the rejoin is not one it can take over).
+#[test]
+fn dashboard_fail_rejoin_fail_again_shows_both_takeovers_and_the_vip_moving() {
+    let test = "dashboard_fail_rejoin_fail_again_shows_both_takeovers_and_the_vip_moving";
+    if !netns_available(test) || !tmux_available(test) {
+        return;
+    }
+    let tmux = Tmux::start(TESTBED_REJOIN);
+    let hosts = 4;
+    let up = format!("hosts {hosts}/{hosts} up");
+    tmux.wait_for(
+        "dashboard with every host up",
+        Duration::from_secs(30),
+        |s| s.contains(&up),
+    );
+    tmux.wait_for(
+        "the vip marker on the primary",
+        Duration::from_secs(10),
+        |s| vip_hosts(s) == ["primary"],
+    );
+    let running = |s: &str| s.contains("client(s)");
+    let stopped = |s: &str| {
+        s.lines()
+            .any(|l| l.contains("mode st-tcp") && l.contains("load ") && l.contains("stopped"))
+    };
+
+    // First failure: the primary.
+    tmux.keys("w");
+    tmux.wait_for("the workload running", Duration::from_secs(10), running);
+    std::thread::sleep(Duration::from_millis(1500));
+    select(&tmux, "primary");
+    tmux.keys("p");
+    let first = settled_row(&tmux, "power-off primary");
+    eprintln!("first failover row: {first}");
+    assert_takeover_row(&first);
+    tmux.wait_for(
+        "the vip marker on the backup after the takeover",
+        Duration::from_secs(10),
+        |s| vip_hosts(s) == ["backup"] && host_shows(s, "backup", "primary", "up"),
+    );
+
+    // Rejoin: the old primary powered on comes back as the backup.
+    tmux.keys("w");
+    tmux.wait_for("the workload stopped", Duration::from_secs(10), stopped);
+    select(&tmux, "primary");
+    tmux.keys("o");
+    tmux.wait_for(
+        "the primary rejoined as backup",
+        Duration::from_secs(60),
+        |s| {
+            s.contains(&up)
+                && host_shows(s, "primary", "backup", "up")
+                && host_shows(s, "backup", "primary", "up")
+        },
+    );
+    // It never takes the service address back.
+    std::thread::sleep(Duration::from_secs(1));
+    let screen = tmux.screen();
+    assert_eq!(
+        vip_hosts(&screen),
+        ["backup"],
+        "after the rejoin:\n{screen}"
+    );
+
+    // Second failure: the backup, serving now.
+    tmux.keys("w");
+    tmux.wait_for(
+        "the workload running again",
+        Duration::from_secs(10),
+        running,
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    select(&tmux, "backup");
+    tmux.keys("p");
+    let second = settled_row(&tmux, "power-off backup");
+    eprintln!("second failover row: {second}");
+    assert_takeover_row(&second);
+    let screen = tmux.wait_for(
+        "the vip marker back on the primary",
+        Duration::from_secs(10),
+        |s| vip_hosts(s) == ["primary"] && host_shows(s, "primary", "primary", "up"),
+    );
+    // Both takeovers on the screen, both ok.
+    let first_again = screen
+        .lines()
+        .find(|l| l.contains("power-off primary"))
+        .map(|l| l.trim_matches(|c| c == '│' || c == ' ').to_string())
+        .unwrap_or_else(|| panic!("the first row is still shown:\n{screen}"));
+    assert_takeover_row(&first_again);
+
+    // Quit (a host is off: confirmed), and nothing is left.
+    tmux.keys("q");
+    tmux.wait_for("the quit confirmation", Duration::from_secs(5), |s| {
+        s.contains("quit?")
+    });
+    tmux.keys("y");
+    let end = tmux.wait_for("halab to exit", Duration::from_secs(30), |s| {
+        s.contains("halab-exited-")
+    });
+    assert!(end.contains("halab-exited-0"), "{end}");
+    assert_eq!(namespaces(TESTBED_REJOIN), Vec::<String>::new());
 }
 
 /// Every file below `dir`.

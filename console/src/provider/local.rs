@@ -284,7 +284,16 @@ pub fn pids_in_namespaces(namespaces: &[String]) -> BTreeMap<String, Vec<i32>> {
 /// Power-off of a host (DESIGN §6): every link of its namespace down first, so that nothing —
 /// not a FIN, not an RST — leaves it, then SIGKILL of every process in it. Returns when the
 /// links went down (T_fault is its `at_ns`) and how many processes were killed.
-pub fn power_off(ns: &str) -> Result<(halab_protocol::sys::LinksDown, usize), LocalError> {
+///
+/// Then, with nothing able to leave, what the power cut takes from a machine goes too: every TCP
+/// socket of the namespace (SOCK_DESTROY, `ss -K`; the kernel would otherwise keep the killed
+/// processes' connections closing, and let their FINs out when the links come up again) and
+/// `service_address` (`addr/prefix`, interface), which a host that is off does not hold: the
+/// power-on puts it back if the host still holds it by then.
+pub fn power_off(
+    ns: &str,
+    service_address: (&str, &str),
+) -> Result<(halab_protocol::sys::LinksDown, usize), LocalError> {
     let down = links_down_now(ns)?;
     let pids = pids_in_namespaces(&[ns.to_string()])
         .remove(ns)
@@ -293,7 +302,48 @@ pub fn power_off(ns: &str) -> Result<(halab_protocol::sys::LinksDown, usize), Lo
         // SAFETY: kill(2) on pids read from /proc as members of this namespace just now.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
+    wait_gone(&pids, std::time::Duration::from_secs(1));
+    let _ = Command::new("ip")
+        .args(["netns", "exec", ns, "ss", "-K", "-t", "-a"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    set_address(ns, service_address, false)?;
     Ok((down, pids.len()))
+}
+
+/// Waits (at most `limit`) until every one of `pids` has exited: gone from /proc, or a zombie
+/// waiting for its parent.
+fn wait_gone(pids: &[i32], limit: std::time::Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    let alive = |pid: &i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                // The state follows the command name in parentheses.
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.trim_start().chars().next())
+            })
+            .is_some_and(|state| state != 'Z' && state != 'X')
+    };
+    while pids.iter().any(alive) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Puts `address` (`addr/prefix`, interface) on the host or takes it off, whichever it is not
+/// already.
+fn set_address(ns: &str, (cidr, dev): (&str, &str), present: bool) -> Result<(), LocalError> {
+    let has = Command::new("ip")
+        .args(["-n", ns, "-4", "-o", "addr", "show", "dev", dev])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(" {cidr} ")))
+        .unwrap_or(false);
+    match (has, present) {
+        (true, false) => ip_batch(Some(ns), &[format!("addr del {cidr} dev {dev}")], false),
+        (false, true) => ip_batch(Some(ns), &[format!("addr add {cidr} dev {dev}")], false),
+        _ => Ok(()),
+    }
 }
 
 /// Takes every link of namespace `ns` but `lo` down with SIOCSIFFLAGS from a thread that
@@ -328,23 +378,11 @@ fn links_down_now(ns: &str) -> Result<halab_protocol::sys::LinksDown, LocalError
 
 /// Power-on of a host: its links up again (the agent is restarted by the orchestrator).
 ///
-/// `drop_address`: an address (`addr/prefix`, interface) to remove before the links come up,
-/// if the host still has it: the service address of a host that no longer holds it (it was
-/// fenced and another took over), which must never answer for it again.
-pub fn power_on(ns: &str, drop_address: Option<(&str, &str)>) -> Result<(), LocalError> {
-    if let Some((cidr, dev)) = drop_address {
-        let had = Command::new("ip")
-            .args(["-n", ns, "-4", "-o", "addr", "show", "dev", dev])
-            .output()
-            .map(|o| {
-                let want = format!(" {cidr} ");
-                String::from_utf8_lossy(&o.stdout).contains(&want)
-            })
-            .unwrap_or(false);
-        if had {
-            ip_batch(Some(ns), &[format!("addr del {cidr} dev {dev}")], false)?;
-        }
-    }
+/// Before the links come up, `service_address` (`addr/prefix`, interface) is put on the host if
+/// `holds` (it holds the service address by its roles now), and taken off if not: a fenced
+/// primary whose backup took over must never answer for it again.
+pub fn power_on(ns: &str, service_address: (&str, &str), holds: bool) -> Result<(), LocalError> {
+    set_address(ns, service_address, holds)?;
     forget_firewall(ns);
     let cmds: Vec<String> = links_in(ns)
         .iter()

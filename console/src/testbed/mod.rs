@@ -419,9 +419,12 @@ impl Testbed {
         match &h.ssh {
             None => {
                 let ns = local::host_ns(&self.topology.name, host);
-                let (down, killed) = tokio::task::spawn_blocking(move || local::power_off(&ns))
-                    .await
-                    .map_err(|e| TestbedError::Internal(e.to_string()))??;
+                let (cidr, dev) = self.service_address_on_host();
+                let (down, killed) = tokio::task::spawn_blocking(move || {
+                    local::power_off(&ns, (cidr.as_str(), dev.as_str()))
+                })
+                .await
+                .map_err(|e| TestbedError::Internal(e.to_string()))??;
                 tracing::info!(
                     %host,
                     killed,
@@ -452,6 +455,19 @@ impl Testbed {
                 Ok(at)
             }
         }
+    }
+
+    /// The service address as it sits on a host (`addr/prefix`) and the interface it sits on.
+    fn service_address_on_host(&self) -> (String, String) {
+        let service = self.topology.service_network();
+        (
+            format!(
+                "{}/{}",
+                self.topology.service_address,
+                service.subnet.prefix_len()
+            ),
+            service.name.clone(),
+        )
     }
 
     /// Fences host `host` (a mode's guarantee that a presumed-dead primary is really dead):
@@ -507,15 +523,9 @@ impl Testbed {
             None => {
                 let ns = local::host_ns(&self.topology.name, host);
                 let holds = self.snapshot().hosts[index].holds_service_address;
-                let service = self.topology.service_network();
-                let cidr = format!(
-                    "{}/{}",
-                    self.topology.service_address,
-                    service.subnet.prefix_len()
-                );
-                let dev = service.name.clone();
+                let (cidr, dev) = self.service_address_on_host();
                 tokio::task::spawn_blocking(move || {
-                    local::power_on(&ns, (!holds).then_some((cidr.as_str(), dev.as_str())))
+                    local::power_on(&ns, (cidr.as_str(), dev.as_str()), holds)
                 })
                 .await
                 .map_err(|e| TestbedError::Internal(e.to_string()))??;
@@ -606,14 +616,9 @@ impl Testbed {
         if self.local.is_none() {
             return Ok(());
         }
-        let service = self.topology.service_network();
-        let cidr = format!(
-            "{}/{}",
-            self.topology.service_address,
-            service.subnet.prefix_len()
-        );
+        let (cidr, dev) = self.service_address_on_host();
         for h in &self.topology.hosts {
-            if !h.addresses.contains_key(&service.name) {
+            if !h.addresses.contains_key(&dev) {
                 continue;
             }
             let verb = if h.roles.contains(&Role::Primary) {
@@ -623,7 +628,7 @@ impl Testbed {
             };
             let ns = local::host_ns(&self.topology.name, &h.name);
             let out = tokio::process::Command::new("ip")
-                .args(["-n", &ns, "addr", verb, &cidr, "dev", &service.name])
+                .args(["-n", &ns, "addr", verb, &cidr, "dev", &dev])
                 .output()
                 .await
                 .map_err(|e| TestbedError::Internal(format!("ip addr {verb}: {e}")))?;

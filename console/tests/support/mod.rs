@@ -171,6 +171,8 @@ pub fn in_netns<T: Send + 'static>(
 pub mod capture;
 pub mod cli_lab;
 pub mod fixtures;
+pub mod forger;
+pub mod service_address;
 pub mod sshd;
 pub mod toml_gen;
 pub mod topology;

@@ -128,6 +128,10 @@ pub struct Heartbeat {
     /// (thesis §3.7.4).
     #[serde(default)]
     pub fin_ok: Vec<([u8; 4], u16, u16, u64)>,
+    /// From the backup: the connections it tracks (it saw their SYN), so that a primary can
+    /// name those it serves that this backup cannot take over.
+    #[serde(default)]
+    pub tracking: Vec<([u8; 4], u16, u16)>,
 }
 
 /// Console → agent requests of this mode.

@@ -133,7 +133,8 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
                 break;
             }
             // Taken over: this host is the primary now, with the old primary as the backup
-            // it waits for.
+            // it waits for. What its watch over the old primary refused is told first.
+            b.report_refused().await;
             let mut serving = Primary::new(
                 b.cfg.promoted(),
                 b.vip,
@@ -651,6 +652,7 @@ impl Backup {
                 .iter()
                 .map(|(k, end, _)| (k.0, k.1, k.2, *end))
                 .collect(),
+            tracking: self.tracker.conns().map(|(k, _)| fin_key(k)).collect(),
         };
         heartbeat::send(&self.sock, &self.wire, &mut hb, peer).await;
     }

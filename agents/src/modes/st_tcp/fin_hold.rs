@@ -107,6 +107,45 @@ fn packet_key(ip: &[u8]) -> Option<HoldKey> {
     Some((daddr, dport, sport))
 }
 
+/// The primary's side of the close policy (thesis §3.7.4), sans-IO: the closes its backup
+/// confirmed (the replica ended after `end` bytes), waiting until the primary's application
+/// has written exactly that much. A connection whose application closed elsewhere (an early
+/// close: a crash) is never let go by it.
+#[derive(Debug, Default)]
+pub struct Confirmations {
+    pending: std::collections::HashMap<HoldKey, u64>,
+}
+
+impl Confirmations {
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// The backup confirmed `key`'s close after `end` bytes (again, possibly: the newest
+    /// counts). Closes the hold already lets go are not kept.
+    pub fn confirm(&mut self, key: HoldKey, end: u64, allowed: &BTreeSet<HoldKey>) {
+        if !allowed.contains(&key) {
+            self.pending.insert(key, end);
+        }
+    }
+
+    /// The connections to let go now, given each open connection's bytes written by the
+    /// application (`written`: `None` for a connection that is gone, which is forgotten).
+    pub fn due(&mut self, written: impl Fn(&HoldKey) -> Option<u64>) -> Vec<HoldKey> {
+        let mut allow = Vec::new();
+        self.pending.retain(|key, end| match written(key) {
+            None => false,
+            Some(w) if w == *end => {
+                allow.push(*key);
+                false
+            }
+            Some(_) => true,
+        });
+        allow.sort();
+        allow
+    }
+}
+
 pub struct FinHold {
     active: bool,
     vip: Ipv4Addr,
@@ -384,5 +423,39 @@ impl Drop for FinHold {
                 quiet("nft", &["delete", "table", "inet", TABLE]);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_confirmed_close_goes_only_where_the_application_wrote_what_the_replica_did() {
+        let (a, b, c): (HoldKey, HoldKey, HoldKey) = (
+            ([10, 0, 0, 9], 1, 7070),
+            ([10, 0, 0, 9], 2, 7070),
+            ([10, 0, 0, 9], 3, 7070),
+        );
+        let mut conf = Confirmations::default();
+        let allowed = BTreeSet::from([c]);
+        conf.confirm(a, 100, &allowed);
+        conf.confirm(b, 500, &allowed);
+        conf.confirm(c, 7, &allowed); // let go already
+        let written = |k: &HoldKey| match k.1 {
+            1 => Some(100),
+            2 => Some(300),
+            _ => None,
+        };
+        assert_eq!(conf.due(written), vec![a]);
+        // b's application has not caught up (or closed early): still waiting.
+        assert!(!conf.is_empty());
+        assert_eq!(conf.due(|_| Some(300)), Vec::<HoldKey>::new());
+        assert_eq!(conf.due(|_| Some(500)), vec![b]);
+        assert!(conf.is_empty());
+        // A connection that is gone is forgotten.
+        conf.confirm(a, 1, &BTreeSet::new());
+        assert!(conf.due(|_| None).is_empty());
+        assert!(conf.is_empty());
     }
 }

@@ -242,6 +242,7 @@ mod tests {
             conns: vec![],
             held_fins: vec![],
             fin_ok: vec![([10, 0, 0, 1], 4000, 7070, 99)],
+            tracking: vec![],
         }
     }
 

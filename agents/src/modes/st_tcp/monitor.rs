@@ -323,6 +323,7 @@ mod tests {
             conns,
             held_fins: held,
             fin_ok: vec![],
+            tracking: vec![],
         }
     }
 

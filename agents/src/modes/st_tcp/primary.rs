@@ -5,7 +5,7 @@
 //! beats, hold and backup watch, serving through its relays instead of its own server process,
 //! with the old primary as the backup it waits for.
 
-use super::fin_hold::{self, FinHold, HoldCmd, HoldView};
+use super::fin_hold::{self, Confirmations, FinHold, HoldCmd, HoldKey, HoldView};
 use super::heartbeat::{self, Detector, Link, Verdict, Wire};
 use super::{command, emit, sockdiag, tap};
 use crate::modes::{RoleCtx, StartedRole};
@@ -93,10 +93,15 @@ pub struct Primary {
     /// The backup's incarnation last heard: a new one is a backup (re)joining, which did not
     /// see the connections open now from their SYN.
     backup_incarnation: Option<u64>,
+    /// A backup (re)joined or came back: the connections open then, to be judged against the
+    /// backup's next beat (which lists what it tracks, and so also a connection opened just as
+    /// its first beat left), and told in the `fault-tolerant` event.
+    /// With the backup's beat (incarnation, seq) it was taken at.
+    joined: Option<((u64, u64), Vec<HoldKey>)>,
     detector: Detector,
     /// Closes the backup confirmed (its replica closed after this many bytes) that the
     /// application has not yet reached.
-    pending: std::collections::HashMap<([u8; 4], u16, u16), u64>,
+    pending: Confirmations,
     /// Told when the hold queues a FIN or RST: a confirmed close may let it go at once.
     fin_queued: Arc<tokio::sync::Notify>,
 }
@@ -168,6 +173,7 @@ impl Primary {
             incarnation: wall_ns(),
             seq: 0,
             backup_incarnation: None,
+            joined: None,
             detector,
             pending: Default::default(),
             fin_queued,
@@ -271,25 +277,17 @@ impl Primary {
     async fn on_backup_beat(&mut self, hb: Heartbeat) {
         let now = mono_ns();
         self.detector.on_beat(hb.link, now);
-        let rejoined = self.backup_incarnation != Some(hb.incarnation);
-        let back = !self.fault_tolerant && self.detector.verdict(now) == Verdict::Alive;
-        if rejoined || back {
-            self.backup_incarnation = Some(hb.incarnation);
-            // A backup of a new incarnation has not seen the connections open now from their
-            // SYN: it cannot take them over. One that only went silent for a while tracked
-            // them all along.
-            let unprotected = if rejoined {
-                self.service_sockets()
-                    .iter()
-                    .map(|s| format!("{}:{} → :{}", s.remote, s.remote_port, s.local_port))
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            if !self.fault_tolerant {
-                self.fault_tolerant = true;
-                let _ = self.hold.send(HoldCmd::Install);
-            }
+        let at = (hb.incarnation, hb.seq);
+        // Not the same beat's copy on the other link: a later one.
+        if let Some((_, open_then)) = self.joined.take_if(|(then, _)| at > *then) {
+            // The beat after the (re)join: of the connections open then and still open now,
+            // those this backup does not track were opened before it tapped.
+            let open_now = self.open_connections();
+            let unprotected = open_then
+                .into_iter()
+                .filter(|k| open_now.contains(k) && !hb.tracking.contains(k))
+                .map(|(a, p, port)| format!("{}:{p} → :{port}", Ipv4Addr::from(a)))
+                .collect();
             emit(
                 &self.outbound,
                 Event::FaultTolerant {
@@ -300,14 +298,34 @@ impl Primary {
             )
             .await;
         }
+        let rejoined = self.backup_incarnation != Some(hb.incarnation);
+        let back = !self.fault_tolerant && self.detector.verdict(now) == Verdict::Alive;
+        if rejoined || back {
+            self.backup_incarnation = Some(hb.incarnation);
+            if !self.fault_tolerant {
+                self.fault_tolerant = true;
+                let _ = self.hold.send(HoldCmd::Install);
+            }
+            self.joined = Some((at, self.open_connections()));
+        }
         let v = self.view.lock().unwrap_or_else(|p| p.into_inner());
         for &(a, cp, port, end) in &hb.fin_ok {
-            if !v.allowed.contains(&(a, cp, port)) {
-                self.pending.insert((a, cp, port), end);
-            }
+            self.pending.confirm((a, cp, port), end, &v.allowed);
         }
         drop(v);
         self.check_pending();
+    }
+
+    /// The connections on the service address whose application still has them (established,
+    /// or closed by the client only): those a backup would have to take over.
+    fn open_connections(&self) -> Vec<HoldKey> {
+        const ESTABLISHED: u8 = 1;
+        const CLOSE_WAIT: u8 = 8;
+        self.service_sockets()
+            .into_iter()
+            .filter(|s| matches!(s.state, ESTABLISHED | CLOSE_WAIT))
+            .map(|s| (s.remote.octets(), s.remote_port, s.local_port))
+            .collect()
     }
 
     /// This host's TCP sockets on the service address and ports.
@@ -354,6 +372,7 @@ impl Primary {
             conns,
             held_fins,
             fin_ok: Vec::new(),
+            tracking: Vec::new(),
         };
         heartbeat::send(&self.sock, &self.wire, &mut hb, peer).await;
     }
@@ -368,18 +387,14 @@ impl Primary {
         let Ok(socks) = sockdiag::tcp_sockets() else {
             return;
         };
-        let mut allow = Vec::new();
-        self.pending.retain(|key, end| {
-            let Some(s) = socks.iter().find(|s| {
-                s.local == self.vip && (s.remote.octets(), s.remote_port, s.local_port) == *key
-            }) else {
-                return false;
-            };
-            if s.written() == *end {
-                allow.push(*key);
-                return false;
-            }
-            true
+        let vip = self.vip;
+        let allow = self.pending.due(|key| {
+            socks
+                .iter()
+                .find(|s| {
+                    s.local == vip && (s.remote.octets(), s.remote_port, s.local_port) == *key
+                })
+                .map(|s| s.written())
         });
         if !allow.is_empty() {
             let _ = self.hold.send(HoldCmd::Allow(allow));
