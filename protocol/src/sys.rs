@@ -128,3 +128,72 @@ mod tests {
         assert!(names.iter().all(|n| !n.is_empty()), "{names:?}");
     }
 }
+
+/// Removes IPv4 address `addr/prefix` from interface `name` of the calling thread's network
+/// namespace with one RTM_DELADDR on a NETLINK_ROUTE socket (no `ip` process: a power-off
+/// takes the service address away right after the links go down, and a fence must not wait
+/// for a process). `Ok(false)` if the interface did not have it.
+pub fn delete_ipv4_address(name: &str, addr: std::net::Ipv4Addr, prefix: u8) -> io::Result<bool> {
+    const RTM_DELADDR: u16 = 21;
+    const NLMSG_ERROR: u16 = 2;
+    const IFA_ADDRESS: u16 = 1;
+    const IFA_LOCAL: u16 = 2;
+    const LEN: usize = 16 + 8 + 8 + 8;
+    let cname = std::ffi::CString::new(name).map_err(io::Error::other)?;
+    // SAFETY: if_nametoindex(3) reads the NUL-terminated name we own.
+    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if index == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut msg = [0u8; LEN];
+    // nlmsghdr: length, type, flags (request, ack), sequence, port id (the kernel's: 0).
+    msg[0..4].copy_from_slice(&(LEN as u32).to_ne_bytes());
+    msg[4..6].copy_from_slice(&RTM_DELADDR.to_ne_bytes());
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+    msg[6..8].copy_from_slice(&flags.to_ne_bytes());
+    msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    // ifaddrmsg: family, prefix length, flags, scope, interface index.
+    msg[16] = libc::AF_INET as u8;
+    msg[17] = prefix;
+    msg[20..24].copy_from_slice(&index.to_ne_bytes());
+    // Two attributes: the local address and the address, both `addr`.
+    for (at, kind) in [(24usize, IFA_LOCAL), (32, IFA_ADDRESS)] {
+        msg[at..at + 2].copy_from_slice(&8u16.to_ne_bytes());
+        msg[at + 2..at + 4].copy_from_slice(&kind.to_ne_bytes());
+        msg[at + 4..at + 8].copy_from_slice(&addr.octets());
+    }
+    // SAFETY: plain socket(2); the descriptor is owned at once.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by socket(2).
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    // SAFETY: send(2) of the buffer we own; the kernel is the default destination of a
+    // netlink socket.
+    if unsafe { libc::send(raw, msg.as_ptr().cast(), LEN, 0) } != LEN as isize {
+        return Err(io::Error::last_os_error());
+    }
+    let mut answer = [0u8; 256];
+    // SAFETY: recv(2) into the buffer we own, at most its length.
+    let n = unsafe { libc::recv(raw, answer.as_mut_ptr().cast(), answer.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    if n < 20 || u16::from_ne_bytes([answer[4], answer[5]]) != NLMSG_ERROR {
+        return Err(io::Error::other("unexpected netlink answer to RTM_DELADDR"));
+    }
+    match i32::from_ne_bytes([answer[16], answer[17], answer[18], answer[19]]) {
+        0 => Ok(true),
+        e if -e == libc::EADDRNOTAVAIL => Ok(false),
+        e => Err(io::Error::from_raw_os_error(-e)),
+    }
+}

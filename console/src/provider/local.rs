@@ -15,6 +15,7 @@ use crate::topology::Topology;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -285,16 +286,15 @@ pub fn pids_in_namespaces(namespaces: &[String]) -> BTreeMap<String, Vec<i32>> {
 /// not a FIN, not an RST — leaves it, then SIGKILL of every process in it. Returns when the
 /// links went down (T_fault is its `at_ns`) and how many processes were killed.
 ///
-/// Then, with nothing able to leave, what the power cut takes from a machine goes too: every TCP
-/// socket of the namespace (SOCK_DESTROY, `ss -K`; the kernel would otherwise keep the killed
-/// processes' connections closing, and let their FINs out when the links come up again) and
-/// `service_address` (`addr/prefix`, interface), which a host that is off does not hold: the
-/// power-on puts it back if the host still holds it by then.
+/// Right after the links, from the same thread, `service_address` goes (address, prefix,
+/// interface), if the host has it: a host that is off holds no address, and the power-on puts
+/// it back only if the host still holds it by then. Removing it costs one netlink message, so a
+/// fence (a mode's power-off) is not slowed down.
 pub fn power_off(
     ns: &str,
-    service_address: (&str, &str),
+    service_address: (Ipv4Addr, u8, &str),
 ) -> Result<(halab_protocol::sys::LinksDown, usize), LocalError> {
-    let down = links_down_now(ns)?;
+    let down = links_down_now(ns, service_address)?;
     let pids = pids_in_namespaces(&[ns.to_string()])
         .remove(ns)
         .unwrap_or_default();
@@ -302,33 +302,7 @@ pub fn power_off(
         // SAFETY: kill(2) on pids read from /proc as members of this namespace just now.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
-    wait_gone(&pids, std::time::Duration::from_secs(1));
-    let _ = Command::new("ip")
-        .args(["netns", "exec", ns, "ss", "-K", "-t", "-a"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    set_address(ns, service_address, false)?;
     Ok((down, pids.len()))
-}
-
-/// Waits (at most `limit`) until every one of `pids` has exited: gone from /proc, or a zombie
-/// waiting for its parent.
-fn wait_gone(pids: &[i32], limit: std::time::Duration) {
-    let deadline = std::time::Instant::now() + limit;
-    let alive = |pid: &i32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                // The state follows the command name in parentheses.
-                s.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.trim_start().chars().next())
-            })
-            .is_some_and(|state| state != 'Z' && state != 'X')
-    };
-    while pids.iter().any(alive) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
 }
 
 /// Puts `address` (`addr/prefix`, interface) on the host or takes it off, whichever it is not
@@ -350,8 +324,12 @@ fn set_address(ns: &str, (cidr, dev): (&str, &str), present: bool) -> Result<(),
 /// entered the namespace, stamped as [`halab_protocol::sys::LinksDown`] says. The links are
 /// listed from that thread too: an `ip` process, to list them or take them down, would add its
 /// start, exit and reaping (milliseconds on a loaded host) to the time a fault takes to land.
-fn links_down_now(ns: &str) -> Result<halab_protocol::sys::LinksDown, LocalError> {
+fn links_down_now(
+    ns: &str,
+    (addr, prefix, dev): (Ipv4Addr, u8, &str),
+) -> Result<halab_protocol::sys::LinksDown, LocalError> {
     let path = netns_path(ns);
+    let dev = dev.to_string();
     let thread = std::thread::spawn(move || -> Result<halab_protocol::sys::LinksDown, String> {
         use std::os::fd::AsRawFd;
         let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -368,7 +346,14 @@ fn links_down_now(ns: &str) -> Result<halab_protocol::sys::LinksDown, LocalError
             .into_iter()
             .filter(|n| n != "lo")
             .collect();
-        halab_protocol::sys::links_down_stamped(&links)
+        let down = halab_protocol::sys::links_down_stamped(&links)?;
+        if links.contains(&dev)
+            && let Err(e) = halab_protocol::sys::delete_ipv4_address(&dev, addr, prefix)
+        {
+            // The host is off all the same; the power-on sets the address right.
+            tracing::warn!(error = %e, %addr, %dev, "service address not removed at power-off");
+        }
+        Ok(down)
     });
     thread
         .join()
@@ -383,6 +368,7 @@ fn links_down_now(ns: &str) -> Result<halab_protocol::sys::LinksDown, LocalError
 /// primary whose backup took over must never answer for it again.
 pub fn power_on(ns: &str, service_address: (&str, &str), holds: bool) -> Result<(), LocalError> {
     set_address(ns, service_address, holds)?;
+    forget_sockets(ns);
     forget_firewall(ns);
     let cmds: Vec<String> = links_in(ns)
         .iter()
@@ -394,7 +380,20 @@ pub fn power_on(ns: &str, service_address: (&str, &str), holds: bool) -> Result<
     ip_batch(Some(ns), &cmds, false)
 }
 
-/// What a reboot forgets: the packet filter rules the host's agent and roles had made (a fault's
+/// What a reboot forgets, first: every TCP socket of the namespace (SOCK_DESTROY through
+/// `ss -K`). The processes killed at power-off leave their connections closing in the kernel;
+/// with the links up again those would send their FINs (and a client would see a connection it
+/// knows taken over by another host closed under it). Nothing leaves meanwhile: the links are
+/// still down.
+fn forget_sockets(ns: &str) {
+    let _ = Command::new("ip")
+        .args(["netns", "exec", ns, "ss", "-K", "-t", "-a"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// What a reboot forgets, too: the packet filter rules the host's agent and roles had made (a fault's
 /// nftables table, an st-tcp FIN hold's queue rule). A power-off kills the agent before it can
 /// remove them, and the namespace keeps them; left there, a FIN hold's rule would queue the
 /// host's FINs to a queue nobody reads once it serves again. Best effort: a host without nft or

@@ -419,9 +419,14 @@ impl Testbed {
         match &h.ssh {
             None => {
                 let ns = local::host_ns(&self.topology.name, host);
-                let (cidr, dev) = self.service_address_on_host();
+                let service = self.topology.service_network();
+                let (addr, prefix, dev) = (
+                    self.topology.service_address,
+                    service.subnet.prefix_len(),
+                    service.name.clone(),
+                );
                 let (down, killed) = tokio::task::spawn_blocking(move || {
-                    local::power_off(&ns, (cidr.as_str(), dev.as_str()))
+                    local::power_off(&ns, (addr, prefix, dev.as_str()))
                 })
                 .await
                 .map_err(|e| TestbedError::Internal(e.to_string()))??;
