@@ -117,18 +117,6 @@ pub fn links_down_stamped(links: &[String]) -> Result<LinksDown, String> {
     result.map(|()| LinksDown { at_ns, done_ns })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn interfaces_of_this_namespace_include_loopback() {
-        let names = interface_names().expect("if_nameindex");
-        assert!(names.iter().any(|n| n == "lo"), "{names:?}");
-        assert!(names.iter().all(|n| !n.is_empty()), "{names:?}");
-    }
-}
-
 /// Removes IPv4 address `addr/prefix` from interface `name` of the calling thread's network
 /// namespace with one RTM_DELADDR on a NETLINK_ROUTE socket (no `ip` process: a power-off
 /// takes the service address away right after the links go down, and a fence must not wait
@@ -195,5 +183,17 @@ pub fn delete_ipv4_address(name: &str, addr: std::net::Ipv4Addr, prefix: u8) -> 
         0 => Ok(true),
         e if -e == libc::EADDRNOTAVAIL => Ok(false),
         e => Err(io::Error::from_raw_os_error(-e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interfaces_of_this_namespace_include_loopback() {
+        let names = interface_names().expect("if_nameindex");
+        assert!(names.iter().any(|n| n == "lo"), "{names:?}");
+        assert!(names.iter().all(|n| !n.is_empty()), "{names:?}");
     }
 }
