@@ -178,6 +178,13 @@ impl<'a> Runner<'a> {
         &mut self,
         plan: &RunPlan,
     ) -> Result<(ClientResult, (Vec<FaultRecord>, Vec<ModeEventRecord>)), RunError> {
+        // Every run starts from the topology's roles: a testbed whose roles moved before this
+        // experiment (takeovers on the dashboard) is brought back first, as after a run.
+        if self.testbed.roles_moved()
+            && let Err(e) = crate::modes::after_run(self.testbed).await
+        {
+            tracing::warn!(error = %e, "could not bring the roles back to the topology's");
+        }
         let mode = crate::modes::mode_config(
             &self.testbed.topology,
             &plan.settings,

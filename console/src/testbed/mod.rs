@@ -648,6 +648,18 @@ impl Testbed {
         Ok(())
     }
 
+    /// Whether some host's roles or the service address are no longer where the topology put
+    /// them (a takeover moved them).
+    pub fn roles_moved(&self) -> bool {
+        self.snapshot()
+            .hosts
+            .iter()
+            .zip(&self.topology.hosts)
+            .any(|(r, h)| {
+                r.roles != h.roles || r.holds_service_address != h.roles.contains(&Role::Primary)
+            })
+    }
+
     /// Every host back to its topology roles, the service address on the topology's primary
     /// (between the runs of an experiment, which each start from the topology).
     pub fn reset_roles(&self) {
