@@ -171,6 +171,7 @@ where
                 agent_mono_ns: mono_ns(),
             },
             ConsoleMsg::Ping { id } => AgentMsg::Pong { id },
+            ConsoleMsg::Sync { id } => AgentMsg::Synced { id },
             ConsoleMsg::StartRole {
                 role,
                 mode,
@@ -397,6 +398,7 @@ fn kind(msg: &ConsoleMsg) -> &'static str {
         ConsoleMsg::Hello { .. } => "hello",
         ConsoleMsg::ClockProbe { .. } => "clock-probe",
         ConsoleMsg::Ping { .. } => "ping",
+        ConsoleMsg::Sync { .. } => "sync",
         ConsoleMsg::StartRole { .. } => "start-role",
         ConsoleMsg::StopRole { .. } => "stop-role",
         ConsoleMsg::StartClient { .. } => "start-client",

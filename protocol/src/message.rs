@@ -293,6 +293,12 @@ pub enum ConsoleMsg {
     Ping {
         id: u64,
     },
+    /// A barrier: the agent answers [`AgentMsg::Synced`] through the queue every message it
+    /// sends goes through, so the answer comes after everything the agent sent before it (the
+    /// mode events of a run that were still on their way when the client finished).
+    Sync {
+        id: u64,
+    },
     /// Start `role` under `mode` (its peers and parameters); the agent answers with
     /// [`AgentMsg::RoleState`].
     StartRole {
@@ -378,6 +384,10 @@ pub enum AgentMsg {
         agent_mono_ns: u64,
     },
     Pong {
+        id: u64,
+    },
+    /// Answer to [`ConsoleMsg::Sync`].
+    Synced {
         id: u64,
     },
     RoleState {

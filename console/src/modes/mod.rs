@@ -63,6 +63,15 @@ pub async fn on_event(testbed: &mut Testbed, host: &str, event: &ModeEvent) -> R
     }
 }
 
+/// Whether a run's mode events, (host, kind) in order, are complete: nothing the mode started
+/// is still to report (st-tcp: every fence was followed by its takeover's end or an error).
+pub fn settled(mode: &ModeConfig, events: &[(&str, &str)]) -> bool {
+    match mode {
+        ModeConfig::StTcp(_) => st_tcp::settled(events),
+        ModeConfig::None | ModeConfig::AppMigration(_) => true,
+    }
+}
+
 /// Brings the testbed back to the mode's starting state after a run: e.g. the service address
 /// back on the primary. The faults agents hold are reverted already; hosts powered off (by a
 /// fault or a fence) may still be off: the mode powers on those whose order matters to it, and

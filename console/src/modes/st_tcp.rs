@@ -189,6 +189,21 @@ pub fn describe(event: &Event) -> EventSummary {
     }
 }
 
+/// Whether every fence request of a run, (host, kind) in order, was followed by the end of
+/// its takeover (`takeover-done`) or an `error` from the same backup: the takeover's events
+/// can come after the client has its bytes.
+pub fn settled(events: &[(&str, &str)]) -> bool {
+    let mut open: Vec<&str> = Vec::new();
+    for &(host, kind) in events {
+        match kind {
+            "fence" => open.push(host),
+            "takeover-done" | "error" => open.retain(|h| *h != host),
+            _ => {}
+        }
+    }
+    open.is_empty()
+}
+
 /// Acts on an event of this mode from `host`: a fence request with a valid tag powers the
 /// primary off (idempotent) and tells the backup whether that worked; a host's report of what
 /// it serves as moves the roles and the service address in the testbed's records (and, when a
@@ -318,4 +333,30 @@ pub async fn after_run(testbed: &mut Testbed, cfg: &StTcpConfig) -> Result<(), S
             .map_err(chain)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_is_settled_once_every_fence_has_its_takeovers_end() {
+        assert!(settled(&[]));
+        assert!(settled(&[("primary", "non-fault-tolerant")]));
+        let fenced = [("backup", "detect"), ("backup", "fence")];
+        assert!(!settled(&fenced));
+        assert!(!settled(&[fenced[0], fenced[1], ("backup", "takeover")]));
+        assert!(settled(&[
+            fenced[0],
+            fenced[1],
+            ("backup", "takeover-done")
+        ]));
+        assert!(settled(&[fenced[0], fenced[1], ("backup", "error")]));
+        // Another host's end does not close this fence.
+        assert!(!settled(&[
+            fenced[0],
+            fenced[1],
+            ("primary", "takeover-done")
+        ]));
+    }
 }

@@ -24,6 +24,9 @@ use tokio::sync::mpsc;
 const ROLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long an agent may take to answer a fault.
 const FAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the end of a run waits for mode events still on their way (a takeover finishing
+/// its last connections after the client got its bytes).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Mode `none`: the client's own failure detector — no byte for this long while one is due.
 const NONE_IDLE_TIMEOUT_MS: u64 = 1000;
 const CONNECT_TIMEOUT_MS: u64 = 1000;
@@ -389,20 +392,7 @@ impl<'a> Runner<'a> {
                                 pending.push((now, Step::Fire(i)));
                             }
                         }
-                        AgentMsg::Mode { event } => {
-                            let summary = crate::modes::describe(&event);
-                            let error = crate::modes::on_event(self.testbed, &host, &event).await.err();
-                            if let Some(e) = &error {
-                                tracing::warn!(%host, kind = summary.kind, error = %e, "mode event");
-                            }
-                            log.mode_events.push(ModeEventLog {
-                                host: host.clone(),
-                                console_ns: summary.agent_ns.map(|t| to_console_ns(&snapshot, &host, t)),
-                                kind: summary.kind.to_string(),
-                                detail: summary.detail,
-                                error,
-                            });
-                        }
+                        AgentMsg::Mode { event } => self.on_mode_event(&snapshot, &host, &event, log).await,
                         other => log.note(&snapshot, &host, other),
                     }
                 }
@@ -432,6 +422,7 @@ impl<'a> Runner<'a> {
                 }
             }
         }
+        self.settle(&snapshot, log).await;
         // Faults still answering when the client finished.
         let wait_until = tokio::time::Instant::now() + FAULT_TIMEOUT;
         while log.awaiting_applied() {
@@ -442,6 +433,85 @@ impl<'a> Runner<'a> {
         }
         // Move the client's times onto the console clock.
         Ok(shift_result(result, &snapshot, &client_host))
+    }
+
+    /// A mode event during a run: acted on (a fence, a role moved) and recorded.
+    async fn on_mode_event(
+        &mut self,
+        snapshot: &TestbedState,
+        host: &str,
+        event: &halab_protocol::ModeEvent,
+        log: &mut FaultLog,
+    ) {
+        let summary = crate::modes::describe(event);
+        let error = crate::modes::on_event(self.testbed, host, event)
+            .await
+            .err();
+        if let Some(e) = &error {
+            tracing::warn!(%host, kind = summary.kind, error = %e, "mode event");
+        }
+        log.mode_events.push(ModeEventLog {
+            host: host.to_string(),
+            console_ns: summary.agent_ns.map(|t| to_console_ns(snapshot, host, t)),
+            kind: summary.kind.to_string(),
+            detail: summary.detail,
+            error,
+        });
+    }
+
+    /// After the client finished: the run's mode events still on their way are collected
+    /// before the record closes. The client's end races the other hosts' reports (a primary
+    /// reports it lost its backup before it lets the held FIN go, but over another channel
+    /// than the client's result), so every host that is up is asked for a barrier
+    /// ([`ConsoleMsg::Sync`]), answered after all it sent before; and a mode with business
+    /// left (st-tcp: a fence whose takeover has not reported its end) is waited for, at most
+    /// [`SETTLE_TIMEOUT`].
+    async fn settle(&mut self, snapshot: &TestbedState, log: &mut FaultLog) {
+        let mut waiting: Vec<(String, u64)> = Vec::new();
+        for (i, h) in self.testbed.snapshot().hosts.iter().enumerate() {
+            if h.state != crate::state::HostState::Connected {
+                continue;
+            }
+            let id = i as u64 + 1;
+            if self
+                .testbed
+                .send(&h.name, ConsoleMsg::Sync { id })
+                .await
+                .is_ok()
+            {
+                waiting.push((h.name.clone(), id));
+            }
+        }
+        let until = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            // Events the console refused (a forged fence request) started nothing.
+            let kinds: Vec<(&str, &str)> = log
+                .mode_events
+                .iter()
+                .filter(|e| e.error.is_none())
+                .map(|e| (e.host.as_str(), e.kind.as_str()))
+                .collect();
+            if waiting.is_empty() && crate::modes::settled(self.testbed.mode(), &kinds) {
+                return;
+            }
+            match tokio::time::timeout_at(until, self.inbox.recv()).await {
+                Ok(Some((host, AgentMsg::Synced { id }))) => {
+                    waiting.retain(|(h, i)| !(*h == host && *i == id));
+                }
+                Ok(Some((host, AgentMsg::Mode { event }))) => {
+                    self.on_mode_event(snapshot, &host, &event, log).await;
+                }
+                Ok(Some((host, other))) => log.note(snapshot, &host, other),
+                Ok(None) => return,
+                Err(_) => {
+                    tracing::warn!(
+                        ?waiting,
+                        "the run's mode events did not settle within {SETTLE_TIMEOUT:?}"
+                    );
+                    return;
+                }
+            }
+        }
     }
 
     /// Fires fault `f` at the host its target names now.
