@@ -256,6 +256,12 @@ mod tests {
         assert!(TestbedLock::held(dir.path(), "t"));
         assert!(TestbedLock::try_acquire(dir.path(), "t").unwrap().is_none());
         drop(lock);
+        // A process another test of this binary is spawning right now shares the lock's open
+        // file until its exec closes it (close-on-exec): wait for that, briefly.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while TestbedLock::held(dir.path(), "t") && std::time::Instant::now() < until {
+            std::thread::yield_now();
+        }
         assert!(!TestbedLock::held(dir.path(), "t"));
     }
 
