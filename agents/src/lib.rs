@@ -3,11 +3,14 @@
 //! own (DESIGN §3).
 
 pub mod capabilities;
+pub mod error;
 pub mod faults;
 pub mod host_stats;
 pub mod log_forward;
 pub mod modes;
+pub mod role_ctx;
 pub mod roles;
+pub mod server_process;
 pub mod session;
 pub mod workload;
 
@@ -29,6 +32,8 @@ pub async fn run() -> i32 {
         .with(log_forward::ForwardLayer::new(tx.clone()))
         .try_init();
 
+    // A request to stop, not the owner of stopping: `session::serve` acts on it on its one
+    // exit path (see there), and this returns its exit code to `main`, which exits with it.
     let stop = CancellationToken::new();
     spawn_signal_watch(stop.clone());
     let exit = session::serve(tokio::io::stdin(), tokio::io::stdout(), (tx, rx), stop).await;

@@ -17,10 +17,18 @@ fn main() {
             );
             return;
         }
-        Some("serve") if args.get(1).map(String::as_str) == Some("--app-migration") => {
-            std::process::exit(halab_agent::modes::app_migration::server::main())
+        Some("serve") => {
+            // A mode whose server roles run a process of their own names it by a flag
+            // (the mode table's `SERVER_PROCESSES`); without one it is the plain workload
+            // server.
+            let mode_server = args
+                .get(1)
+                .and_then(|flag| halab_agent::modes::registry::server_process(flag));
+            std::process::exit(match mode_server {
+                Some(main) => main(),
+                None => serve(&args[1..]),
+            })
         }
-        Some("serve") => std::process::exit(serve(&args[1..])),
         Some(other) => {
             eprintln!("halab-agent: unknown argument `{other}` (try --help)");
             std::process::exit(2);
@@ -69,6 +77,9 @@ fn serve(args: &[String]) -> i32 {
             return 1;
         }
     };
+    // The process's one shutdown owner: SIGINT only cancels `stop`; `serve` returns once its
+    // connections are shut down, and `main` exits with the code. (The agent ends this process
+    // with SIGKILL when its role stops.)
     let stop = tokio_util::sync::CancellationToken::new();
     let code = runtime.block_on(async {
         let s = stop.clone();

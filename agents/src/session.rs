@@ -3,6 +3,7 @@
 //! everything held before exiting (the dead-man switch of DESIGN §3).
 
 use crate::capabilities;
+use crate::error::chain;
 use crate::faults::{self, FaultLedger, Reverted};
 use crate::roles::RoleSet;
 use crate::workload::client;
@@ -52,6 +53,15 @@ impl Exit {
 /// Serves one control channel until it ends. `outbound` is the queue every message to the
 /// console goes through (the log layer holds another sender of it); `stop` is cancelled by
 /// signal handlers.
+///
+/// This is the agent's one shutdown owner. Every way out (the console's `Shutdown`, end of
+/// stdin, a silent console, a signal through `stop`, a protocol error, a channel that can no
+/// longer be written) only breaks the loop below with its [`Exit`]; the one exit path after
+/// it reverts the faults, stops the roles, cancels the root token of every role and client
+/// run (`roles_token`, created and cancelled only here), says goodbye and returns. Nothing
+/// else in the agent cancels that token or exits the process: `stop` is a request, and
+/// `main` exits with the code this returns. The order matters (faults first, so the network
+/// is whole at once; then the roles), which is why `stop` is not the roles' parent token.
 pub async fn serve<R, W>(
     input: R,
     output: W,
@@ -214,7 +224,8 @@ where
                 let lease = lease_ms.map(Duration::from_millis);
                 match ledger.apply(id, action, lease, &roles).await {
                     Ok((at_ns, detail)) => AgentMsg::FaultApplied { id, at_ns, detail },
-                    Err(error) => {
+                    Err(e) => {
+                        let error = chain(&e);
                         tracing::warn!(id, %error, "fault failed");
                         AgentMsg::FaultFailed { id, error }
                     }

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod experiment;
+pub mod lab;
 pub mod logging;
 pub mod modes;
 pub mod provider;

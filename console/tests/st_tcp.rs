@@ -94,15 +94,15 @@ impl Lab {
             .unwrap_or_else(|e| panic!("up {name}: {}", halab::error::chain(&e)));
         // Under the testbed's own key, as `halab up` and the runner do: st-tcp seals its
         // heartbeats and fence requests with it, and the console checks fence requests with it.
-        let mut mode =
-            match halab::modes::mode_config(&tb.topology, &tb.topology.run, tb.mode_key()) {
-                Ok(m) => m,
-                Err(e) => {
-                    let _ = rt.block_on(tb.down());
-                    let _ = local::destroy(name, None);
-                    panic!("st-tcp config: {e}");
-                }
-            };
+        let mut mode = match halab::modes::config_for(&tb.topology, &tb.topology.run, tb.mode_key())
+        {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = rt.block_on(tb.down());
+                let _ = local::destroy(name, None);
+                panic!("st-tcp config: {e}");
+            }
+        };
         if let halab_protocol::ModeConfig::StTcp(c) = &mut mode {
             tweak(c);
         }
@@ -160,8 +160,10 @@ impl Lab {
                     Ok(Some((host, msg))) => {
                         match &msg {
                             AgentMsg::Mode { event } => {
-                                let s = halab::modes::describe(event);
-                                let err = halab::modes::on_event(tb, &host, event).await.err();
+                                let mut handle = halab::lab::handle::Lab::new(tb, inbox);
+                                let s = halab::lab::mode_events::handle(&mut handle, &host, event)
+                                    .await;
+                                let err = s.error;
                                 eprintln!("  [{host}] {}: {} {err:?}", s.kind, s.detail);
                                 events.push((host.clone(), s.kind.to_string(), s.detail, err));
                                 let ModeEvent::StTcp(_) = event else { continue };
@@ -1126,10 +1128,9 @@ impl Seen {
             Update::Hosts(h) => self.hosts = h.clone(),
             Update::Agent { host, msg } => match msg {
                 AgentMsg::Mode { event } => {
-                    let s = halab::modes::describe(event);
-                    eprintln!("  [{host}] {}: {}", s.kind, s.detail);
-                    self.events
-                        .push((host.clone(), s.kind.to_string(), s.detail));
+                    let (kind, detail) = (event.kind(), halab::lab::mode_events::describe(event));
+                    eprintln!("  [{host}] {kind}: {detail}");
+                    self.events.push((host.clone(), kind.to_string(), detail));
                 }
                 AgentMsg::ClientTelemetry { run, bytes, .. } => {
                     self.bytes.insert(*run, *bytes);
@@ -1306,7 +1307,7 @@ impl Dash {
             let mut tb = Testbed::up(topo, &opts)
                 .await
                 .unwrap_or_else(|e| panic!("up {name}: {}", halab::error::chain(&e)));
-            let mode = halab::modes::mode_config(&tb.topology, &tb.topology.run, tb.mode_key())
+            let mode = halab::modes::config_for(&tb.topology, &tb.topology.run, tb.mode_key())
                 .unwrap_or_else(|e| panic!("st-tcp config: {e}"));
             tb.set_mode(mode);
             tb.start_roles().await.expect("start roles");
@@ -1985,7 +1986,12 @@ fn forged_fence_requests_power_nothing_off() {
             tag,
         });
         let tb = lab.tb.as_mut().unwrap();
-        let outcome = lab.rt.block_on(halab::modes::on_event(tb, from, &event));
+        let mut handle = halab::lab::handle::Lab::new(tb, &mut lab.inbox);
+        let outcome = lab
+            .rt
+            .block_on(halab::lab::mode_events::handle(&mut handle, from, &event))
+            .error
+            .map_or(Ok(()), Err);
         eprintln!("forged fence request from {from}: {outcome:?}");
         assert!(
             outcome.is_err(),

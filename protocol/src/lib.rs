@@ -9,6 +9,7 @@ pub mod frame;
 pub mod io;
 pub mod message;
 pub mod modes;
+pub mod role;
 pub mod sealed;
 pub mod sys;
 
@@ -17,7 +18,7 @@ pub use message::{
     AgentMsg, Capabilities, ClientEvent, ClientResult, ClientSpec, ConnectionResult, ConsoleMsg,
     Direction, FaultAction, LogLevel, Probe, Role, RoleState, Workload,
 };
-pub use modes::{ModeCommand, ModeConfig, ModeEvent};
+pub use modes::{EventKind, ModeCommand, ModeConfig, ModeEvent};
 
 /// The version of halab this crate was built as; console and agent report it in their hellos.
 pub const HALAB_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -3,60 +3,10 @@
 //! not understand is a different protocol version, however it labelled itself.
 
 use crate::modes::{ModeCommand, ModeConfig, ModeEvent};
+pub use crate::role::Role;
 use halab_workload::{ConnEvent, IntegrityReport, MeterSummary};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::str::FromStr;
-
-/// What a host does in a testbed (DESIGN §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    Primary,
-    Backup,
-    Logger,
-    Lb,
-    Proxy,
-    Client,
-}
-
-impl Role {
-    pub const ALL: [Role; 6] = [
-        Role::Primary,
-        Role::Backup,
-        Role::Logger,
-        Role::Lb,
-        Role::Proxy,
-        Role::Client,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Primary => "primary",
-            Role::Backup => "backup",
-            Role::Logger => "logger",
-            Role::Lb => "lb",
-            Role::Proxy => "proxy",
-            Role::Client => "client",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role `{s}`"))
-    }
-}
 
 /// The client/server traffic of a run (DESIGN §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -492,8 +442,51 @@ pub struct ConnectionResult {
     pub attempts: u32,
     /// Server address of each attempt, in order.
     pub servers_used: Vec<String>,
-    /// Why the client gave up, when it did.
-    pub error: Option<String>,
+    /// Why the connection ended before its stream did, when it did.
+    pub error: Option<ConnError>,
+}
+
+/// Why a client connection ended before its stream did.
+///
+/// On the wire it is the plain text it always was (`"stopped"`, or the failure's message), so
+/// records written before it was typed read back the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum ConnError {
+    /// The console stopped the run (or the agent stopped) before the connection finished: not
+    /// a failure of the system under test.
+    Stopped,
+    /// The connection gave up; the message says why, with its whole cause chain.
+    Failed(String),
+}
+
+impl ConnError {
+    const STOPPED: &'static str = "stopped";
+}
+
+impl fmt::Display for ConnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnError::Stopped => f.write_str(Self::STOPPED),
+            ConnError::Failed(message) => f.write_str(message),
+        }
+    }
+}
+
+impl From<String> for ConnError {
+    fn from(text: String) -> ConnError {
+        if text == ConnError::STOPPED {
+            ConnError::Stopped
+        } else {
+            ConnError::Failed(text)
+        }
+    }
+}
+
+impl From<ConnError> for String {
+    fn from(e: ConnError) -> String {
+        e.to_string()
+    }
 }
 
 /// What a run's clients saw.
@@ -552,5 +545,23 @@ mod tests {
                 .iter()
                 .any(|(k, ok, why)| *k == "loss" && !ok && why.contains("nftables"))
         );
+    }
+
+    #[test]
+    fn a_connection_error_is_its_text_on_the_wire() {
+        for (e, json) in [
+            (ConnError::Stopped, r#""stopped""#),
+            (
+                ConnError::Failed("deadline of 5 ms passed".into()),
+                r#""deadline of 5 ms passed""#,
+            ),
+        ] {
+            assert_eq!(serde_json::to_string(&e).unwrap(), json);
+            assert_eq!(serde_json::from_str::<ConnError>(json).unwrap(), e);
+        }
+        // A record written while the error was a plain string reads back typed.
+        let old: Option<ConnError> = serde_json::from_str(r#""stopped""#).unwrap();
+        assert_eq!(old, Some(ConnError::Stopped));
+        assert_eq!(ConnError::Stopped.to_string(), "stopped");
     }
 }

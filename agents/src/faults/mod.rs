@@ -34,7 +34,8 @@
 
 mod net;
 
-use crate::roles::RoleSet;
+use crate::error::chain;
+use crate::roles::{RoleError, RoleSet};
 use halab_protocol::{AgentMsg, FaultAction, Role, RoleState, mono_ns};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -75,6 +76,42 @@ pub fn kind_name(action: &FaultAction) -> &'static str {
         FaultAction::Partition { .. } => "partition",
         FaultAction::Delay { .. } => "delay",
     }
+}
+
+/// Why a fault was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum FaultError {
+    #[error("fault {0} is already active on this host")]
+    AlreadyActive(u64),
+    #[error(transparent)]
+    Role(#[from] RoleError),
+    #[error(transparent)]
+    Net(#[from] net::NetError),
+    #[error("pidfd_open({pid})")]
+    PidfdOpen {
+        pid: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("signal {sig}")]
+    Signal {
+        sig: i32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the fault thread")]
+    Thread(#[source] std::io::Error),
+    #[error("the fault thread ended without an answer")]
+    ThreadLost,
+    #[error("no interface {0} on this host")]
+    NoInterface(String),
+    #[error("interface {0} is down already")]
+    AlreadyDown(String),
+    #[error("no interface but lo is up on this host")]
+    NothingUp,
+    /// Taking the links down (`halab_protocol::sys::links_down_stamped`, whose errors are text).
+    #[error("{0}")]
+    LinksDown(String),
 }
 
 /// One fault the agent holds.
@@ -164,9 +201,9 @@ impl FaultLedger {
         action: FaultAction,
         lease: Option<Duration>,
         roles: &RoleSet,
-    ) -> Result<(u64, String), String> {
+    ) -> Result<(u64, String), FaultError> {
         if self.active.contains_key(&id) {
-            return Err(format!("fault {id} is already active on this host"));
+            return Err(FaultError::AlreadyActive(id));
         }
         let (at_ns, detail, undo) = match &action {
             FaultAction::ProcessKill { role } => {
@@ -242,7 +279,7 @@ impl FaultLedger {
         &mut self,
         id: u64,
         interface: Option<&str>,
-    ) -> Result<(u64, String, Undo), String> {
+    ) -> Result<(u64, String, Undo), FaultError> {
         let links = net::links().await?;
         let targets: Vec<&net::Link> = match interface {
             Some(name) => {
@@ -250,9 +287,9 @@ impl FaultLedger {
                 let link = links
                     .iter()
                     .find(|l| l.name == name)
-                    .ok_or_else(|| format!("no interface {name} on this host"))?;
+                    .ok_or_else(|| FaultError::NoInterface(name.to_string()))?;
                 if !link.up && !self.links.contains_key(name) {
-                    return Err(format!("interface {name} is down already"));
+                    return Err(FaultError::AlreadyDown(name.to_string()));
                 }
                 vec![link]
             }
@@ -262,7 +299,7 @@ impl FaultLedger {
                     .filter(|l| l.name != "lo" && (l.up || self.links.contains_key(&l.name)))
                     .collect();
                 if all.is_empty() {
-                    return Err("no interface but lo is up on this host".into());
+                    return Err(FaultError::NothingUp);
                 }
                 all
             }
@@ -277,7 +314,10 @@ impl FaultLedger {
         let names: Vec<String> = fresh.iter().map(|(n, _)| n.clone()).collect();
         let down = {
             let names = names.clone();
-            urgent(move || halab_protocol::sys::links_down_stamped(&names)).await
+            urgent(move || {
+                halab_protocol::sys::links_down_stamped(&names).map_err(FaultError::LinksDown)
+            })
+            .await
         };
         let (at, call_ms) = match down {
             Ok(d) => (d.at_ns, d.call_ms()),
@@ -362,7 +402,7 @@ impl FaultLedger {
                 Ok(pid) => format!("SIGCONT to the {role} process (pid {pid})"),
                 Err(e) => {
                     // A process that is gone is not hung any more: not a failed revert.
-                    format!("nothing to resume: {e}")
+                    format!("nothing to resume: {}", chain(&e))
                 }
             },
             Undo::Restart { role, pid } => match restart {
@@ -404,9 +444,14 @@ impl FaultLedger {
                     }
                 }
                 let up: Vec<String> = freed.iter().map(|(n, _)| n.clone()).collect();
-                problems.extend(net::set_links_each(&up, true).await);
+                problems.extend(
+                    net::set_links_each(&up, true)
+                        .await
+                        .iter()
+                        .map(|e| chain(e)),
+                );
                 for (name, snap) in &freed {
-                    problems.extend(net::restore(name, snap).await);
+                    problems.extend(net::restore(name, snap).await.iter().map(|e| chain(e)));
                 }
                 // Report the revert once the links carry traffic again, not when `ip` returned.
                 let dark = net::wait_operational(&up, LINK_UP_WAIT).await;
@@ -427,12 +472,12 @@ impl FaultLedger {
             Undo::NftTable(table) => match net::nft_delete(&table).await {
                 Ok(()) => format!("nftables table inet {table} deleted"),
                 Err(e) => {
-                    problems.push(e);
+                    problems.push(chain(&e));
                     format!("nftables table inet {table} not deleted")
                 }
             },
             Undo::Qdiscs(links) => {
-                problems.extend(net::delay_del(&links).await);
+                problems.extend(net::delay_del(&links).await.iter().map(|e| chain(e)));
                 format!("netem removed from {}", links.join(", "))
             }
         };
@@ -487,8 +532,8 @@ const EXIT_WAIT_MS: i32 = 2000;
 /// system call that makes a fault happen and the stamp of that moment are then neither delayed
 /// nor split by the host's workload, however busy its cores are.
 async fn urgent<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
+    f: impl FnOnce() -> Result<T, FaultError> + Send + 'static,
+) -> Result<T, FaultError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("fault".into())
@@ -498,22 +543,21 @@ async fn urgent<T: Send + 'static>(
             }
             let _ = tx.send(f());
         })
-        .map_err(|e| format!("cannot start the fault thread: {e}"))?;
-    rx.await
-        .map_err(|_| "the fault thread ended without an answer".to_string())?
+        .map_err(FaultError::Thread)?;
+    rx.await.map_err(|_| FaultError::ThreadLost)?
 }
 
 /// A pidfd of `role`'s process, taken before it is signalled so its pid cannot be reused in
 /// between (the role task reaps the process the moment it ends).
-fn role_pidfd(roles: &RoleSet, role: Role) -> Result<(u32, std::os::fd::OwnedFd), String> {
+fn role_pidfd(roles: &RoleSet, role: Role) -> Result<(u32, std::os::fd::OwnedFd), FaultError> {
     let pid = roles.pid(role)?;
     // SAFETY: pidfd_open(2) returns a new descriptor or -1.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
     if raw < 0 {
-        return Err(format!(
-            "pidfd_open({pid}): {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(FaultError::PidfdOpen {
+            pid,
+            source: std::io::Error::last_os_error(),
+        });
     }
     use std::os::fd::FromRawFd;
     // SAFETY: a fresh descriptor owned by nobody else.
@@ -523,7 +567,7 @@ fn role_pidfd(roles: &RoleSet, role: Role) -> Result<(u32, std::os::fd::OwnedFd)
 }
 
 /// pidfd_send_signal(2): signals exactly the process the pidfd names.
-fn pidfd_signal(pidfd: &std::os::fd::OwnedFd, sig: i32) -> Result<(), String> {
+fn pidfd_signal(pidfd: &std::os::fd::OwnedFd, sig: i32) -> Result<(), FaultError> {
     use std::os::fd::AsRawFd;
     // SAFETY: pidfd_send_signal on a pidfd we own, with no siginfo and no flags.
     let rc = unsafe {
@@ -536,7 +580,10 @@ fn pidfd_signal(pidfd: &std::os::fd::OwnedFd, sig: i32) -> Result<(), String> {
         )
     };
     if rc != 0 {
-        return Err(format!("signal {sig}: {}", std::io::Error::last_os_error()));
+        return Err(FaultError::Signal {
+            sig,
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
@@ -552,7 +599,7 @@ async fn signal_and_wait(
     role: Role,
     sig: i32,
     what: &str,
-) -> Result<(u64, u32, String), String> {
+) -> Result<(u64, u32, String), FaultError> {
     let (pid, pidfd) = role_pidfd(roles, role)?;
     let (at_signal, gone) = urgent(move || {
         use std::os::fd::AsRawFd;
@@ -586,7 +633,7 @@ async fn signal(
     role: Role,
     sig: i32,
     what: &str,
-) -> Result<(u64, u32, String), String> {
+) -> Result<(u64, u32, String), FaultError> {
     let (pid, pidfd) = role_pidfd(roles, role)?;
     let at = urgent(move || pidfd_signal(&pidfd, sig).map(|()| mono_ns())).await?;
     Ok((at, pid, format!("{what} to the {role} process (pid {pid})")))
@@ -628,6 +675,7 @@ mod tests {
             )
             .await
             .unwrap_err();
+        let err = chain(&err);
         assert!(err.contains("not running"), "{err}");
         assert!(ledger.is_empty());
         assert_eq!(ledger.next_expiry(), None);
@@ -653,6 +701,7 @@ mod tests {
             .apply(3, FaultAction::Delay { delay_ms: 1 }, None, &roles)
             .await
             .unwrap_err();
+        let err = chain(&err);
         assert!(err.contains("already active"), "{err}");
 
         let mut roles = roles;

@@ -10,6 +10,77 @@ use std::time::Duration;
 /// How long one `ip`/`nft`/`tc` command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Why a network step of a fault failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("cannot prepare the input of `{line}`")]
+    Input {
+        line: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot run `{line}`")]
+    Spawn {
+        line: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{line}` did not finish within {:?}", COMMAND_TIMEOUT)]
+    Timeout { line: String },
+    #[error("`{line}`")]
+    Wait {
+        line: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{line}` failed ({status}): {}", or_no_message(.stderr))]
+    Failed {
+        line: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("{link}")]
+    Restore {
+        link: String,
+        #[source]
+        source: Box<NetError>,
+    },
+    #[error("{link}: ip {args}: {lines}")]
+    RestoreWarnings {
+        link: String,
+        args: String,
+        lines: String,
+    },
+    #[error("`{0}` is not an interface name")]
+    BadLinkName(String),
+    #[error("loss of {0}% is not a percentage (0 to 100)")]
+    NotAPercentage(f64),
+    #[error("a partition needs at least one peer address")]
+    NoPeers,
+    #[error("partition peer `{0}` is not an IP address or network")]
+    BadPeer(String),
+    #[error("cannot load nftables table {table}")]
+    NftLoad {
+        table: String,
+        #[source]
+        source: Box<NetError>,
+    },
+    #[error("a delay of 0 ms is no fault")]
+    ZeroDelay,
+    #[error("no interface but lo to delay")]
+    NothingToDelay,
+    #[error("netem qdisc is not available in this kernel")]
+    NoNetem(#[source] Box<NetError>),
+}
+
+fn or_no_message(stderr: &str) -> &str {
+    if stderr.is_empty() {
+        "no message"
+    } else {
+        stderr
+    }
+}
+
 /// What a command that succeeded printed.
 pub(super) struct Output {
     pub stdout: Vec<u8>,
@@ -21,27 +92,31 @@ pub(super) async fn run(
     program: &str,
     args: &[&str],
     input: Option<&[u8]>,
-) -> Result<Output, String> {
+) -> Result<Output, NetError> {
     let line = format!("{program} {}", args.join(" "));
     let stdin = match input {
         None => Stdio::null(),
-        Some(bytes) => Stdio::from(
-            seekable_input(bytes)
-                .map_err(|e| format!("cannot prepare the input of `{line}`: {e}"))?,
-        ),
+        Some(bytes) => match seekable_input(bytes) {
+            Ok(file) => Stdio::from(file),
+            Err(source) => return Err(NetError::Input { line, source }),
+        },
     };
-    let child = tokio::process::Command::new(program)
+    let child = match tokio::process::Command::new(program)
         .args(args)
         .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot run `{line}`: {e}"))?;
-    let out = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
-        .await
-        .map_err(|_| format!("`{line}` did not finish within {COMMAND_TIMEOUT:?}"))?
-        .map_err(|e| format!("`{line}`: {e}"))?;
+    {
+        Ok(c) => c,
+        Err(source) => return Err(NetError::Spawn { line, source }),
+    };
+    let out = match tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output()).await {
+        Err(_) => return Err(NetError::Timeout { line }),
+        Ok(Err(source)) => return Err(NetError::Wait { line, source }),
+        Ok(Ok(out)) => out,
+    };
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
     if out.status.success() {
         Ok(Output {
@@ -49,15 +124,11 @@ pub(super) async fn run(
             stderr,
         })
     } else {
-        Err(format!(
-            "`{line}` failed ({}): {}",
-            out.status,
-            if stderr.is_empty() {
-                "no message"
-            } else {
-                &stderr
-            }
-        ))
+        Err(NetError::Failed {
+            line,
+            status: out.status,
+            stderr,
+        })
     }
 }
 
@@ -90,7 +161,7 @@ pub(super) struct Link {
 }
 
 /// The interfaces of this host (`ip -o link show`).
-pub(super) async fn links() -> Result<Vec<Link>, String> {
+pub(super) async fn links() -> Result<Vec<Link>, NetError> {
     let out = run("ip", &["-o", "link", "show"], None).await?;
     Ok(parse_links(&String::from_utf8_lossy(&out.stdout)))
 }
@@ -117,7 +188,7 @@ fn parse_links(text: &str) -> Vec<Link> {
 }
 
 /// Refuses names that cannot be a Linux interface name (and could be taken for an option).
-pub(super) fn check_link_name(name: &str) -> Result<(), String> {
+pub(super) fn check_link_name(name: &str) -> Result<(), NetError> {
     let ok = !name.is_empty()
         && name.len() <= 15
         && !name.starts_with('-')
@@ -127,7 +198,7 @@ pub(super) fn check_link_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("`{name}` is not an interface name"))
+        Err(NetError::BadLinkName(name.to_string()))
     }
 }
 
@@ -139,7 +210,7 @@ pub(super) struct LinkSnapshot {
     routes6: Vec<u8>,
 }
 
-pub(super) async fn snapshot(link: &str) -> Result<LinkSnapshot, String> {
+pub(super) async fn snapshot(link: &str) -> Result<LinkSnapshot, NetError> {
     let addrs = run(
         "ip",
         &["addr", "save", "dev", link, "scope", "global"],
@@ -168,7 +239,7 @@ pub(super) async fn snapshot(link: &str) -> Result<LinkSnapshot, String> {
 /// Puts back what `snapshot` saved, on a link that is up again: addresses first, then routes.
 /// What still exists (the addresses Linux kept, the connected routes it recreated) is skipped
 /// by `ip … restore`. Returns the problems met.
-pub(super) async fn restore(link: &str, snap: &LinkSnapshot) -> Vec<String> {
+pub(super) async fn restore(link: &str, snap: &LinkSnapshot) -> Vec<NetError> {
     let mut problems = Vec::new();
     for (args, dump) in [
         (&["addr", "restore"][..], &snap.addrs),
@@ -180,7 +251,10 @@ pub(super) async fn restore(link: &str, snap: &LinkSnapshot) -> Vec<String> {
             continue;
         }
         match run("ip", args, Some(dump)).await {
-            Err(e) => problems.push(format!("{link}: {e}")),
+            Err(e) => problems.push(NetError::Restore {
+                link: link.to_string(),
+                source: Box::new(e),
+            }),
             Ok(out) => {
                 // `ip … restore` reports entries that exist already and carries on.
                 let other: Vec<&str> = out
@@ -189,11 +263,11 @@ pub(super) async fn restore(link: &str, snap: &LinkSnapshot) -> Vec<String> {
                     .filter(|l| !l.contains("File exists") && !l.contains("already assigned"))
                     .collect();
                 if !other.is_empty() {
-                    problems.push(format!(
-                        "{link}: ip {}: {}",
-                        args.join(" "),
-                        other.join("; ")
-                    ));
+                    problems.push(NetError::RestoreWarnings {
+                        link: link.to_string(),
+                        args: args.join(" "),
+                        lines: other.join("; "),
+                    });
                 }
             }
         }
@@ -223,7 +297,7 @@ pub(super) async fn wait_operational(links: &[String], limit: Duration) -> Vec<S
 
 /// Sets each of `links` up or down on its own, so one failure does not stop the rest; returns
 /// the failures.
-pub(super) async fn set_links_each(links: &[String], up: bool) -> Vec<String> {
+pub(super) async fn set_links_each(links: &[String], up: bool) -> Vec<NetError> {
     let state = if up { "up" } else { "down" };
     let mut problems = Vec::new();
     for l in links {
@@ -252,9 +326,9 @@ pub(super) fn loss_script(
     table: &str,
     percent: f64,
     direction: Direction,
-) -> Result<String, String> {
+) -> Result<String, NetError> {
     if !percent.is_finite() || !(0.0..=100.0).contains(&percent) {
-        return Err(format!("loss of {percent}% is not a percentage (0 to 100)"));
+        return Err(NetError::NotAPercentage(percent));
     }
     let threshold = (percent * 100.0).round() as u32;
     // `numgen random mod 10000` is 0..=9999: 100 % is every packet.
@@ -280,9 +354,9 @@ pub(super) fn loss_script(
 pub(super) fn partition_script(
     table: &str,
     peers: &[String],
-) -> Result<(String, Vec<String>), String> {
+) -> Result<(String, Vec<String>), NetError> {
     if peers.is_empty() {
-        return Err("a partition needs at least one peer address".into());
+        return Err(NetError::NoPeers);
     }
     let peers: Vec<(bool, String)> = peers
         .iter()
@@ -312,8 +386,8 @@ pub(super) fn partition_script(
 
 /// An address or a network (`addr/prefix`, host bits cleared) in nftables syntax; true for
 /// IPv6.
-fn parse_peer(peer: &str) -> Result<(bool, String), String> {
-    let bad = || format!("partition peer `{peer}` is not an IP address or network");
+fn parse_peer(peer: &str) -> Result<(bool, String), NetError> {
+    let bad = || NetError::BadPeer(peer.to_string());
     let (addr, prefix) = match peer.trim().split_once('/') {
         Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| bad())?)),
         None => (peer.trim(), None),
@@ -359,14 +433,17 @@ fn table_script(table: &str, chains: &str) -> String {
 }
 
 /// Loads `script` (one transaction: all of it or nothing).
-pub(super) async fn nft_load(table: &str, script: &str) -> Result<(), String> {
+pub(super) async fn nft_load(table: &str, script: &str) -> Result<(), NetError> {
     run("nft", &["-f", "-"], Some(script.as_bytes()))
         .await
         .map(|_| ())
-        .map_err(|e| format!("cannot load nftables table {table}: {e}"))
+        .map_err(|e| NetError::NftLoad {
+            table: table.to_string(),
+            source: Box::new(e),
+        })
 }
 
-pub(super) async fn nft_delete(table: &str) -> Result<(), String> {
+pub(super) async fn nft_delete(table: &str) -> Result<(), NetError> {
     run("nft", &["delete", "table", "inet", table], None)
         .await
         .map(|_| ())
@@ -374,9 +451,9 @@ pub(super) async fn nft_delete(table: &str) -> Result<(), String> {
 
 /// Adds a netem delay as the root qdisc of every link but `lo`; on any failure removes what it
 /// added. Returns the links.
-pub(super) async fn delay_add(delay_ms: u64) -> Result<Vec<String>, String> {
+pub(super) async fn delay_add(delay_ms: u64) -> Result<Vec<String>, NetError> {
     if delay_ms == 0 {
-        return Err("a delay of 0 ms is no fault".into());
+        return Err(NetError::ZeroDelay);
     }
     let targets: Vec<String> = links()
         .await?
@@ -385,7 +462,7 @@ pub(super) async fn delay_add(delay_ms: u64) -> Result<Vec<String>, String> {
         .map(|l| l.name)
         .collect();
     if targets.is_empty() {
-        return Err("no interface but lo to delay".into());
+        return Err(NetError::NothingToDelay);
     }
     let delay = format!("{delay_ms}ms");
     let mut added = Vec::new();
@@ -400,9 +477,10 @@ pub(super) async fn delay_add(delay_ms: u64) -> Result<Vec<String>, String> {
         .await;
         if let Err(e) = r {
             let _ = delay_del(&added).await;
+            let text = e.to_string();
             return Err(
-                if e.contains("qdisc kind is unknown") || e.contains("netem") {
-                    format!("netem qdisc is not available in this kernel ({e})")
+                if text.contains("qdisc kind is unknown") || text.contains("netem") {
+                    NetError::NoNetem(Box::new(e))
                 } else {
                     e
                 },
@@ -414,7 +492,7 @@ pub(super) async fn delay_add(delay_ms: u64) -> Result<Vec<String>, String> {
 }
 
 /// Removes the root qdiscs of `links`; returns the failures.
-pub(super) async fn delay_del(links: &[String]) -> Vec<String> {
+pub(super) async fn delay_del(links: &[String]) -> Vec<NetError> {
     let mut problems = Vec::new();
     for link in links {
         if let Err(e) = run("tc", &["qdisc", "del", "dev", link, "root"], None).await {

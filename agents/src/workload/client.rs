@@ -1,102 +1,29 @@
 //! The workload clients: real TCP clients in the client host's namespace that measure what
-//! they see (DESIGN §7). Each connection has a [`Meter`] (throughput buckets, stalls, request
-//! latencies, connection events) and a [`StreamChecker`] that verifies every received byte.
+//! they see (DESIGN §7). Each connection is a [`Client`]: a [`halab_workload::meter::Meter`]
+//! (throughput buckets, stalls, request latencies, connection events) and a
+//! [`halab_workload::integrity::StreamChecker`] that verifies every received byte.
 //!
-//! Failover is the client's own, as in the traditional architecture of mode `none` (DESIGN §5,
-//! thesis §5.6): on a TCP error, a FIN before the end, or no byte for the idle timeout, it
-//! connects to the next server in its list and re-issues its request: bulk and http from the
-//! start (the checker counts the bytes fetched again), echo and interactive from the exchange
-//! that broke, download from its byte offset (paper 000 §5.1).
+//! What a mode changes on the client side is its [`ClientPolicy`], taken once per connection
+//! from the spec's mode. The workloads here are mode none's client, the traditional
+//! architecture (DESIGN §5, thesis §5.6): on a TCP error, a FIN before the end, or no byte for
+//! the idle timeout, it connects to the next server in its list and re-issues its request: bulk
+//! and http from the start (the checker counts the bytes fetched again), echo and interactive
+//! from the exchange that broke, download from its byte offset (paper 000 §5.1).
 
-use super::request::{EXCHANGES, REPLY_LEN, REQUEST_LEN, Request, name_seed, reply_seed};
-use halab_protocol::{
-    ClientEvent, ClientResult, ClientSpec, ConnectionResult, ModeConfig, Workload, mono_ns,
+use super::connection::{Break, Client, ClientError, Failure};
+pub use super::live::Live;
+use super::request::{
+    EXCHANGES, REPLY_LEN, REQUEST_LEN, Request, file_name, http_path, name_seed, reply_seed,
 };
+use crate::modes::registry::ClientPolicy;
+use halab_protocol::{ClientResult, ClientSpec, ConnectionResult, Workload, mono_ns};
 use halab_workload::content;
-use halab_workload::integrity::StreamChecker;
-use halab_workload::meter::{ConnEvent, Meter};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-
-/// Read buffer per connection.
-const READ_BUF: usize = 256 * 1024;
-
-/// What a run's clients report while they run, for telemetry: the bytes all connections
-/// have received, how far they have got through their streams, and connection events not yet
-/// sent.
-#[derive(Debug)]
-pub struct Live {
-    pub bytes: AtomicU64,
-    /// Distinct stream offsets received by all connections (see
-    /// [`StreamChecker::bytes_seen`]): the run's progress, which marks are taken against.
-    pub progress: AtomicU64,
-    /// The progress at which `mark_reached` is notified; `u64::MAX` when no mark is armed.
-    next_mark: AtomicU64,
-    pub mark_reached: tokio::sync::Notify,
-    events: std::sync::Mutex<Vec<ClientEvent>>,
-}
-
-impl Default for Live {
-    fn default() -> Self {
-        Live {
-            bytes: AtomicU64::new(0),
-            progress: AtomicU64::new(0),
-            next_mark: AtomicU64::new(u64::MAX),
-            mark_reached: tokio::sync::Notify::new(),
-            events: std::sync::Mutex::default(),
-        }
-    }
-}
-
-impl Live {
-    /// Notifies `mark_reached` once progress reaches `at` (at once if it already has); `None`
-    /// disarms.
-    pub fn arm_mark(&self, at: Option<u64>) {
-        let at = at.unwrap_or(u64::MAX);
-        self.next_mark.store(at, Ordering::SeqCst);
-        // Progress may have passed the mark before it was armed.
-        if self.progress.load(Ordering::SeqCst) >= at {
-            self.mark_reached.notify_one();
-        }
-    }
-
-    /// Adds `n` to the progress; true when that reached the armed mark (the caller should
-    /// yield, see [`Client::payload`]).
-    fn add_progress(&self, n: u64) -> bool {
-        if n == 0 {
-            return false;
-        }
-        let now = self.progress.fetch_add(n, Ordering::SeqCst) + n;
-        if now >= self.next_mark.load(Ordering::SeqCst) {
-            // One stored permit at most, however often this is called before it is taken.
-            self.mark_reached.notify_one();
-            return true;
-        }
-        false
-    }
-
-    /// The events since the last call.
-    pub fn take_events(&self) -> Vec<ClientEvent> {
-        // A poisoned lock only means a client task panicked while pushing; the list is intact.
-        std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    fn push(&self, connection: u32, at_ns: u64, event: ConnEvent) {
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(ClientEvent {
-                connection,
-                at_ns,
-                event,
-            });
-    }
-}
 
 /// Runs every connection of `spec` to completion, failure or `stop`, reporting progress and
 /// events through `live` as they happen.
@@ -150,299 +77,34 @@ pub fn mark_bytes(total: u64, ppm: u32) -> u64 {
     exact.div_ceil(1_000_000) as u64
 }
 
-/// Why an attempt ended early.
-pub(crate) struct Failure {
-    pub(crate) event: ConnEvent,
-    pub(crate) reason: String,
-}
-
-impl Failure {
-    pub(crate) fn io(e: std::io::Error) -> Failure {
-        Failure {
-            event: ConnEvent::Reset,
-            reason: format!("TCP error: {e}"),
-        }
-    }
-
-    pub(crate) fn fin(got: u64, want: u64) -> Failure {
-        Failure {
-            event: ConnEvent::Fin,
-            reason: format!("FIN after {got} of {want} bytes"),
-        }
-    }
-    pub(crate) fn idle(ms: u64) -> Failure {
-        Failure {
-            event: ConnEvent::TimedOut,
-            reason: format!("no data for {ms} ms"),
-        }
-    }
-    pub(crate) fn protocol(reason: String) -> Failure {
-        Failure {
-            event: ConnEvent::Reset,
-            reason,
-        }
-    }
-}
-
-/// State of one client connection across its attempts.
-pub(crate) struct Client<'a> {
-    pub(crate) spec: &'a ClientSpec,
-    pub(crate) index: u32,
-    pub(crate) seed: u64,
-    pub(crate) meter: Meter,
-    pub(crate) checker: StreamChecker,
-    pub(crate) live: Arc<Live>,
-    pub(crate) stop: CancellationToken,
-    pub(crate) deadline: tokio::time::Instant,
-    pub(crate) server: usize,
-    pub(crate) attempts: u32,
-    pub(crate) servers_used: Vec<String>,
-    pub(crate) detect: Option<(u64, String)>,
-    pub(crate) reconnected_ns: Option<u64>,
-    pub(crate) resume_ns: Option<u64>,
-    pub(crate) buf: Vec<u8>,
-}
-
-impl Client<'_> {
-    /// Connects to the current server, moving down the list on failure.
-    async fn connect(&mut self, port: u16) -> Result<TcpStream, String> {
-        loop {
-            if self.stop.is_cancelled() {
-                return Err("stopped".into());
-            }
-            if tokio::time::Instant::now() >= self.deadline {
-                return Err(format!("deadline of {} ms passed", self.spec.deadline_ms));
-            }
-            if self.attempts >= self.spec.max_attempts.max(1) {
-                return Err(format!(
-                    "gave up after {} connection attempts",
-                    self.attempts
-                ));
-            }
-            let addr = self.spec.servers[self.server % self.spec.servers.len()].clone();
-            self.attempts += 1;
-            self.servers_used.push(addr.clone());
-            let timeout = Duration::from_millis(self.spec.connect_timeout_ms.max(1));
-            match tokio::time::timeout(timeout, TcpStream::connect((addr.as_str(), port))).await {
-                Ok(Ok(s)) => {
-                    let _ = s.set_nodelay(true);
-                    let now = mono_ns();
-                    let event = if self.detect.is_some() {
-                        self.reconnected_ns.get_or_insert(now);
-                        ConnEvent::Reconnect { to: addr }
-                    } else {
-                        ConnEvent::Connected
-                    };
-                    self.event(now, event);
-                    return Ok(s);
-                }
-                Ok(Err(e)) => self.failed(Failure::io(e)),
-                Err(_) => self.failed(Failure {
-                    event: ConnEvent::TimedOut,
-                    reason: format!("connect to {addr} timed out"),
-                }),
-            }
-        }
-    }
-
-    /// Records a connection event, in the meter and live.
-    pub(crate) fn event(&mut self, now: u64, event: ConnEvent) {
-        self.live.push(self.index, now, event.clone());
-        self.meter.on_event(now, event);
-    }
-
-    /// Records a failure and moves to the next server.
-    pub(crate) fn failed(&mut self, f: Failure) {
-        let now = mono_ns();
-        tracing::info!(connection = self.index, reason = %f.reason, "client connection failed");
-        self.event(now, f.event);
-        if self.detect.is_none() {
-            self.detect = Some((now, f.reason));
-        }
-        self.server += 1;
-    }
-
-    /// Accounts received payload bytes. True when they reached a progress mark: the caller
-    /// then yields before its next read. The task that reports the mark was woken from this
-    /// one and waits in this worker's LIFO slot, which other workers cannot steal; a
-    /// connection whose reads are always ready would keep it waiting for its whole coop
-    /// budget (128 reads of up to 256 KB: tens of milliseconds, a whole transfer).
-    #[must_use]
-    pub(crate) fn payload(&mut self, n: usize) -> bool {
-        let now = mono_ns();
-        if self.reconnected_ns.is_some() && self.resume_ns.is_none() {
-            self.resume_ns = Some(now);
-        }
-        self.meter.on_bytes(now, n as u64);
-        let seen = self.checker.bytes_seen();
-        self.checker.push(&self.buf[..n]);
-        self.live.bytes.fetch_add(n as u64, Ordering::Relaxed);
-        self.live
-            .add_progress(self.checker.bytes_seen().saturating_sub(seen))
-    }
-
-    /// One read with the idle timeout; `Ok(0)` is end of stream.
-    async fn read(&mut self, stream: &mut TcpStream) -> Result<usize, Failure> {
-        let idle = Duration::from_millis(self.spec.idle_timeout_ms.max(1));
-        tokio::select! {
-            _ = self.stop.cancelled() => Err(Failure::protocol("stopped".into())),
-            r = tokio::time::timeout(idle, stream.read(&mut self.buf)) => match r {
-                Err(_) => Err(Failure::idle(self.spec.idle_timeout_ms)),
-                Ok(Err(e)) => Err(Failure::io(e)),
-                Ok(Ok(n)) => Ok(n),
-            },
-        }
-    }
-
-    /// Receives exactly `want` payload bytes.
-    async fn receive(&mut self, stream: &mut TcpStream, want: u64) -> Result<(), Failure> {
-        let mut got = 0u64;
-        while got < want {
-            let cap = (want - got).min(self.buf.len() as u64) as usize;
-            let n = {
-                let idle = Duration::from_millis(self.spec.idle_timeout_ms.max(1));
-                tokio::select! {
-                    _ = self.stop.cancelled() => return Err(Failure::protocol("stopped".into())),
-                    r = tokio::time::timeout(idle, stream.read(&mut self.buf[..cap])) => match r {
-                        Err(_) => return Err(Failure::idle(self.spec.idle_timeout_ms)),
-                        Ok(Err(e)) => return Err(Failure::io(e)),
-                        Ok(Ok(0)) => return Err(Failure::fin(got, want)),
-                        Ok(Ok(n)) => n,
-                    },
-                }
-            };
-            if self.payload(n) {
-                tokio::task::yield_now().await;
-            }
-            got += n as u64;
-        }
-        Ok(())
-    }
-
-    /// Receives the rest of a stream: `want` bytes, then the server's FIN. `Some` ends the
-    /// connection's work (done, or stopped); `None` means the attempt failed and was recorded,
-    /// and the caller tries the next server.
-    async fn finish_stream(
-        &mut self,
-        s: &mut TcpStream,
-        want: u64,
-        sent: u64,
-    ) -> Option<Result<(), String>> {
-        // The FIN is awaited only once every byte is in: `Result::and` would evaluate (and
-        // wait for) it even after a failed receive, doubling the detection time.
-        let outcome = match self.receive(s, want).await {
-            Ok(()) => expect_fin(self, s).await,
-            Err(f) => Err(f),
-        };
-        match outcome {
-            Ok(()) => {
-                self.meter.on_latency(mono_ns().saturating_sub(sent));
-                Some(Ok(()))
-            }
-            Err(_) if self.stop.is_cancelled() => Some(Err("stopped".into())),
-            Err(f) => {
-                self.failed(f);
-                None
-            }
-        }
-    }
-
-    fn finish(self, error: Option<String>) -> ConnectionResult {
-        let (detect_ns, detect_reason) = match self.detect {
-            Some((t, r)) => (Some(t), Some(r)),
-            None => (None, None),
-        };
-        ConnectionResult {
-            index: self.index,
-            seed: self.seed,
-            meter: self.meter.summary(),
-            integrity: self.checker.finish(),
-            detect_ns,
-            detect_reason,
-            reconnected_ns: self.reconnected_ns,
-            resume_ns: self.resume_ns,
-            attempts: self.attempts,
-            servers_used: self.servers_used,
-            error,
-        }
-    }
-}
-
-/// Idle and connect timeout of a client under st-tcp: the takeover happens under it, on the
-/// same connection, so only a failed takeover may end it.
-const ST_TCP_IDLE_TIMEOUT_MS: u64 = 30_000;
-
 async fn connection(
     index: u32,
     spec: &ClientSpec,
     stop: CancellationToken,
     live: Arc<Live>,
 ) -> ConnectionResult {
-    // st-tcp (DESIGN §5): an unmodified client of the service address that never reconnects;
-    // the failover is the backup's business. A failure ends the connection with its error.
-    let st_tcp_spec;
-    let spec = if matches!(spec.mode, halab_protocol::ModeConfig::StTcp(_)) {
-        let mut s = spec.clone();
-        s.servers.truncate(1);
-        s.max_attempts = 1;
-        s.idle_timeout_ms = s.idle_timeout_ms.max(ST_TCP_IDLE_TIMEOUT_MS);
-        // Connecting, it is the kernel's client: its SYN is sent again (1 s, 3 s, 7 s, ...
-        // after the first) until someone answers for the service address. A SYN lost to a
-        // primary that failed before answering reaches the backup once it took over.
-        s.connect_timeout_ms = s.connect_timeout_ms.max(ST_TCP_IDLE_TIMEOUT_MS);
-        st_tcp_spec = s;
-        &st_tcp_spec
-    } else {
-        spec
-    };
+    let policy = ClientPolicy::of(&spec.mode);
+    let spec = policy.spec(spec);
+    let spec = spec.as_ref();
     let seed = spec.seed.wrapping_add(index as u64);
-    let (check_seed, expected) = checked_stream(spec, seed);
-    let mut c = Client {
-        spec,
-        index,
-        seed,
-        meter: Meter::new(mono_ns()),
-        checker: StreamChecker::new(check_seed, expected),
-        live,
-        stop,
-        deadline: tokio::time::Instant::now() + Duration::from_millis(spec.deadline_ms),
-        server: 0,
-        attempts: 0,
-        servers_used: Vec::new(),
-        detect: None,
-        reconnected_ns: None,
-        resume_ns: None,
-        buf: vec![0u8; READ_BUF],
-    };
+    let mut c = Client::new(spec, index, seed, checked_stream(spec, seed), stop, live);
     if spec.servers.is_empty() {
-        return c.finish(Some("no servers given".into()));
+        return c.finish(Err(ClientError::NoServers));
     }
-    let outcome = match spec.workload {
-        Workload::Echo | Workload::Interactive => exchanges(&mut c).await,
-        Workload::Bulk => bulk(&mut c).await,
-        Workload::Download => match &spec.mode {
-            ModeConfig::AppMigration(cfg) => {
-                crate::modes::app_migration::client::download(&mut c, cfg).await
-            }
-            _ => download(&mut c).await,
+    let outcome = match policy.run_own(&mut c).await {
+        Some(outcome) => outcome,
+        None => match spec.workload {
+            Workload::Echo | Workload::Interactive => exchanges(&mut c).await,
+            Workload::Bulk => bulk(&mut c).await,
+            Workload::Download => download(&mut c).await,
+            Workload::Http => http(&mut c).await,
         },
-        Workload::Http => http(&mut c).await,
     };
-    c.finish(outcome.err())
-}
-
-/// The virtual file a download connection fetches.
-pub(crate) fn file_name(seed: u64) -> String {
-    format!("halab-{seed:x}.bin")
-}
-
-/// The URL path an http connection fetches.
-fn http_path(seed: u64) -> String {
-    format!("/halab-{seed:x}.bin")
+    c.finish(outcome)
 }
 
 /// Echo and interactive: request k, wait for its whole reply, record the latency, next.
-async fn exchanges(c: &mut Client<'_>) -> Result<(), String> {
+async fn exchanges(c: &mut Client<'_>) -> Result<(), ClientError> {
     let interactive = c.spec.workload == Workload::Interactive;
     let reply_len = if interactive { REPLY_LEN } else { REQUEST_LEN } as u64;
     let mut k = 0u64;
@@ -465,21 +127,18 @@ async fn exchanges(c: &mut Client<'_>) -> Result<(), String> {
             c.checker.restart_at(k * reply_len);
         }
         if let Err(e) = s.write_all(line.as_bytes()).await {
-            c.failed(Failure::io(e));
+            c.failed(Break::io(e));
             continue;
         }
         while k < EXCHANGES {
             content::fill(c.seed, k * REQUEST_LEN as u64, &mut request);
             let sent = mono_ns();
             if let Err(e) = s.write_all(&request).await {
-                c.failed(Failure::io(e));
+                c.failed(Break::io(e));
                 continue 'connection;
             }
             if let Err(f) = c.receive(&mut s, reply_len).await {
-                if c.stop.is_cancelled() {
-                    return Err("stopped".into());
-                }
-                c.failed(f);
+                c.after(f)?;
                 continue 'connection;
             }
             c.meter.on_latency(mono_ns().saturating_sub(sent));
@@ -490,7 +149,7 @@ async fn exchanges(c: &mut Client<'_>) -> Result<(), String> {
 }
 
 /// Bulk: one request, `size` bytes, FIN. A failed attempt is re-issued from the start.
-async fn bulk(c: &mut Client<'_>) -> Result<(), String> {
+async fn bulk(c: &mut Client<'_>) -> Result<(), ClientError> {
     loop {
         let mut s = c.connect(c.spec.workload_port).await?;
         if c.detect.is_some() {
@@ -503,7 +162,7 @@ async fn bulk(c: &mut Client<'_>) -> Result<(), String> {
         }
         .line();
         if let Err(e) = s.write_all(line.as_bytes()).await {
-            c.failed(Failure::io(e));
+            c.failed(Break::io(e));
             continue;
         }
         if let Some(done) = c.finish_stream(&mut s, c.spec.size, sent).await {
@@ -512,20 +171,8 @@ async fn bulk(c: &mut Client<'_>) -> Result<(), String> {
     }
 }
 
-/// After the last expected byte the server must close: more bytes are an error too.
-async fn expect_fin(c: &mut Client<'_>, s: &mut TcpStream) -> Result<(), Failure> {
-    match c.read(s).await? {
-        0 => Ok(()),
-        n => {
-            // The run ends here: no mark to yield for.
-            let _ = c.payload(n);
-            Err(Failure::protocol(format!("{n} bytes beyond the end")))
-        }
-    }
-}
-
 /// Download (paper 000 §5.1): name out, size in, offset out, bytes from the offset.
-async fn download(c: &mut Client<'_>) -> Result<(), String> {
+async fn download(c: &mut Client<'_>) -> Result<(), ClientError> {
     let size = c.spec.size;
     let name = file_name(c.seed);
     // The offset the next connection resumes at: every byte received so far, in order.
@@ -542,19 +189,19 @@ async fn download(c: &mut Client<'_>) -> Result<(), String> {
         }
         .line();
         let attempt = async {
-            s.write_all(line.as_bytes()).await.map_err(Failure::io)?;
+            s.write_all(line.as_bytes()).await.map_err(Break::io)?;
             let announced = read_line(c, &mut s).await?;
             if announced != format!("SIZE {size}") {
-                return Err(Failure::protocol(format!("server announced {announced:?}")));
+                return Err(Break::protocol(format!("server announced {announced:?}")));
             }
             s.write_all(format!("OFFSET {offset}\n").as_bytes())
                 .await
-                .map_err(Failure::io)?;
+                .map_err(Break::io)?;
             Ok(())
         }
         .await;
-        if let Err(f) = attempt {
-            c.failed(f);
+        if let Err(b) = attempt {
+            c.failed(b);
             continue;
         }
         let before = c.checker.progress().bytes_received;
@@ -568,18 +215,18 @@ async fn download(c: &mut Client<'_>) -> Result<(), String> {
 }
 
 /// Reads one `\n`-terminated control line byte by byte (the download exchange is tiny).
-async fn read_line(c: &mut Client<'_>, s: &mut TcpStream) -> Result<String, Failure> {
+async fn read_line(c: &mut Client<'_>, s: &mut TcpStream) -> Result<String, Break> {
     let mut line = Vec::new();
     let idle = Duration::from_millis(c.spec.idle_timeout_ms.max(1));
     loop {
         let mut b = [0u8; 1];
         match tokio::time::timeout(idle, s.read(&mut b)).await {
-            Err(_) => return Err(Failure::idle(c.spec.idle_timeout_ms)),
-            Ok(Err(e)) => return Err(Failure::io(e)),
-            Ok(Ok(0)) => return Err(Failure::fin(0, 1)),
+            Err(_) => return Err(Break::idle(c.spec.idle_timeout_ms)),
+            Ok(Err(e)) => return Err(Break::io(e)),
+            Ok(Ok(0)) => return Err(Break::fin(0, 1)),
             Ok(Ok(_)) if b[0] == b'\n' => return Ok(String::from_utf8_lossy(&line).into_owned()),
             Ok(Ok(_)) if line.len() > 256 => {
-                return Err(Failure::protocol("control line too long".into()));
+                return Err(Break::protocol("control line too long".into()));
             }
             Ok(Ok(_)) => line.push(b[0]),
         }
@@ -587,7 +234,7 @@ async fn read_line(c: &mut Client<'_>, s: &mut TcpStream) -> Result<String, Fail
 }
 
 /// HTTP/1.1 GET of `size` bytes; a failed attempt is re-issued from the start.
-async fn http(c: &mut Client<'_>) -> Result<(), String> {
+async fn http(c: &mut Client<'_>) -> Result<(), ClientError> {
     let path = http_path(c.seed);
     loop {
         let mut s = c.connect(c.spec.http_port).await?;
@@ -601,7 +248,7 @@ async fn http(c: &mut Client<'_>) -> Result<(), String> {
             c.spec.size
         );
         if let Err(e) = s.write_all(req.as_bytes()).await {
-            c.failed(Failure::io(e));
+            c.failed(Break::io(e));
             continue;
         }
         // Response head, then the body; body bytes that came with the head are payload.
@@ -609,30 +256,30 @@ async fn http(c: &mut Client<'_>) -> Result<(), String> {
         let body_start = loop {
             match c.read(&mut s).await {
                 Err(f) => break Err(f),
-                Ok(0) => break Err(Failure::fin(0, c.spec.size)),
+                Ok(0) => break Err(Break::fin(0, c.spec.size).into()),
                 Ok(n) => {
                     head.extend_from_slice(&c.buf[..n]);
                     if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
                         break Ok(i + 4);
                     }
                     if head.len() > 16 * 1024 {
-                        break Err(Failure::protocol("response head too long".into()));
+                        break Err(Break::protocol("response head too long".into()).into());
                     }
                 }
             }
         };
         let body_start = match body_start {
             Ok(i) => i,
-            Err(f) => {
-                c.failed(f);
+            Err(Failure::Stopped) => return Err(ClientError::Stopped),
+            Err(Failure::Broke(b)) => {
+                c.failed(b);
                 continue;
             }
         };
         let head_text = String::from_utf8_lossy(&head[..body_start]).into_owned();
         if !head_text.starts_with("HTTP/1.1 200") {
-            return Err(format!(
-                "server answered {:?}",
-                head_text.lines().next().unwrap_or("")
+            return Err(ClientError::Answer(
+                head_text.lines().next().unwrap_or("").to_string(),
             ));
         }
         let early = head.len() - body_start;
@@ -649,8 +296,7 @@ async fn http(c: &mut Client<'_>) -> Result<(), String> {
                 c.meter.on_latency(mono_ns().saturating_sub(sent));
                 return Ok(());
             }
-            Err(_) if c.stop.is_cancelled() => return Err("stopped".into()),
-            Err(f) => c.failed(f),
+            Err(f) => c.after(f)?,
         }
     }
 }
@@ -668,28 +314,5 @@ mod tests {
         assert_eq!(mark_bytes(0, 400_000), 0);
         assert_eq!(mark_bytes(u64::MAX, 1_000_000), u64::MAX);
         assert_eq!(mark_bytes(10, 2_000_000), 10);
-    }
-
-    #[tokio::test]
-    async fn a_mark_is_notified_when_reached_also_when_armed_late() {
-        let live = Live::default();
-        live.arm_mark(Some(100));
-        live.add_progress(60);
-        let wait = tokio::time::timeout(Duration::from_millis(20), live.mark_reached.notified());
-        assert!(wait.await.is_err(), "notified before the mark");
-        live.add_progress(40);
-        tokio::time::timeout(Duration::from_secs(5), live.mark_reached.notified())
-            .await
-            .expect("notified at the mark");
-        // Progress already beyond the next mark when it is armed.
-        live.add_progress(50);
-        live.arm_mark(Some(120));
-        tokio::time::timeout(Duration::from_secs(5), live.mark_reached.notified())
-            .await
-            .expect("notified on arming");
-        live.arm_mark(None);
-        live.add_progress(1_000);
-        let wait = tokio::time::timeout(Duration::from_millis(20), live.mark_reached.notified());
-        assert!(wait.await.is_err(), "notified while disarmed");
     }
 }

@@ -39,6 +39,16 @@ pub fn reply_seed(seed: u64) -> u64 {
 
 pub use halab_workload::content::name_seed;
 
+/// The virtual file a download connection with stream seed `seed` fetches.
+pub fn file_name(seed: u64) -> String {
+    format!("halab-{seed:x}.bin")
+}
+
+/// The URL path an http connection with stream seed `seed` fetches.
+pub fn http_path(seed: u64) -> String {
+    format!("/halab-{seed:x}.bin")
+}
+
 /// The first line of a halab-protocol connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -71,30 +81,71 @@ pub enum Parsed<T> {
     Done(T, usize),
 }
 
+/// Why a request is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("no end of line in {} bytes", MAX_HEAD)]
+    NoEndOfLine,
+    #[error("request line is not UTF-8")]
+    LineNotUtf8,
+    #[error("not a halab request: {0:?}")]
+    NotHalab(String),
+    #[error("request names no workload")]
+    NoWorkload,
+    #[error("bad field {0:?}")]
+    BadField(String),
+    #[error("bad {field} {value:?}")]
+    BadValue { field: &'static str, value: String },
+    #[error("unknown field {0:?}")]
+    UnknownField(String),
+    #[error("{kind} request without {what}")]
+    Missing { kind: String, what: &'static str },
+    #[error("unknown workload {0:?}")]
+    UnknownWorkload(String),
+    #[error("expected `{keyword} <n>`, got {line:?}")]
+    Expected { keyword: String, line: String },
+    #[error("request head longer than {} bytes", MAX_HEAD)]
+    HeadTooLong,
+    #[error("request head is not UTF-8")]
+    HeadNotUtf8,
+    #[error("bad request line {0:?}")]
+    BadRequestLine(String),
+    #[error("method {0} not supported")]
+    Method(String),
+    #[error("bad path {0:?}")]
+    BadPath(String),
+}
+
+fn bad(field: &'static str, value: &str) -> RequestError {
+    RequestError::BadValue {
+        field,
+        value: value.to_string(),
+    }
+}
+
 /// Takes one `\n`-terminated line from `buf`, refusing lines over [`MAX_HEAD`].
-fn take_line(buf: &[u8]) -> Result<Parsed<&str>, String> {
+fn take_line(buf: &[u8]) -> Result<Parsed<&str>, RequestError> {
     match buf.iter().position(|b| *b == b'\n') {
-        None if buf.len() > MAX_HEAD => Err(format!("no end of line in {MAX_HEAD} bytes")),
+        None if buf.len() > MAX_HEAD => Err(RequestError::NoEndOfLine),
         None => Ok(Parsed::Incomplete),
         Some(i) => {
-            let line = std::str::from_utf8(&buf[..i])
-                .map_err(|_| "request line is not UTF-8".to_string())?;
+            let line = std::str::from_utf8(&buf[..i]).map_err(|_| RequestError::LineNotUtf8)?;
             Ok(Parsed::Done(line.trim_end_matches('\r'), i + 1))
         }
     }
 }
 
 /// Parses the first line of a halab-protocol connection.
-pub fn parse_request(buf: &[u8]) -> Result<Parsed<Request>, String> {
+pub fn parse_request(buf: &[u8]) -> Result<Parsed<Request>, RequestError> {
     let (line, used) = match take_line(buf)? {
         Parsed::Incomplete => return Ok(Parsed::Incomplete),
         Parsed::Done(l, n) => (l, n),
     };
     let mut words = line.split_ascii_whitespace();
     if words.next() != Some("HALAB") {
-        return Err(format!("not a halab request: {line:?}"));
+        return Err(RequestError::NotHalab(line.to_string()));
     }
-    let kind = words.next().ok_or("request names no workload")?;
+    let kind = words.next().ok_or(RequestError::NoWorkload)?;
     let mut seed = None;
     let mut size = None;
     let mut from = None;
@@ -102,20 +153,21 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<Request>, String> {
     for w in words {
         let (k, v) = w
             .split_once('=')
-            .ok_or_else(|| format!("bad field {w:?}"))?;
+            .ok_or_else(|| RequestError::BadField(w.to_string()))?;
         match k {
-            "seed" => {
-                seed = Some(u64::from_str_radix(v, 16).map_err(|_| format!("bad seed {v:?}"))?)
-            }
+            "seed" => seed = Some(u64::from_str_radix(v, 16).map_err(|_| bad("seed", v))?),
             "size" => size = Some(parse_size(v)?),
-            "from" => from = Some(v.parse::<u64>().map_err(|_| format!("bad from {v:?}"))?),
+            "from" => from = Some(v.parse::<u64>().map_err(|_| bad("from", v))?),
             "name" if valid_name(v) => name = Some(v.to_string()),
-            "name" => return Err(format!("bad name {v:?}")),
-            _ => return Err(format!("unknown field {k:?}")),
+            "name" => return Err(bad("name", v)),
+            _ => return Err(RequestError::UnknownField(k.to_string())),
         }
     }
-    let need =
-        |v: Option<u64>, what: &str| v.ok_or_else(|| format!("{kind} request without {what}"));
+    let missing = |what: &'static str| RequestError::Missing {
+        kind: kind.to_string(),
+        what,
+    };
+    let need = |v: Option<u64>, what: &'static str| v.ok_or_else(|| missing(what));
     let req = match kind {
         "echo" => Request::Echo {
             seed: need(seed, "seed")?,
@@ -130,18 +182,18 @@ pub fn parse_request(buf: &[u8]) -> Result<Parsed<Request>, String> {
             size: need(size, "size")?,
         },
         "download" => Request::Download {
-            name: name.ok_or("download request without name")?,
+            name: name.ok_or_else(|| missing("name"))?,
             size: need(size, "size")?,
         },
-        other => return Err(format!("unknown workload {other:?}")),
+        other => return Err(RequestError::UnknownWorkload(other.to_string())),
     };
     Ok(Parsed::Done(req, used))
 }
 
-fn parse_size(v: &str) -> Result<u64, String> {
+fn parse_size(v: &str) -> Result<u64, RequestError> {
     match v.parse::<u64>() {
         Ok(n) if n <= MAX_SIZE => Ok(n),
-        _ => Err(format!("bad size {v:?}")),
+        _ => Err(bad("size", v)),
     }
 }
 
@@ -159,7 +211,7 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 /// Parses a `SIZE <n>` or `OFFSET <n>` line of the download exchange.
-pub fn parse_number_line(buf: &[u8], keyword: &str) -> Result<Parsed<u64>, String> {
+pub fn parse_number_line(buf: &[u8], keyword: &str) -> Result<Parsed<u64>, RequestError> {
     let (line, used) = match take_line(buf)? {
         Parsed::Incomplete => return Ok(Parsed::Incomplete),
         Parsed::Done(l, n) => (l, n),
@@ -167,7 +219,10 @@ pub fn parse_number_line(buf: &[u8], keyword: &str) -> Result<Parsed<u64>, Strin
     let v = line
         .strip_prefix(keyword)
         .and_then(|rest| rest.strip_prefix(' '))
-        .ok_or_else(|| format!("expected `{keyword} <n>`, got {line:?}"))?;
+        .ok_or_else(|| RequestError::Expected {
+            keyword: keyword.to_string(),
+            line: line.to_string(),
+        })?;
     Ok(Parsed::Done(parse_size(v.trim())?, used))
 }
 
@@ -183,24 +238,24 @@ pub struct HttpGet {
 
 /// Parses an HTTP request head (up to and including the empty line). RFC 9112 §3 (request
 /// line) and §9.3 (persistence); only GET is served.
-pub fn parse_http(buf: &[u8]) -> Result<Parsed<HttpGet>, String> {
+pub fn parse_http(buf: &[u8]) -> Result<Parsed<HttpGet>, RequestError> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
         return if buf.len() > MAX_HEAD {
-            Err(format!("request head longer than {MAX_HEAD} bytes"))
+            Err(RequestError::HeadTooLong)
         } else {
             Ok(Parsed::Incomplete)
         };
     };
-    let head = std::str::from_utf8(&buf[..end]).map_err(|_| "request head is not UTF-8")?;
+    let head = std::str::from_utf8(&buf[..end]).map_err(|_| RequestError::HeadNotUtf8)?;
     let mut lines = head.split("\r\n");
     let request_line = lines.next().unwrap_or("");
     let mut parts = request_line.split(' ');
     let (method, target, version) = (parts.next(), parts.next(), parts.next());
     let (Some(method), Some(target), Some(version)) = (method, target, version) else {
-        return Err(format!("bad request line {request_line:?}"));
+        return Err(RequestError::BadRequestLine(request_line.to_string()));
     };
     if method != "GET" {
-        return Err(format!("method {method} not supported"));
+        return Err(RequestError::Method(method.to_string()));
     }
     let mut keep_alive = version == "HTTP/1.1";
     for h in lines {
@@ -217,7 +272,7 @@ pub fn parse_http(buf: &[u8]) -> Result<Parsed<HttpGet>, String> {
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     if !path.starts_with('/') || !path[1..].split('/').all(valid_name_or_empty) {
-        return Err(format!("bad path {path:?}"));
+        return Err(RequestError::BadPath(path.to_string()));
     }
     let mut size = DEFAULT_HTTP_SIZE;
     for kv in query.split('&').filter(|s| !s.is_empty()) {

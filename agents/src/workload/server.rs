@@ -4,8 +4,9 @@
 //! `content(seed, offset)`, so what it sends depends only on what the client asked.
 
 use super::request::{
-    HTTP_PORT, HttpGet, Parsed, REPLY_LEN, REQUEST_LEN, Request, WORKLOAD_PORT, http_error,
-    http_response_head, name_seed, parse_http, parse_number_line, parse_request, reply_seed,
+    HTTP_PORT, HttpGet, Parsed, REPLY_LEN, REQUEST_LEN, Request, RequestError, WORKLOAD_PORT,
+    http_error, http_response_head, name_seed, parse_http, parse_number_line, parse_request,
+    reply_seed,
 };
 use halab_workload::content;
 use std::io;
@@ -62,15 +63,17 @@ pub fn default_ports() -> (u16, u16) {
     (WORKLOAD_PORT, HTTP_PORT)
 }
 
-fn bad(e: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e.into())
+/// A refused request as the I/O error it ends its connection with (the refusal stays its
+/// source).
+fn bad(e: RequestError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
 /// Reads until `parse` accepts a prefix of the buffer; returns the value and the bytes after it.
 async fn read_head<T>(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
-    parse: impl Fn(&[u8]) -> Result<Parsed<T>, String>,
+    parse: impl Fn(&[u8]) -> Result<Parsed<T>, RequestError>,
 ) -> io::Result<Option<T>> {
     loop {
         match parse(buf).map_err(bad)? {
@@ -85,7 +88,10 @@ async fn read_head<T>(
                     return if buf.is_empty() {
                         Ok(None)
                     } else {
-                        Err(bad("connection closed inside a request"))
+                        Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "connection closed inside a request",
+                        ))
                     };
                 }
                 buf.extend_from_slice(&chunk[..n]);
@@ -162,7 +168,10 @@ async fn serve_halab(mut stream: TcpStream) -> io::Result<()> {
                 return Ok(());
             };
             if offset > size {
-                return Err(bad(format!("offset {offset} beyond size {size}")));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("offset {offset} beyond size {size}"),
+                ));
             }
             send_content(&mut stream, name_seed(&name), offset, size).await?;
             stream.shutdown().await

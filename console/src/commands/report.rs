@@ -87,7 +87,7 @@ pub fn read_records(results: &Path) -> Result<Vec<RunRecord>, CommandError> {
 
 /// How many runs the experiment of `results` planned, from `plan.json` beside it.
 pub fn planned_runs(results: &Path) -> Option<usize> {
-    let plan = results.with_file_name(super::run::PLAN_FILE);
+    let plan = results.with_file_name(crate::run::PLAN_FILE);
     let text = std::fs::read_to_string(plan).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v.get("runs")?.as_u64().map(|n| n as usize)

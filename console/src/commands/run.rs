@@ -13,7 +13,7 @@ use super::{CommandError, Context, require_local_privileges};
 use crate::experiment::{self, Experiment, RunPlan};
 use crate::logging;
 use crate::run::append_record;
-use crate::run::record::{RunRecord, parse_results};
+use crate::run::record::parse_results;
 use crate::run::runner::{Runner, check_capabilities, check_supported};
 use crate::testbed::{Testbed, UpOptions};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -26,8 +26,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{SignalKind, signal};
 
-/// The run folder's record of what the experiment plans.
-pub const PLAN_FILE: &str = "plan.json";
+use crate::run::PLAN_FILE;
+use crate::run::one_line::{describe, summary};
 const RESULTS_FILE: &str = "results.jsonl";
 
 /// `plan.json`.
@@ -368,35 +368,6 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// `mode=st-tcp workload=bulk heartbeat_ms=200 fault=power-off of primary rep 2`.
-pub fn describe(plan: &RunPlan) -> String {
-    let s = &plan.settings;
-    let mut parts = vec![
-        format!("mode={}", s.mode),
-        format!("workload={}", s.workload),
-    ];
-    for (k, v) in &plan.params {
-        if !["mode", "workload", "faults"].contains(&k.as_str()) {
-            parts.push(format!("{k}={v}"));
-        }
-    }
-    let faults: Vec<String> = plan
-        .faults
-        .iter()
-        .map(|f| format!("{} of {}", f.kind, f.target))
-        .collect();
-    parts.push(format!(
-        "fault={}",
-        if faults.is_empty() {
-            "none".to_string()
-        } else {
-            faults.join(" + ")
-        }
-    ));
-    parts.push(format!("rep {}", plan.repetition));
-    parts.join(" ")
-}
-
 /// Progress on stderr: an indicatif bar (run n/N, the current parameters, ETA) on a
 /// terminal; plain lines, one per run start and end, otherwise (logs, CI).
 struct Progress {
@@ -468,33 +439,6 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
-}
-
-/// One line per finished run: the figures a user looks for first.
-pub fn summary(r: &RunRecord) -> String {
-    let ms = |v: Option<f64>| v.map(|x| format!("{x:.1} ms")).unwrap_or("-".into());
-    let mut s = format!(
-        "{} in {:.0} ms; failover {}, detect {}, stall {}; {} of {} bytes, lost {}, duplicated {}, corrupted {}, refetched {}",
-        if r.integrity.integrity_ok {
-            "integrity ok"
-        } else {
-            "INTEGRITY FAILED"
-        },
-        r.duration_ms,
-        ms(r.failover_ms),
-        ms(r.detect_ms),
-        ms(r.stall_ms),
-        r.integrity.bytes_received,
-        r.integrity.bytes_expected,
-        r.integrity.bytes_lost,
-        r.integrity.bytes_duplicated,
-        r.integrity.bytes_corrupted,
-        r.integrity.bytes_refetched
-    );
-    if let Some(e) = &r.error {
-        s.push_str(&format!("; error: {e}"));
-    }
-    s
 }
 
 #[cfg(test)]

@@ -66,9 +66,7 @@ pub async fn run(
     let mut testbed = Testbed::up(topo, &opts).await?;
     // The topology's mode, where this version runs it; otherwise the roles run as mode none,
     // and the user is told so.
-    match crate::modes::supported(testbed.topology.run.mode).and_then(|()| {
-        crate::modes::mode_config(&testbed.topology, &testbed.topology.run, testbed.mode_key())
-    }) {
+    match crate::modes::config_for(&testbed.topology, &testbed.topology.run, testbed.mode_key()) {
         Ok(mode) => testbed.set_mode(mode),
         Err(e) => println!("{e}; the roles run as mode none"),
     }

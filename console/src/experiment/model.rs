@@ -550,11 +550,11 @@ impl Layered {
 
 /// The rules of a topology's `[run]` (`topology/validate.rs`): which values go together.
 pub(crate) fn has_heartbeat(mode: Mode) -> bool {
-    mode != Mode::None
+    mode.behaviour().run_keys().heartbeat
 }
 
 pub(crate) fn has_trigger(mode: Mode) -> bool {
-    mode == Mode::AppMigration
+    mode.behaviour().run_keys().trigger
 }
 
 pub(crate) fn has_size(workload: Workload) -> bool {

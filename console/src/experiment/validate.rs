@@ -19,10 +19,11 @@ use super::model::{
     MatrixValue, Origin, RUN_KEYS, RunOverrides, has_heartbeat, has_size, has_trigger, odometer,
 };
 use super::parse::{RawExperiment, RawFault};
+use crate::modes::RoleCount;
 use crate::topology::diagnostic::{Location, Reporter};
 use crate::topology::parse::{PathError, expand_path};
 use crate::topology::validate::{
-    MODES, TRIGGERS, WORKLOADS, check_name, in_range, list, list_all, one_of, parse_size,
+    TRIGGERS, WORKLOADS, check_name, in_range, list, list_all, modes, one_of, parse_size,
     valid_name,
 };
 use crate::topology::{self, Mode, Topology};
@@ -270,7 +271,7 @@ fn positive_duration(
 /// A value of `[run]` key `key`, from the experiment's `[run]` or a `[matrix]` list.
 fn run_value(r: &mut Reporter, key: &str, value: &Spanned<toml::Value>) -> Option<MatrixValue> {
     match key {
-        "mode" => word(r, key, "mode", value, &MODES).map(MatrixValue::Mode),
+        "mode" => word(r, key, "mode", value, &modes()).map(MatrixValue::Mode),
         "trigger" => word(r, key, "trigger", value, &TRIGGERS).map(MatrixValue::Trigger),
         "workload" => word(r, key, "workload", value, &WORKLOADS).map(MatrixValue::Workload),
         "heartbeat_ms" => integer(r, key, value, 60_000, "milliseconds between heartbeats")
@@ -1079,12 +1080,15 @@ fn conflict(
 /// Why `topology` lacks the roles `mode` needs: (message, hint). Hosts with roles the mode
 /// does not use simply idle.
 fn missing_roles(mode: Mode, topology: &Topology) -> Option<(String, String)> {
-    let mut needs: Vec<(Role, bool)> = vec![(Role::Primary, true), (Role::Client, false)];
-    match mode {
-        Mode::None | Mode::AppMigration => needs.push((Role::Backup, false)),
-        Mode::StTcp => needs.push((Role::Backup, true)),
-        Mode::Craft => needs.extend([(Role::Lb, false), (Role::Proxy, false)]),
-    }
+    let mut needs: Vec<(Role, bool)> = mode
+        .behaviour()
+        .roles()
+        .iter()
+        .filter(|rule| rule.count != RoleCount::Optional)
+        .map(|rule| (rule.role, rule.count == RoleCount::One))
+        .collect();
+    // The testbed's own roles first, as they were always checked first.
+    needs.sort_by_key(|(role, _)| !matches!(role, Role::Primary | Role::Client));
     let file = topology.source.display();
     for (role, exactly_one) in needs {
         let n = topology.hosts_with(role).count();

@@ -2,21 +2,86 @@
 //! server and client who is in the group (primary first, then the backups, in file order),
 //! with the testbed's HMAC key; the servers do the rest among themselves and report
 //! detections, triggers, accepted reconnects and rejoins, which go into the run's record.
+//! Nothing to act on and nothing to reset: the servers and clients migrate by themselves (no
+//! fencing: a client leaves a server only for another one), and servers restarted after a
+//! power-on rejoin the group by themselves.
 
-use super::EventSummary;
-use crate::testbed::Testbed;
+use super::contract::{
+    ClientPolicy, FailoverMode, RoleRule, RunKeys, ServerList, heartbeat_params,
+};
 use crate::topology::{RunSettings, Topology, Trigger as TopoTrigger};
-use halab_protocol::Role;
 use halab_protocol::modes::app_migration::{AppMigrationConfig, Event, GroupMember, Trigger};
+use halab_protocol::{ModeConfig, ModeEvent, Role};
+use std::collections::BTreeMap;
 
 /// Heartbeat interval when neither topology nor experiment gives one.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 200;
 /// Missed heartbeats before a server is dead, when not given.
 pub const DEFAULT_MISSED_HEARTBEATS: u32 = 3;
 
-/// Whether this version runs app-migration.
-pub fn supported() -> Result<(), String> {
-    Ok(())
+/// Application-layer connection migration.
+pub struct AppMigration;
+
+const ROLES: [RoleRule; 3] = [
+    RoleRule::one(Role::Primary),
+    RoleRule::at_least_one(Role::Backup),
+    RoleRule::at_least_one(Role::Client),
+];
+
+impl FailoverMode for AppMigration {
+    fn name(&self) -> &'static str {
+        "app-migration"
+    }
+
+    fn roles(&self) -> &'static [RoleRule] {
+        &ROLES
+    }
+
+    fn run_keys(&self) -> RunKeys {
+        RunKeys {
+            heartbeat: true,
+            trigger: true,
+        }
+    }
+
+    fn config(
+        &self,
+        topo: &Topology,
+        settings: &RunSettings,
+        key_hex: &str,
+    ) -> Result<ModeConfig, String> {
+        config(topo, settings, key_hex).map(|c| ModeConfig::AppMigration(Box::new(c)))
+    }
+
+    fn client_policy(&self) -> ClientPolicy {
+        // The servers tell the client where to go; it starts at the service address.
+        ClientPolicy {
+            servers: ServerList::ServiceAddressThenBackups,
+            keep_last_server: false,
+        }
+    }
+
+    fn record_params(&self, settings: &RunSettings) -> BTreeMap<String, serde_json::Value> {
+        let mut m = heartbeat_params(settings);
+        if let Some(t) = settings.trigger {
+            m.insert(
+                "trigger".into(),
+                serde_json::to_value(t).unwrap_or(serde_json::Value::Null),
+            );
+        }
+        m
+    }
+
+    fn describe(&self, event: &ModeEvent) -> String {
+        match event {
+            ModeEvent::AppMigration(e) => describe(e),
+            other => format!("{other:?}"),
+        }
+    }
+
+    fn plot_color(&self) -> (u8, u8, u8) {
+        (31, 119, 180)
+    }
 }
 
 /// The group every server and client of an app-migration run is told about; `key_hex` is the
@@ -64,52 +129,26 @@ pub fn config(
     })
 }
 
-/// Summarises an event of this mode for the record: `detect` (who declared whom dead),
+/// What an event of this mode says, for the record: `detect` (who declared whom dead),
 /// `takeover` (a trigger sent, or a reconnect accepted), `rejoin`, `ignored` (a datagram that
 /// failed authentication).
-pub fn describe(event: &Event) -> EventSummary {
-    let (kind, detail) = match event {
-        Event::Detect { peer, .. } => ("detect", format!("{peer} declared dead")),
-        Event::Rejoin { peer, .. } => ("rejoin", format!("{peer} rejoined the group")),
+pub fn describe(event: &Event) -> String {
+    match event {
+        Event::Detect { peer, .. } => format!("{peer} declared dead"),
+        Event::Rejoin { peer, .. } => format!("{peer} rejoined the group"),
         Event::Trigger {
             conn, client, peer, ..
-        } => (
-            "takeover",
-            format!("migration request for download {conn} (orphaned by {peer}) sent to {client}"),
-        ),
+        } => format!("migration request for download {conn} (orphaned by {peer}) sent to {client}"),
         Event::Accepted {
             conn,
             client,
             offset,
             ..
-        } => (
-            "takeover",
-            format!("reconnect of download {conn} from {client} accepted at byte {offset}"),
-        ),
-        Event::Ignored { source, reason, .. } => (
-            "ignored",
-            format!("datagram from {source} ignored: {reason}"),
-        ),
-    };
-    EventSummary {
-        agent_ns: Some(event.at_ns()),
-        kind,
-        detail,
+        } => format!("reconnect of download {conn} from {client} accepted at byte {offset}"),
+        Event::Ignored { source, reason, .. } => {
+            format!("datagram from {source} ignored: {reason}")
+        }
     }
-}
-
-/// Acts on an event of this mode from `host` during a run: nothing to do, the servers and
-/// clients migrate by themselves (no fencing: a client leaves a server only for another one).
-pub async fn on_event(testbed: &mut Testbed, host: &str, event: &Event) -> Result<(), String> {
-    let _ = (testbed, host, event);
-    Ok(())
-}
-
-/// Brings the testbed back to this mode's starting state after a run: the servers restarted
-/// after power-on rejoin the group by themselves, so there is nothing to reset.
-pub async fn after_run(testbed: &mut Testbed, cfg: &AppMigrationConfig) -> Result<(), String> {
-    let _ = (testbed, cfg);
-    Ok(())
 }
 
 #[cfg(test)]
@@ -151,7 +190,7 @@ mod tests {
             at_ns: 5,
         };
         let s = describe(&e);
-        assert_eq!((s.kind, s.agent_ns), ("detect", Some(5)));
-        assert!(s.detail.contains("server1"));
+        assert_eq!((e.kind().as_str(), e.at_ns()), ("detect", 5));
+        assert!(s.contains("server1"));
     }
 }

@@ -3,13 +3,18 @@
 //! backup, which only takes over once the primary is surely dead), and after a run gives the
 //! service address back to the primary.
 
-use super::EventSummary;
+use super::contract::{
+    ClientPolicy, FailoverMode, MeasuredBy, ModeFuture, RoleRule, RunKeys, ServerList,
+};
+use crate::lab::handle::Lab;
 use crate::state::HostState;
-use crate::testbed::Testbed;
 use crate::topology::{Host, RunSettings, Topology};
 use halab_protocol::modes::st_tcp::{Command, Event, StTcpConfig, StTcpPeer, fence_tag_ok};
 use halab_protocol::sealed::Key;
-use halab_protocol::{ConsoleMsg, HTTP_PORT, ModeCommand, ModeConfig, Role, WORKLOAD_PORT};
+use halab_protocol::{
+    ConsoleMsg, EventKind, HTTP_PORT, ModeCommand, ModeConfig, ModeEvent, Role, WORKLOAD_PORT,
+};
+use std::time::Duration;
 
 /// Defaults of the mode's parameters the topology does not set.
 const DEFAULT_HEARTBEAT_MS: u64 = 200;
@@ -21,9 +26,94 @@ const MIN_APP_MAX_LAG_MS: u64 = 3000;
 /// MaxDelayFIN (thesis §3.7.4) at least.
 const MIN_MAX_DELAY_FIN_MS: u64 = 1000;
 
-/// Whether this version runs st-tcp.
-pub fn supported() -> Result<(), String> {
-    Ok(())
+/// How long the backup may take to acknowledge a reset (it gives the service address back
+/// and reports `serving` as the backup) before the primary announces the address again.
+const RESET_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The tapping backup's mode.
+pub struct StTcp;
+
+const ROLES: [RoleRule; 4] = [
+    RoleRule::one(Role::Primary),
+    RoleRule::one(Role::Backup),
+    RoleRule::optional(Role::Logger),
+    RoleRule::at_least_one(Role::Client),
+];
+
+impl FailoverMode for StTcp {
+    fn name(&self) -> &'static str {
+        "st-tcp"
+    }
+
+    fn roles(&self) -> &'static [RoleRule] {
+        &ROLES
+    }
+
+    fn run_keys(&self) -> RunKeys {
+        RunKeys {
+            heartbeat: true,
+            trigger: false,
+        }
+    }
+
+    fn config(
+        &self,
+        topo: &Topology,
+        settings: &RunSettings,
+        key_hex: &str,
+    ) -> Result<ModeConfig, String> {
+        config(topo, settings, key_hex).map(|c| ModeConfig::StTcp(Box::new(c)))
+    }
+
+    fn client_policy(&self) -> ClientPolicy {
+        // The client is unmodified: it knows the service address only.
+        ClientPolicy {
+            servers: ServerList::ServiceAddressThenBackups,
+            keep_last_server: false,
+        }
+    }
+
+    fn describe(&self, event: &ModeEvent) -> String {
+        match event {
+            ModeEvent::StTcp(e) => describe(e),
+            other => format!("{other:?}"),
+        }
+    }
+
+    fn on_event<'a, 't: 'a>(
+        &'a self,
+        lab: &'a mut Lab<'t>,
+        host: &'a str,
+        event: &'a ModeEvent,
+    ) -> ModeFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            match event {
+                ModeEvent::StTcp(e) => on_event(lab, host, e).await,
+                _ => Ok(()),
+            }
+        })
+    }
+
+    fn settled(&self, events: &[(&str, EventKind)]) -> bool {
+        settled(events)
+    }
+
+    fn after_run<'a, 't: 'a>(&'a self, lab: &'a mut Lab<'t>) -> ModeFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let ModeConfig::StTcp(cfg) = lab.testbed.mode().clone() else {
+                return Ok(());
+            };
+            after_run(lab, &cfg).await
+        })
+    }
+
+    fn measured_by(&self) -> MeasuredBy {
+        MeasuredBy::ModeEvents
+    }
+
+    fn plot_color(&self) -> (u8, u8, u8) {
+        (214, 39, 40)
+    }
 }
 
 /// What primary, backup and logger of an st-tcp run are told about each other; `key_hex` is
@@ -93,111 +183,76 @@ pub fn config(
     })
 }
 
-/// Summarises an event of this mode for the run's record.
-pub fn describe(event: &Event) -> EventSummary {
-    let (at, kind, detail) = match event {
-        Event::Detect {
-            at_ns,
-            reason,
-            detail,
-        } => (*at_ns, "detect", format!("{}: {detail}", reason.name())),
-        Event::FenceRequest {
-            at_ns, host, why, ..
-        } => (*at_ns, "fence", format!("{host}: {why}")),
+/// What an event of this mode says, for the run's record.
+pub fn describe(event: &Event) -> String {
+    match event {
+        Event::Detect { reason, detail, .. } => format!("{}: {detail}", reason.name()),
+        Event::FenceRequest { host, why, .. } => format!("{host}: {why}"),
         Event::Serving {
-            at_ns,
             role,
-            service_address,
-        } => (
-            *at_ns,
-            "serving",
-            if *service_address {
-                format!("{role}, holds the service address")
-            } else {
-                role.to_string()
-            },
-        ),
+            service_address: true,
+            ..
+        } => format!("{role}, holds the service address"),
+        Event::Serving { role, .. } => role.to_string(),
         Event::FaultTolerant {
-            at_ns,
             backup,
             unprotected,
-        } => (
-            *at_ns,
-            "fault-tolerant",
+            ..
+        } => {
             if unprotected.is_empty() {
                 format!("backup {backup}")
             } else {
+                let keys: Vec<String> = unprotected.iter().map(|k| k.to_string()).collect();
                 format!(
                     "backup {backup}; unprotected (opened before it joined): {}",
-                    unprotected.join(", ")
+                    keys.join(", ")
                 )
-            },
-        ),
+            }
+        }
         Event::Refused {
-            at_ns,
             channel,
             forged,
             replayed,
-        } => (
-            *at_ns,
-            "refused",
-            format!("{}: {forged} forged, {replayed} replayed", channel.name()),
-        ),
+            ..
+        } => format!("{}: {forged} forged, {replayed} replayed", channel.name()),
         Event::Takeover {
-            at_ns,
             connection,
             resent,
-            error,
-        } => (
-            *at_ns,
-            "takeover",
-            match error {
-                None => format!("{connection}: {resent} bytes sent at once"),
-                Some(e) => format!("{connection}: failed: {e}"),
-            },
-        ),
+            error: None,
+            ..
+        } => format!("{connection}: {resent} bytes sent at once"),
+        Event::Takeover {
+            connection,
+            error: Some(e),
+            ..
+        } => format!("{connection}: failed: {e}"),
         Event::TakeoverDone {
-            at_ns,
             connections,
             failed,
-        } => (
-            *at_ns,
-            "takeover-done",
-            format!("{connections} connections, {failed} failed"),
-        ),
-        Event::NonFaultTolerant { at_ns, reason } => (*at_ns, "non-fault-tolerant", reason.clone()),
+            ..
+        } => format!("{connections} connections, {failed} failed"),
+        Event::NonFaultTolerant { reason, .. } => reason.clone(),
         Event::LoggerRecovered {
-            at_ns,
-            connection,
-            bytes,
-        } => (
-            *at_ns,
-            "logger-recovered",
-            format!("{connection}: {bytes} bytes"),
-        ),
+            connection, bytes, ..
+        } => format!("{connection}: {bytes} bytes"),
         Event::FinHeld {
-            at_ns,
             connection,
             outcome,
-        } => (*at_ns, "fin-held", format!("{connection}: {outcome}")),
-        Event::Error { at_ns, message } => (*at_ns, "error", message.clone()),
-    };
-    EventSummary {
-        agent_ns: Some(at),
-        kind,
-        detail,
+            ..
+        } => format!("{connection}: {outcome}"),
+        Event::Error { message, .. } => message.clone(),
     }
 }
 
 /// Whether every fence request of a run, (host, kind) in order, was followed by the end of
 /// its takeover (`takeover-done`) or an `error` from the same backup: the takeover's events
 /// can come after the client has its bytes.
-pub fn settled(events: &[(&str, &str)]) -> bool {
+pub fn settled(events: &[(&str, EventKind)]) -> bool {
     let mut open: Vec<&str> = Vec::new();
     for &(host, kind) in events {
         match kind {
-            "fence" => open.push(host),
-            "takeover-done" | "error" => open.retain(|h| *h != host),
+            EventKind::Fence => open.push(host),
+            EventKind::TakeoverDone | EventKind::Error => open.retain(|h| *h != host),
             _ => {}
         }
     }
@@ -209,7 +264,8 @@ pub fn settled(events: &[(&str, &str)]) -> bool {
 /// it serves as moves the roles and the service address in the testbed's records (and, when a
 /// backup took over, swaps the pair in the mode's config, so that the old primary, powered on,
 /// rejoins as the backup of the new one).
-pub async fn on_event(testbed: &mut Testbed, host: &str, event: &Event) -> Result<(), String> {
+async fn on_event(lab: &mut Lab<'_>, host: &str, event: &Event) -> Result<(), String> {
+    let testbed = &mut *lab.testbed;
     match event {
         Event::FenceRequest {
             at_ns,
@@ -243,7 +299,7 @@ pub async fn on_event(testbed: &mut Testbed, host: &str, event: &Event) -> Resul
 }
 
 async fn fence(
-    testbed: &mut Testbed,
+    testbed: &mut crate::testbed::Testbed,
     host: &str,
     at_ns: u64,
     target: &str,
@@ -284,7 +340,8 @@ async fn fence(
 /// to tapping); then the primary host, if it served as a backup (it rejoined), stops that role
 /// (the next run starts its primary role again), and a fenced one is powered on (its role
 /// announces the service address) or, if it ran on, announces it again.
-pub async fn after_run(testbed: &mut Testbed, cfg: &StTcpConfig) -> Result<(), String> {
+async fn after_run(lab: &mut Lab<'_>, cfg: &StTcpConfig) -> Result<(), String> {
+    let testbed = &mut *lab.testbed;
     let topo_primary = testbed
         .topology
         .hosts_with(Role::Primary)
@@ -300,7 +357,7 @@ pub async fn after_run(testbed: &mut Testbed, cfg: &StTcpConfig) -> Result<(), S
     let reset = || ConsoleMsg::Mode {
         command: ModeCommand::StTcp(Command::Reset),
     };
-    let off = |testbed: &Testbed, host: &str| {
+    let off = |testbed: &crate::testbed::Testbed, host: &str| {
         testbed
             .snapshot()
             .hosts
@@ -313,9 +370,25 @@ pub async fn after_run(testbed: &mut Testbed, cfg: &StTcpConfig) -> Result<(), S
             .send(&original.backup.host, reset())
             .await
             .map_err(chain)?;
-        // The backup removes the address before the primary announces it.
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // The backup removes the address before the primary announces it: its `serving` as
+        // the backup, without the address, is sent once it has.
+        let acked = lab
+            .wait_for_mode_event(&original.backup.host, RESET_ACK_TIMEOUT, |e| {
+                matches!(
+                    e,
+                    ModeEvent::StTcp(Event::Serving {
+                        role: Role::Backup,
+                        service_address: false,
+                        ..
+                    })
+                )
+            })
+            .await;
+        if let Err(e) = acked {
+            tracing::warn!(host = %original.backup.host, error = %e, "st-tcp reset not acknowledged");
+        }
     }
+    let testbed = &mut *lab.testbed;
     let primary = original.primary.host.as_str();
     if off(testbed, primary) {
         testbed.power_on(primary).await.map_err(chain)?;
@@ -341,22 +414,15 @@ mod tests {
 
     #[test]
     fn a_run_is_settled_once_every_fence_has_its_takeovers_end() {
+        use EventKind::*;
         assert!(settled(&[]));
-        assert!(settled(&[("primary", "non-fault-tolerant")]));
-        let fenced = [("backup", "detect"), ("backup", "fence")];
+        assert!(settled(&[("primary", NonFaultTolerant)]));
+        let fenced = [("backup", Detect), ("backup", Fence)];
         assert!(!settled(&fenced));
-        assert!(!settled(&[fenced[0], fenced[1], ("backup", "takeover")]));
-        assert!(settled(&[
-            fenced[0],
-            fenced[1],
-            ("backup", "takeover-done")
-        ]));
-        assert!(settled(&[fenced[0], fenced[1], ("backup", "error")]));
+        assert!(!settled(&[fenced[0], fenced[1], ("backup", Takeover)]));
+        assert!(settled(&[fenced[0], fenced[1], ("backup", TakeoverDone)]));
+        assert!(settled(&[fenced[0], fenced[1], ("backup", Error)]));
         // Another host's end does not close this fence.
-        assert!(!settled(&[
-            fenced[0],
-            fenced[1],
-            ("primary", "takeover-done")
-        ]));
+        assert!(!settled(&[fenced[0], fenced[1], ("primary", TakeoverDone)]));
     }
 }

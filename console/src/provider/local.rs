@@ -147,9 +147,10 @@ fn build(topo: &Topology, res: &LocalResources) -> Result<(), LocalError> {
     }
     ip_batch(Some(&res.switch_namespace), &sw, false)?;
 
-    // 3. Each host: loopback, addresses, links up, and the VIP on the primary.
+    // 3. Each host: loopback, addresses, links up, and the VIP on the host the mode puts it
+    // on (the topology's validation asked the mode: `service_address_role`).
     let service_net = topo.service_network();
-    let primary = topo.hosts_with(halab_protocol::Role::Primary).next();
+    let holder = topo.hosts_with(topo.service_address_role).next();
     for h in &topo.hosts {
         let mut cmds = vec!["link set lo up".to_string()];
         for (net, addr) in &h.addresses {
@@ -160,7 +161,7 @@ fn build(topo: &Topology, res: &LocalResources) -> Result<(), LocalError> {
             cmds.push(format!("addr add {addr}/{prefix} dev {net}"));
             cmds.push(format!("link set {net} up"));
         }
-        if primary.is_some_and(|p| p.name == h.name) {
+        if holder.is_some_and(|p| p.name == h.name) {
             cmds.push(format!(
                 "addr add {}/{} dev {}",
                 topo.service_address,

@@ -3,9 +3,9 @@
 //! figure as p50 / p95 / max. A value that was not measured is "—", never 0.
 
 use super::group::{self, Group};
+use super::input::{Plot, ReportInput};
 use super::paper::{self, PaperTable};
 use super::stats::Summary;
-use super::{Plot, ReportInput};
 use crate::run::record::RunRecord;
 use halab_workload::ByteRange;
 use std::fmt::Write;
@@ -199,12 +199,15 @@ fn failure_free(md: &mut String, groups: &[Group<'_>]) {
             (Some(d), Some(b)) if d.p50 > 0.0 => format!("{:.1} MB/s", b.p50 / d.p50 / 1000.0),
             _ => MISSING.into(),
         };
+        let is_baseline = |mode: &str| {
+            crate::topology::Mode::from_name(mode).is_some_and(|m| m.behaviour().is_baseline())
+        };
         let baseline = free
             .iter()
-            .find(|b| b.mode == "none" && b.load == g.load)
+            .find(|b| is_baseline(&b.mode) && b.load == g.load)
             .and_then(|b| b.summary(clean_duration));
-        let overhead = match (g.mode.as_str(), d, baseline) {
-            ("none", Some(_), _) => "baseline".to_string(),
+        let overhead = match (is_baseline(&g.mode), d, baseline) {
+            (true, Some(_), _) => "baseline".to_string(),
             (_, Some(d), Some(b)) if b.p50 > 0.0 => {
                 let diff = d.p50 - b.p50;
                 format!(

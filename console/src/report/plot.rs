@@ -2,7 +2,7 @@
 //! the fault per mode, and the distribution of failover latency per mode. One line series per
 //! mode, named by the mode in the legend.
 
-use super::{Plot, ReportError};
+use super::input::{Plot, ReportError};
 use crate::run::record::RunRecord;
 use plotters::prelude::*;
 
@@ -172,12 +172,13 @@ pub fn failover_cdf_series(records: &[RunRecord]) -> Vec<Series> {
 /// The colour of a mode: fixed for the modes of the design, so plots of different reports
 /// agree.
 fn colour(mode: &str, i: usize) -> RGBColor {
-    match mode {
-        "none" => RGBColor(90, 90, 90),
-        "app-migration" => RGBColor(31, 119, 180),
-        "st-tcp" => RGBColor(214, 39, 40),
-        "craft" => RGBColor(44, 160, 44),
-        _ => {
+    match crate::topology::Mode::from_name(mode) {
+        Some(m) => {
+            let (r, g, b) = m.behaviour().plot_color();
+            RGBColor(r, g, b)
+        }
+        // A record of a mode this version does not know.
+        None => {
             let c = Palette99::pick(i + 4).to_rgba();
             RGBColor(c.0, c.1, c.2)
         }

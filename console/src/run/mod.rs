@@ -1,8 +1,13 @@
 //! Running experiments headless (`halab run`): the [`runner`] executes runs on a testbed and
 //! each becomes a [`record::RunRecord`], appended to `runs/<id>/results.jsonl` as it ends.
 
+pub mod one_line;
 pub mod record;
 pub mod runner;
+
+/// The file beside an experiment run's `results.jsonl` that holds its plan (how many runs, and
+/// what each is), for `--resume` and for the report's count of planned runs.
+pub const PLAN_FILE: &str = "plan.json";
 
 use std::io::Write;
 use std::path::Path;

@@ -94,8 +94,8 @@ pub struct FaultRecord {
 pub struct ModeEventRecord {
     /// The host whose agent reported it.
     pub host: String,
-    /// `detect`, `takeover`, `fence`, ... (the mode's words).
-    pub kind: String,
+    /// `detect`, `takeover`, `fence`, ... (the kinds every mode's events map onto).
+    pub kind: halab_protocol::EventKind,
     /// When it happened, ms after the client started; null if the event names no time.
     pub at_ms: Option<f64>,
     pub detail: String,

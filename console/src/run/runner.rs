@@ -8,31 +8,28 @@
 
 use super::record::{FaultRecord, ModeEventRecord, RunRecord};
 use crate::experiment::{Experiment, FaultAt, FaultKind, FaultSpec, FaultTarget, RunPlan};
+use crate::lab::client::{DEFAULT_SIZE, client_spec, seed_for};
+use crate::lab::clock::{ms_between, shift_result, to_console_ns};
+use crate::lab::faults::{FaultParams, Fired, holder_of, server_role};
+use crate::lab::figures::failover_figures;
+use crate::lab::handle::{Inbox, Lab};
+use crate::lab::{faults, figures, mode_events, roles, switch};
+use crate::modes::MeasuredBy;
 use crate::state::{HostRecord, TestbedState};
 use crate::testbed::{Testbed, TestbedError};
-use crate::topology::{Mode, RunSettings, Topology};
+use crate::topology::{Mode, Topology};
 use halab_protocol::{
-    AgentMsg, ClientResult, ClientSpec, ConsoleMsg, Direction, FaultAction, HALAB_VERSION,
-    HTTP_PORT, ModeConfig, Role, RoleState, WORKLOAD_PORT, Workload,
+    AgentMsg, ClientResult, ClientSpec, ConsoleMsg, EventKind, HALAB_VERSION, Role, Workload,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
 use thiserror::Error;
-use tokio::sync::mpsc;
 
-/// How long a server role may take to report that it listens.
-const ROLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long an agent may take to answer a fault.
 const FAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the end of a run waits for mode events still on their way (a takeover finishing
 /// its last connections after the client got its bytes).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Mode `none`: the client's own failure detector — no byte for this long while one is due.
-const NONE_IDLE_TIMEOUT_MS: u64 = 1000;
-const CONNECT_TIMEOUT_MS: u64 = 1000;
-const MAX_ATTEMPTS: u32 = 10;
-/// Bulk size when neither topology nor experiment gives one.
-const DEFAULT_SIZE: u64 = 20_000_000;
 
 #[derive(Debug, Error)]
 pub enum RunError {
@@ -72,7 +69,7 @@ pub fn check_supported(exp: &Experiment) -> Result<(), RunError> {
         }
         check_mode(plan.settings.mode)?;
         // Checked with a stand-in key: the testbed's own is made when it comes up.
-        crate::modes::mode_config(&exp.topology, &plan.settings, "00")
+        crate::modes::config_for(&exp.topology, &plan.settings, "00")
             .map_err(|e| RunError::Unsupported(format!("mode `{}`: {e}", plan.settings.mode)))?;
     }
     Ok(())
@@ -81,7 +78,7 @@ pub fn check_supported(exp: &Experiment) -> Result<(), RunError> {
 /// Whether runs under `mode` can be executed by this version (the dashboard asks too, before
 /// it switches modes or starts its workload).
 pub fn check_mode(mode: Mode) -> Result<(), RunError> {
-    crate::modes::supported(mode).map_err(RunError::Unsupported)
+    switch::runnable(mode).map_err(RunError::Unsupported)
 }
 
 /// Refuses, once the testbed is up and its hosts probed, faults a target host cannot do:
@@ -111,24 +108,13 @@ pub fn check_capabilities(exp: &Experiment, snapshot: &TestbedState) -> Result<(
     Ok(())
 }
 
-/// Runs plans one after another on one testbed.
+/// Runs plans one after another on one testbed: the schedule and the records are the
+/// runner's; what it does to the testbed is the lab layer's ([`crate::lab`]).
 pub struct Runner<'a> {
     testbed: &'a mut Testbed,
-    inbox: mpsc::UnboundedReceiver<(String, AgentMsg)>,
+    inbox: Inbox,
     experiment: &'a Experiment,
     next_id: u64,
-}
-
-/// What firing a fault led to.
-enum Fired {
-    /// An agent executes it; `FaultApplied` will say when.
-    Agent { host: String, id: u64 },
-    /// The console executed it (power).
-    Done {
-        at_ns: u64,
-        detail: String,
-        host: String,
-    },
 }
 
 impl<'a> Runner<'a> {
@@ -147,7 +133,7 @@ impl<'a> Runner<'a> {
     pub fn with_inbox(
         testbed: &'a mut Testbed,
         experiment: &'a Experiment,
-        inbox: mpsc::UnboundedReceiver<(String, AgentMsg)>,
+        inbox: Inbox,
     ) -> Runner<'a> {
         Runner {
             testbed,
@@ -160,6 +146,10 @@ impl<'a> Runner<'a> {
     fn fresh_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
+    }
+
+    fn lab(&mut self) -> Lab<'_> {
+        Lab::new(self.testbed, &mut self.inbox)
     }
 
     /// Executes one plan and returns its record (a failed run is a record with `error` set).
@@ -183,12 +173,15 @@ impl<'a> Runner<'a> {
     ) -> Result<(ClientResult, (Vec<FaultRecord>, Vec<ModeEventRecord>)), RunError> {
         // Every run starts from the topology's roles: a testbed whose roles moved before this
         // experiment (takeovers on the dashboard) is brought back first, as after a run.
-        if self.testbed.roles_moved()
-            && let Err(e) = crate::modes::after_run(self.testbed).await
-        {
-            tracing::warn!(error = %e, "could not bring the roles back to the topology's");
+        if self.testbed.roles_moved() {
+            let mut lab = self.lab();
+            if let Err(e) = switch::after_run(&mut lab).await {
+                tracing::warn!(error = %e, "could not bring the roles back to the topology's");
+            }
+            // What arrived meanwhile belongs to no run.
+            lab.take_set_aside();
         }
-        let mode = crate::modes::mode_config(
+        let mode = crate::modes::config_for(
             &self.testbed.topology,
             &plan.settings,
             self.testbed.mode_key(),
@@ -197,8 +190,10 @@ impl<'a> Runner<'a> {
         if *self.testbed.mode() != mode {
             // Roles started under another mode are redeployed by their agents.
             self.testbed.set_mode(mode.clone());
+            self.testbed
+                .set_service_address_role(plan.settings.mode.behaviour().service_address_role());
         }
-        self.ensure_servers().await?;
+        self.ensure_servers(None).await?;
         let mut spec = self.client_spec(plan);
         spec.mode = mode;
         let mut log = FaultLog::default();
@@ -212,54 +207,18 @@ impl<'a> Runner<'a> {
 
     /// Starts every role but the clients' that is not running under the testbed's mode (an
     /// agent redeploys a role that runs under another mode), and waits until each runs: a
-    /// server role runs once it listens.
-    async fn ensure_servers(&mut self) -> Result<(), RunError> {
-        let topo = &self.testbed.topology;
-        // The answers to these requests, not to earlier ones (a power-on's, the last run's)
-        // still in the inbox: those can say "already running" of a role this request redeploys.
-        let mut waiting: Vec<(String, Role, u64)> = Vec::new();
-        for h in &topo.hosts {
-            for &role in h.roles.iter().filter(|&&r| r != Role::Client) {
-                let request = self
-                    .testbed
-                    .start_role(&h.name, role, self.testbed.mode().clone())
-                    .await?;
-                waiting.push((h.name.clone(), role, request));
+    /// server role runs once it listens. Fault answers that arrive meanwhile go to `log`.
+    async fn ensure_servers(&mut self, log: Option<&mut FaultLog>) -> Result<(), RunError> {
+        let snapshot = self.testbed.snapshot();
+        let mut lab = self.lab();
+        let outcome = roles::ensure_servers(&mut lab).await;
+        let aside = lab.take_set_aside();
+        if let Some(log) = log {
+            for (host, msg) in aside {
+                log.note(&snapshot, &host, msg);
             }
         }
-        let deadline = tokio::time::Instant::now() + ROLE_TIMEOUT;
-        while !waiting.is_empty() {
-            let msg = tokio::time::timeout_at(deadline, self.inbox.recv())
-                .await
-                .map_err(|_| {
-                    RunError::Failed(format!(
-                        "server roles not running after {ROLE_TIMEOUT:?}: {waiting:?}"
-                    ))
-                })?
-                .ok_or_else(|| RunError::Failed("every agent is gone".into()))?;
-            if let (
-                host,
-                AgentMsg::RoleState {
-                    role,
-                    state,
-                    detail,
-                    request: Some(request),
-                },
-            ) = msg
-                && let Some(i) = waiting
-                    .iter()
-                    .position(|(h, r, q)| *h == host && *r == role && *q == request)
-            {
-                if state != RoleState::Running {
-                    return Err(RunError::Failed(format!(
-                        "{role} on {host} did not start: {}",
-                        detail.unwrap_or_default()
-                    )));
-                }
-                waiting.swap_remove(i);
-            }
-        }
-        Ok(())
+        outcome.map_err(|e| RunError::Failed(e.to_string()))
     }
 
     fn client_spec(&self, plan: &RunPlan) -> ClientSpec {
@@ -352,7 +311,7 @@ impl<'a> Runner<'a> {
                         Step::PowerOn(host, i) => self.power_on(&host, i, "lease expired", log).await,
                         Step::Fire(i) => {
                             let f = &faults[i];
-                            match self.fire(&topo, f).await {
+                            match self.fire(f).await {
                                 Err(e) => log.records[i].error = Some(e),
                                 Ok(Fired::Agent { host, id }) => log.sent(id, host, i),
                                 Ok(Fired::Done { at_ns, detail, host }) => {
@@ -443,19 +402,19 @@ impl<'a> Runner<'a> {
         event: &halab_protocol::ModeEvent,
         log: &mut FaultLog,
     ) {
-        let summary = crate::modes::describe(event);
-        let error = crate::modes::on_event(self.testbed, host, event)
-            .await
-            .err();
-        if let Some(e) = &error {
-            tracing::warn!(%host, kind = summary.kind, error = %e, "mode event");
+        let mut lab = self.lab();
+        let handled = mode_events::handle(&mut lab, host, event).await;
+        // Acting on a mode event waits for nothing: nothing is set aside.
+        debug_assert!(lab.take_set_aside().is_empty());
+        if let Some(e) = &handled.error {
+            tracing::warn!(%host, kind = %handled.kind, error = %e, "mode event");
         }
         log.mode_events.push(ModeEventLog {
             host: host.to_string(),
-            console_ns: summary.agent_ns.map(|t| to_console_ns(snapshot, host, t)),
-            kind: summary.kind.to_string(),
-            detail: summary.detail,
-            error,
+            console_ns: Some(to_console_ns(snapshot, host, handled.agent_ns)),
+            kind: handled.kind,
+            detail: handled.detail,
+            error: handled.error,
         });
     }
 
@@ -485,13 +444,14 @@ impl<'a> Runner<'a> {
         let until = tokio::time::Instant::now() + SETTLE_TIMEOUT;
         loop {
             // Events the console refused (a forged fence request) started nothing.
-            let kinds: Vec<(&str, &str)> = log
+            let kinds: Vec<(&str, EventKind)> = log
                 .mode_events
                 .iter()
                 .filter(|e| e.error.is_none())
-                .map(|e| (e.host.as_str(), e.kind.as_str()))
+                .map(|e| (e.host.as_str(), e.kind))
                 .collect();
-            if waiting.is_empty() && crate::modes::settled(self.testbed.mode(), &kinds) {
+            let mode = crate::modes::of_config(self.testbed.mode()).behaviour();
+            if waiting.is_empty() && mode.settled(&kinds) {
                 return;
             }
             match tokio::time::timeout_at(until, self.inbox.recv()).await {
@@ -515,79 +475,26 @@ impl<'a> Runner<'a> {
     }
 
     /// Fires fault `f` at the host its target names now.
-    async fn fire(&mut self, topo: &Topology, f: &FaultSpec) -> Result<Fired, String> {
-        // A role names the host that holds it now: after a takeover, the one that took over.
-        let target = match &f.target {
-            FaultTarget::Role(role) => match self.testbed.host_with_role(*role) {
-                Some(h) => FaultTarget::Host(h),
-                None => f.target.clone(),
-            },
-            FaultTarget::Host(h) => FaultTarget::Host(h.clone()),
-        };
-        let (Some(host), _) = resolve_target(topo, &target) else {
-            return Err("no host holds that target now".into());
-        };
-        let server_role = server_role(&self.testbed.roles_of(&host));
-        let role = || server_role.ok_or_else(|| format!("host {host} runs no server process"));
-        let action = match f.kind {
-            FaultKind::PowerOff => {
-                let at_ns = self
-                    .testbed
-                    .power_off(&host)
-                    .await
-                    .map_err(|e| crate::error::chain(&e))?;
-                return Ok(Fired::Done {
-                    at_ns,
-                    detail: format!("{host} powered off: links down, then every process killed"),
-                    host,
-                });
-            }
-            FaultKind::PowerOn => {
-                self.testbed
-                    .power_on(&host)
-                    .await
-                    .map_err(|e| crate::error::chain(&e))?;
-                return Ok(Fired::Done {
-                    at_ns: halab_protocol::mono_ns(),
-                    detail: format!("{host} powered on"),
-                    host,
-                });
-            }
-            FaultKind::ProcessKill => FaultAction::ProcessKill { role: role()? },
-            FaultKind::ProcessHang => FaultAction::ProcessHang { role: role()? },
-            FaultKind::ProcessCrash => FaultAction::ProcessCrash { role: role()? },
-            FaultKind::NicDown => FaultAction::NicDown {
-                interface: f.interface.clone(),
-            },
-            FaultKind::Loss => FaultAction::Loss {
-                percent: f.percent.unwrap_or(100.0),
-                direction: match f.direction {
-                    Some(crate::experiment::Direction::In) => Direction::In,
-                    Some(crate::experiment::Direction::Out) => Direction::Out,
-                    _ => Direction::Both,
-                },
-            },
-            FaultKind::Partition => FaultAction::Partition {
-                peers: partition_peers(topo, f.peer.as_deref().unwrap_or_default()),
-            },
-            FaultKind::Delay => FaultAction::Delay {
-                delay_ms: f.delay_ms.unwrap_or(0),
-            },
-        };
+    async fn fire(&mut self, f: &FaultSpec) -> Result<Fired, String> {
         let id = self.fresh_id();
+        let mut lab = self.lab();
+        // A role names the host that holds it now: after a takeover, the one that took over.
+        let host = match &f.target {
+            FaultTarget::Role(role) => holder_of(&lab, *role),
+            FaultTarget::Host(h) => lab.testbed.topology.host(h).map(|h| h.name.clone()),
+        }
+        .ok_or_else(|| "no host holds that target now".to_string())?;
+        let params = FaultParams {
+            interface: f.interface.clone(),
+            percent: f.percent,
+            direction: f.direction,
+            peer: f.peer.clone(),
+            delay_ms: f.delay_ms,
+        };
         let lease_ms = f.duration.map(|d| d.as_millis() as u64);
-        self.testbed
-            .send(
-                &host,
-                ConsoleMsg::InjectFault {
-                    id,
-                    action,
-                    lease_ms,
-                },
-            )
+        faults::fire(&mut lab, &host, f.kind, &params, id, lease_ms)
             .await
-            .map_err(|e| crate::error::chain(&e))?;
-        Ok(Fired::Agent { host, id })
+            .map_err(|e| e.to_string())
     }
 
     /// Undoes the run's faults: agents revert what they still hold (a killed server starts
@@ -596,10 +503,8 @@ impl<'a> Runner<'a> {
     async fn revert(&mut self, log: &mut FaultLog) {
         let snapshot = self.testbed.snapshot();
         for (id, host) in log.held() {
-            let _ = self
-                .testbed
-                .send(&host, ConsoleMsg::RevertFault { id })
-                .await;
+            // A host whose agent is gone reverted what it held on its way out.
+            let _ = faults::revert(&self.lab(), &host, id).await;
         }
         let wait_until = tokio::time::Instant::now() + FAULT_TIMEOUT;
         while !log.held().is_empty() {
@@ -613,13 +518,17 @@ impl<'a> Runner<'a> {
         // announces the address and sends its first beat (a backup that forgot that beat
         // could not detect the next run's failure). The mode powers on the hosts it needs in
         // that order; the rest come on here.
-        if let Err(e) = crate::modes::after_run(self.testbed).await {
+        let mut lab = self.lab();
+        if let Err(e) = switch::after_run(&mut lab).await {
             tracing::warn!(error = %e, "could not reset the failover mode after the run");
+        }
+        for (host, msg) in lab.take_set_aside() {
+            log.note(&snapshot, &host, msg);
         }
         for (host, i) in std::mem::take(&mut log.powered_off) {
             self.power_on(&host, i, "end of run", log).await;
         }
-        if let Err(e) = self.ensure_servers().await {
+        if let Err(e) = self.ensure_servers(Some(log)).await {
             tracing::warn!(error = %crate::error::chain(&e), "could not restart the servers");
         }
     }
@@ -660,7 +569,7 @@ struct FaultLog {
 struct ModeEventLog {
     host: String,
     console_ns: Option<u64>,
-    kind: String,
+    kind: EventKind,
     detail: String,
     error: Option<String>,
 }
@@ -742,46 +651,6 @@ impl FaultLog {
     }
 }
 
-/// The client's instructions for one run of `settings` on `topo` (shared by `halab run` and
-/// the dashboard's workload).
-pub fn client_spec(
-    topo: &Topology,
-    settings: &RunSettings,
-    seed: u64,
-    run_timeout: Duration,
-    mode: ModeConfig,
-) -> ClientSpec {
-    let service = topo.service_network();
-    // Mode none: the service address (on the primary) first, then each backup's address on
-    // the service network, the order a traditional client's server list has.
-    let mut servers = vec![topo.service_address.to_string()];
-    for b in topo.hosts_with(Role::Backup) {
-        if let Some(a) = b.addresses.get(&service.name) {
-            servers.push(a.to_string());
-        }
-    }
-    let s = settings;
-    ClientSpec {
-        workload: s.workload,
-        seed,
-        size: if s.workload.has_size() {
-            s.size.unwrap_or(DEFAULT_SIZE)
-        } else {
-            0
-        },
-        connections: s.clients.unwrap_or(1),
-        servers,
-        workload_port: WORKLOAD_PORT,
-        http_port: HTTP_PORT,
-        idle_timeout_ms: NONE_IDLE_TIMEOUT_MS,
-        connect_timeout_ms: CONNECT_TIMEOUT_MS,
-        max_attempts: MAX_ATTEMPTS,
-        deadline_ms: run_timeout.as_millis() as u64,
-        mode,
-        progress_marks_ppm: Vec::new(),
-    }
-}
-
 /// A fraction of a run as the client's progress mark, in millionths (clamped to 0..=1).
 fn fraction_ppm(x: f64) -> u32 {
     (x.clamp(0.0, 1.0) * 1e6).round() as u32
@@ -790,28 +659,6 @@ fn fraction_ppm(x: f64) -> u32 {
 /// "40 %" for 400 000 millionths.
 fn ppm_text(ppm: u32) -> String {
     format!("{} %", f64::from(ppm) / 1e4)
-}
-
-/// Addresses a partition cuts a host off from: every address of a host (named, or holding a
-/// role), or a whole network's subnet.
-pub fn partition_peers(topo: &Topology, peer: &str) -> Vec<String> {
-    if let Some(n) = topo.network(peer) {
-        return vec![n.subnet.to_string()];
-    }
-    let host = topo.host(peer).or_else(|| {
-        peer.parse::<Role>()
-            .ok()
-            .and_then(|r| topo.hosts_with(r).next())
-    });
-    host.map(|h| h.addresses.values().map(|a| a.to_string()).collect())
-        .unwrap_or_default()
-}
-
-/// The server role whose process a process fault on a host with `roles` hits.
-pub fn server_role(roles: &[Role]) -> Option<Role> {
-    [Role::Primary, Role::Backup]
-        .into_iter()
-        .find(|r| roles.contains(r))
 }
 
 /// The host a fault target names now, and the role whose process it hits there.
@@ -839,70 +686,6 @@ fn host_record<'s>(snapshot: &'s TestbedState, host: &str) -> Option<&'s HostRec
     snapshot.hosts.iter().find(|h| h.name == host)
 }
 
-/// An agent's monotonic reading as a console monotonic reading.
-pub fn to_console_ns(snapshot: &TestbedState, host: &str, agent_ns: u64) -> u64 {
-    let offset = host_record(snapshot, host)
-        .and_then(|h| h.clock_offset_ns)
-        .unwrap_or(0);
-    (agent_ns as i128 - offset as i128).max(0) as u64
-}
-
-fn ms_between(from_ns: u64, to_ns: u64) -> f64 {
-    (to_ns as f64 - from_ns as f64) / 1e6
-}
-
-/// Rewrites the client's readings onto the console clock.
-pub fn shift_result(r: ClientResult, snapshot: &TestbedState, client: &str) -> ClientResult {
-    let offset = host_record(snapshot, client)
-        .and_then(|h| h.clock_offset_ns)
-        .unwrap_or(0);
-    shift_result_by(r, offset)
-}
-
-/// Rewrites a client's readings onto the console clock, given the client's clock offset.
-pub fn shift_result_by(mut r: ClientResult, offset_ns: i64) -> ClientResult {
-    let f = |t: u64| (t as i128 - offset_ns as i128).max(0) as u64;
-    r.started_ns = f(r.started_ns);
-    r.ended_ns = f(r.ended_ns);
-    for c in &mut r.connections {
-        c.detect_ns = c.detect_ns.map(f);
-        c.reconnected_ns = c.reconnected_ns.map(f);
-        c.resume_ns = c.resume_ns.map(f);
-    }
-    r
-}
-
-/// A per-run seed: different for every run, reproducible from the record.
-pub fn seed_for(experiment: &str, index: usize, unix_ms: u64) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in experiment
-        .bytes()
-        .chain(index.to_le_bytes())
-        .chain(unix_ms.to_le_bytes())
-    {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-fn mode_params(s: &RunSettings) -> BTreeMap<String, serde_json::Value> {
-    let mut m = BTreeMap::new();
-    if let Some(v) = s.heartbeat_ms {
-        m.insert("heartbeat_ms".into(), v.into());
-    }
-    if let Some(v) = s.missed_heartbeats {
-        m.insert("missed_heartbeats".into(), v.into());
-    }
-    if let Some(t) = s.trigger {
-        m.insert(
-            "trigger".into(),
-            serde_json::to_value(t).unwrap_or(serde_json::Value::Null),
-        );
-    }
-    m
-}
-
 fn base_record(exp: &Experiment, plan: &RunPlan, snapshot: &TestbedState) -> RunRecord {
     let s = &plan.settings;
     let client = snapshot
@@ -915,7 +698,7 @@ fn base_record(exp: &Experiment, plan: &RunPlan, snapshot: &TestbedState) -> Run
         cell: plan.cell,
         repetition: plan.repetition,
         mode: s.mode.as_str().to_string(),
-        mode_params: mode_params(s),
+        mode_params: s.mode.behaviour().record_params(s),
         params: plan.params.clone(),
         workload: s.workload.as_str().to_string(),
         size: s
@@ -955,42 +738,6 @@ fn failed_record(
     r
 }
 
-/// What a run's clients saw of a fault, the worst over its connections (DESIGN §7).
-#[derive(Debug, Clone, PartialEq)]
-pub struct FailoverFigures {
-    /// T_resume − T_fault.
-    pub failover_ms: Option<f64>,
-    /// T_detect − T_fault.
-    pub detect_ms: Option<f64>,
-    /// T_takeover − T_fault (the client's reconnection, or the mode's takeover).
-    pub takeover_ms: Option<f64>,
-    /// The longest gap between received bytes (needs no clock alignment).
-    pub stall_ms: Option<f64>,
-    /// Every connection's report combined; not ok when a connection gave up.
-    pub integrity: halab_workload::IntegrityReport,
-}
-
-/// The failover figures of `result` (times on the console clock) for a fault at `fault_ns`
-/// (console clock, ns); without a fault only the stall and the integrity are known.
-pub fn failover_figures(result: &ClientResult, fault_ns: Option<f64>) -> FailoverFigures {
-    let since_fault = |t: Option<u64>| -> Option<f64> {
-        let (t, f) = (t? as f64, fault_ns?);
-        Some((t - f) / 1e6)
-    };
-    let worst = |v: Vec<Option<f64>>| -> Option<f64> { v.into_iter().flatten().reduce(f64::max) };
-    let cs = &result.connections;
-    let mut integrity = halab_workload::IntegrityReport::combine(cs.iter().map(|c| &c.integrity));
-    // A connection that gave up did not get its bytes, whatever its checker saw.
-    integrity.integrity_ok &= cs.iter().all(|c| c.error.is_none());
-    FailoverFigures {
-        failover_ms: worst(cs.iter().map(|c| since_fault(c.resume_ns)).collect()),
-        detect_ms: worst(cs.iter().map(|c| since_fault(c.detect_ns)).collect()),
-        takeover_ms: worst(cs.iter().map(|c| since_fault(c.reconnected_ns)).collect()),
-        stall_ms: worst(cs.iter().map(|c| c.meter.stall_ms).collect()),
-        integrity,
-    }
-}
-
 /// Builds the record of a run from what the clients saw and when the faults struck.
 pub fn compose(
     exp: &Experiment,
@@ -1015,13 +762,21 @@ pub fn compose(
     r.takeover_ms = figures.takeover_ms;
     r.stall_ms = figures.stall_ms;
     r.integrity = figures.integrity;
-    if plan.settings.mode == crate::topology::Mode::StTcp {
-        // st-tcp: the client never reconnects; detection and takeover are the backup's
-        // (its mode events), and the client resumes with the first bytes after the takeover.
-        st_tcp_figures(
-            &mut r,
-            &mode_events,
-            fault_ns.map(|f| (f - start as f64) / 1e6),
+    if plan.settings.mode.behaviour().measured_by() == MeasuredBy::ModeEvents
+        && let Some(fault_ns) = fault_ns
+    {
+        // The client never reconnects: detection and takeover are the mode's (its events),
+        // and the client resumes with the first bytes after the takeover.
+        let at = |kind: EventKind| {
+            mode_events
+                .iter()
+                .filter(move |e| e.kind == kind)
+                .filter_map(|e| e.at_ms)
+        };
+        (r.detect_ms, r.takeover_ms, r.failover_ms) = figures::from_mode_events(
+            at(EventKind::Detect),
+            at(EventKind::Takeover),
+            (fault_ns - start as f64) / 1e6,
             start,
             cs,
         );
@@ -1063,44 +818,6 @@ pub fn compose(
         r.size = None;
     }
     r
-}
-
-/// st-tcp's detect, takeover and failover figures (ms after T_fault) from the backup's mode
-/// events: T_detect the first `detect`, T_takeover the last connection's `takeover`; T_resume
-/// the end of the first 10 ms bucket with bytes at or after T_takeover, worst over connections.
-fn st_tcp_figures(
-    r: &mut RunRecord,
-    events: &[ModeEventRecord],
-    fault_ms: Option<f64>,
-    start_ns: u64,
-    cs: &[halab_protocol::ConnectionResult],
-) {
-    let Some(fault_ms) = fault_ms else {
-        return;
-    };
-    let at = |kind: &'static str| {
-        events
-            .iter()
-            .filter(move |e| e.kind == kind)
-            .filter_map(|e| e.at_ms)
-    };
-    r.detect_ms = at("detect").reduce(f64::min).map(|t| t - fault_ms);
-    let takeover = at("takeover").reduce(f64::max);
-    r.takeover_ms = takeover.map(|t| t - fault_ms);
-    r.failover_ms = takeover.and_then(|t| {
-        cs.iter()
-            .filter_map(|c| {
-                let start_ms = (c.meter.start_ns as f64 - start_ns as f64) / 1e6;
-                c.meter
-                    .buckets_10ms
-                    .iter()
-                    .enumerate()
-                    .map(|(k, b)| (start_ms + (k + 1) as f64 * 10.0, *b))
-                    .find(|(end, b)| *b > 0 && *end >= t)
-                    .map(|(end, _)| end - fault_ms)
-            })
-            .reduce(f64::max)
-    });
 }
 
 #[cfg(test)]

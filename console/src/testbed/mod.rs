@@ -161,6 +161,8 @@ pub struct Testbed {
     /// Key the modes authenticate their messages with (hex): random, made once at `up`, so it
     /// is the same for every host and every run of this testbed.
     mode_key: String,
+    /// The role whose host holds the service address when the mode starts (the mode's choice).
+    service_address_role: Role,
     pub up_timings: Timings,
 }
 
@@ -218,7 +220,7 @@ impl Testbed {
                 .map(|h| HostRecord {
                     name: h.name.clone(),
                     roles: h.roles.clone(),
-                    holds_service_address: h.roles.contains(&Role::Primary),
+                    holds_service_address: h.roles.contains(&topology.service_address_role),
                     addresses: h.addresses.clone(),
                     location: location(&topology, h, local_res.as_ref()),
                     state: HostState::Starting,
@@ -337,6 +339,7 @@ impl Testbed {
         ));
         let agents_time = t1.elapsed();
         Ok(Testbed {
+            service_address_role: topology.service_address_role,
             topology,
             shared,
             state_dir: opts.state_dir.clone(),
@@ -349,7 +352,7 @@ impl Testbed {
             options: opts.clone(),
             local: local_res,
             inbox: Some(inbox),
-            mode: ModeConfig::None,
+            mode: ModeConfig::default(),
             mode_key,
             up_timings: Timings {
                 provider: provider_time,
@@ -626,7 +629,7 @@ impl Testbed {
             if !h.addresses.contains_key(&dev) {
                 continue;
             }
-            let verb = if h.roles.contains(&Role::Primary) {
+            let verb = if h.roles.contains(&self.service_address_role) {
                 "replace"
             } else {
                 "del"
@@ -656,17 +659,19 @@ impl Testbed {
             .iter()
             .zip(&self.topology.hosts)
             .any(|(r, h)| {
-                r.roles != h.roles || r.holds_service_address != h.roles.contains(&Role::Primary)
+                r.roles != h.roles
+                    || r.holds_service_address != h.roles.contains(&self.service_address_role)
             })
     }
 
     /// Every host back to its topology roles, the service address on the topology's primary
     /// (between the runs of an experiment, which each start from the topology).
     pub fn reset_roles(&self) {
+        let holder = self.service_address_role;
         for (i, h) in self.topology.hosts.iter().enumerate() {
             let roles = h.roles.clone();
             self.shared.update_host(i, |r| {
-                r.holds_service_address = roles.contains(&Role::Primary);
+                r.holds_service_address = roles.contains(&holder);
                 r.roles = roles;
             });
         }
@@ -675,6 +680,17 @@ impl Testbed {
     /// The mode roles are started under.
     pub fn mode(&self) -> &ModeConfig {
         &self.mode
+    }
+
+    /// The role whose host holds the service address when the mode starts.
+    pub fn service_address_role(&self) -> Role {
+        self.service_address_role
+    }
+
+    /// Sets the role whose host holds the service address under the mode set next (a mode
+    /// switch): [`Testbed::reset_roles`] and [`Testbed::restore_service_address`] put it there.
+    pub fn set_service_address_role(&mut self, role: Role) {
+        self.service_address_role = role;
     }
 
     /// The testbed's key for modes that authenticate their messages, hex.

@@ -26,6 +26,9 @@ pub struct Topology {
     pub service_address: Ipv4Addr,
     /// The default run: mode, its parameters and the workload.
     pub run: RunSettings,
+    /// The role whose host holds the service address when the testbed comes up: the one the
+    /// default run's mode puts it on.
+    pub service_address_role: Role,
     /// At least one; names unique, subnets unique and non-overlapping.
     pub networks: Vec<Network>,
     /// At least one; names unique; every address unique across the testbed.
@@ -141,40 +144,15 @@ pub struct RunSettings {
     pub clients: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+/// A failover mode, as files name it. Only the identity lives here: what each mode is and
+/// does (its name, roles, config, events) is in its module under `crate::modes`, listed once
+/// in that module's registry, which also implements `Display`, `Serialize` and the lookups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Mode {
     None,
     AppMigration,
     StTcp,
     Craft,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::None => "none",
-            Mode::AppMigration => "app-migration",
-            Mode::StTcp => "st-tcp",
-            Mode::Craft => "craft",
-        }
-    }
-
-    /// The roles a host may hold under this mode (DESIGN §5).
-    pub fn usable_roles(self) -> &'static [Role] {
-        use Role::*;
-        match self {
-            Mode::None | Mode::AppMigration => &[Primary, Backup, Client],
-            Mode::StTcp => &[Primary, Backup, Logger, Client],
-            Mode::Craft => &[Primary, Backup, Logger, Lb, Proxy, Client],
-        }
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -105,9 +105,12 @@ pub(crate) fn diagnose(path: &Path, text: &str, error: &toml::de::Error) -> Diag
     let hint = match field {
         "run" => {
             d.message = "missing table `[run]`".to_string();
-            format!("add a `[run]` table with at least `mode = ...`, one of {MODES}")
+            format!(
+                "add a `[run]` table with at least `mode = ...`, one of {}",
+                modes_list()
+            )
         }
-        "mode" => format!("add `mode = ...`, one of {MODES}"),
+        "mode" => format!("add `mode = ...`, one of {}", modes_list()),
         "name" => {
             let max = if table.starts_with("[[hosts") {
                 "15"
@@ -139,7 +142,13 @@ pub(crate) fn diagnose(path: &Path, text: &str, error: &toml::de::Error) -> Diag
     d
 }
 
-const MODES: &str = "`none`, `app-migration`, `st-tcp`, `craft`";
+/// Every mode's name, from the registry: "`none`, `app-migration`, ...".
+fn modes_list() -> String {
+    crate::topology::Mode::all()
+        .map(|m| format!("`{m}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 const ROLES: &str = "`primary`, `backup`, `logger`, `lb`, `proxy`, `client`";
 
 /// Why a path from the file could not be made absolute.

@@ -18,6 +18,7 @@ use super::model::{
     Host, Mode, Network, Provider, RunSettings, SshHost, Topology, Trigger, Workload,
 };
 use super::parse::{self, PathError, RawHost, RawNetwork, RawRun, RawTopology};
+use crate::modes::RoleCount;
 use halab_protocol::Role;
 use ipnet::Ipv4Net;
 use std::collections::{BTreeMap, HashMap};
@@ -35,12 +36,10 @@ const HOST_NAME_MAX: usize = 15;
 /// within what one machine sets up in seconds.
 const MAX_HOSTS: usize = 64;
 
-pub(crate) const MODES: [(&str, Mode); 4] = [
-    ("none", Mode::None),
-    ("app-migration", Mode::AppMigration),
-    ("st-tcp", Mode::StTcp),
-    ("craft", Mode::Craft),
-];
+/// Every mode's name, from the registry.
+pub(crate) fn modes() -> Vec<(&'static str, Mode)> {
+    Mode::all().map(|m| (m.as_str(), m)).collect()
+}
 pub(crate) const WORKLOADS: [(&str, Workload); 5] = [
     ("echo", Workload::Echo),
     ("interactive", Workload::Interactive),
@@ -181,6 +180,7 @@ pub(crate) fn topology(
         name,
         provider,
         service_address,
+        service_address_role: run.mode.behaviour().service_address_role(),
         run,
         networks,
         hosts,
@@ -259,19 +259,26 @@ impl HostDraft<'_> {
 /// the same table.
 pub(crate) fn run_settings(r: &mut Reporter, raw: &Spanned<RawRun>) -> Option<RunSettings> {
     let run = raw.get_ref();
-    let mode = one_of(r, "mode", &run.mode, &MODES);
+    let mode = one_of(r, "mode", &run.mode, &modes());
     let workload = match &run.workload {
         Some(w) => one_of(r, "workload", w, &WORKLOADS),
         None => Some(Workload::Bulk),
     };
 
     let trigger = match (&run.trigger, mode) {
-        (Some(t), Some(m)) if m != Mode::AppMigration => {
+        (Some(t), Some(m)) if !m.behaviour().run_keys().trigger => {
+            let with: Vec<Mode> = Mode::all()
+                .filter(|m| m.behaviour().run_keys().trigger)
+                .collect();
+            let names: Vec<String> = with.iter().map(|m| format!("`{m}`")).collect();
             r.error(
                 t.span(),
                 format!("`trigger` cannot be used with mode `{m}`"),
-                "only mode `app-migration` has a trigger; remove it, \
-                 or set `mode = \"app-migration\"`",
+                format!(
+                    "only mode {} has a trigger; remove it, or set `mode = \"{}\"`",
+                    names.join(" or "),
+                    with.first().map_or("", |m| m.as_str())
+                ),
             );
             None
         }
@@ -279,9 +286,10 @@ pub(crate) fn run_settings(r: &mut Reporter, raw: &Spanned<RawRun>) -> Option<Ru
         (None, _) => None,
     };
 
+    let no_heartbeat_in = mode.filter(|m| !m.behaviour().run_keys().heartbeat);
     let heartbeat_ms = run.heartbeat_ms.as_ref().and_then(|h| {
-        if mode == Some(Mode::None) {
-            no_heartbeat(r, "heartbeat_ms", h.span());
+        if let Some(m) = no_heartbeat_in {
+            no_heartbeat(r, m, "heartbeat_ms", h.span());
             return None;
         }
         in_range(
@@ -294,8 +302,8 @@ pub(crate) fn run_settings(r: &mut Reporter, raw: &Spanned<RawRun>) -> Option<Ru
         )
     });
     let missed_heartbeats = run.missed_heartbeats.as_ref().and_then(|m| {
-        if mode == Some(Mode::None) {
-            no_heartbeat(r, "missed_heartbeats", m.span());
+        if let Some(mode) = no_heartbeat_in {
+            no_heartbeat(r, mode, "missed_heartbeats", m.span());
             return None;
         }
         in_range(
@@ -351,14 +359,14 @@ pub(crate) fn run_settings(r: &mut Reporter, raw: &Spanned<RawRun>) -> Option<Ru
 }
 
 fn mode_named(name: &str) -> Option<Mode> {
-    MODES.iter().find(|(n, _)| *n == name).map(|(_, m)| *m)
+    Mode::from_name(name)
 }
 
-fn no_heartbeat(r: &mut Reporter, key: &str, span: Range<usize>) {
+fn no_heartbeat(r: &mut Reporter, mode: Mode, key: &str, span: Range<usize>) {
     r.error(
         span,
-        format!("`{key}` cannot be used with mode `none`"),
-        "mode `none` has no failover and so no heartbeat; remove it",
+        format!("`{key}` cannot be used with mode `{mode}`"),
+        format!("mode `{mode}` has no failover and so no heartbeat; remove it"),
     );
 }
 
@@ -720,11 +728,11 @@ fn host_roles(
 ) -> Option<Vec<(Role, Range<usize>)>> {
     let all_names: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
     if raw.roles.get_ref().is_empty() {
-        let usable = mode.map_or(&Role::ALL[..], |m| m.usable_roles());
+        let usable = mode.map_or(Role::ALL.to_vec(), |m| m.usable_roles());
         r.error(
             raw.roles.span(),
             format!("host `{host}` has no roles"),
-            format!("give it at least one of {}", roles_list(usable)),
+            format!("give it at least one of {}", roles_list(&usable)),
         );
         return None;
     }
@@ -760,7 +768,7 @@ fn host_roles(
                 format!("role `{role}` cannot be used with mode `{mode}`"),
                 format!(
                     "mode `{mode}` uses roles {}",
-                    roles_list(mode.usable_roles())
+                    roles_list(&mode.usable_roles())
                 ),
             );
             ok = false;
@@ -1112,8 +1120,8 @@ fn check_service_address<'n>(
     }
 }
 
-/// One primary, the backups the mode needs, at least one client, and the primary on the
-/// network of the service address.
+/// The roles the mode needs, as many hosts of each as it takes (its rules in the registry),
+/// and the host the mode puts the service address on, on the network of that address.
 fn check_roles(
     r: &mut Reporter,
     raw: &RawTopology,
@@ -1123,98 +1131,126 @@ fn check_roles(
     service: Ipv4Addr,
 ) {
     let first_host = hosts.first().map_or(0..0, |h| h.raw.span());
-
-    let primaries: Vec<(&HostDraft, Range<usize>)> = hosts
-        .iter()
-        .filter_map(|h| h.has(Role::Primary).map(|s| (h, s)))
-        .collect();
-    match primaries.as_slice() {
-        [] => r.error(
-            first_host.clone(),
-            "no host has role `primary`",
-            "give exactly one host the role `primary`, e.g. `roles = [\"primary\"]`",
-        ),
-        [(first, first_span), rest @ ..] => {
-            let line = r.line_of(first_span.clone());
-            for (host, span) in rest {
-                r.error(
-                    span.clone(),
-                    format!("host `{}` is a second host with role `primary`", host.name),
-                    format!(
-                        "host `{}` (line {line}) is the primary; a testbed has exactly one",
-                        first.name
-                    ),
-                );
-            }
-        }
-    }
-
-    let backups: Vec<(&HostDraft, Range<usize>)> = hosts
-        .iter()
-        .filter_map(|h| h.has(Role::Backup).map(|s| (h, s)))
-        .collect();
     let mode_span = raw.run.get_ref().mode.span();
-    match (mode, backups.as_slice()) {
-        (Mode::StTcp | Mode::None | Mode::AppMigration, []) => {
-            let needs = if mode == Mode::StTcp {
-                "exactly one host"
-            } else {
-                "at least one host"
-            };
-            r.error(
-                mode_span,
-                format!("mode `{mode}` needs {needs} with role `backup`, and there is none"),
-                "add `backup` to the roles of a host other than the primary",
-            );
-        }
-        (Mode::StTcp, [(first, first_span), rest @ ..]) => {
-            let line = r.line_of(first_span.clone());
-            for (host, span) in rest {
-                r.error(
-                    span.clone(),
-                    format!(
-                        "host `{}` is a second backup, but mode `st-tcp` takes exactly one",
-                        host.name
+    let behaviour = mode.behaviour();
+    for rule in behaviour.roles() {
+        let role = rule.role;
+        let holders: Vec<(&HostDraft, Range<usize>)> = hosts
+            .iter()
+            .filter_map(|h| h.has(role).map(|s| (h, s)))
+            .collect();
+        // A role every mode needs is the testbed's, not this mode's.
+        let every_mode_needs = Mode::all().all(|m| {
+            m.behaviour()
+                .roles()
+                .iter()
+                .any(|x| x.role == role && x.count != RoleCount::Optional)
+        });
+        match (rule.count, holders.as_slice()) {
+            (RoleCount::Optional, _) => {}
+            (_, []) if every_mode_needs => r.error(
+                first_host.clone(),
+                format!("no host has role `{role}`"),
+                match role {
+                    Role::Primary => format!(
+                        "give exactly one host the role `{role}`, e.g. `roles = [\"{role}\"]`"
                     ),
-                    format!(
-                        "host `{}` (line {line}) is the backup; \
-                         use mode `app-migration` or `none` for several backups",
-                        first.name
+                    _ => format!(
+                        "give at least one host the role `{role}`, which {}",
+                        role_purpose(role)
                     ),
-                );
+                },
+            ),
+            (count, []) => r.error(
+                mode_span.clone(),
+                format!(
+                    "mode `{mode}` needs {} with role `{role}`, and there is none",
+                    if count == RoleCount::One {
+                        "exactly one host"
+                    } else {
+                        "at least one host"
+                    }
+                ),
+                format!("add `{role}` to the roles of a host other than the primary"),
+            ),
+            (RoleCount::One, [(first, first_span), rest @ ..]) => {
+                let line = r.line_of(first_span.clone());
+                let several: Vec<String> = Mode::all()
+                    .filter(|m| m.behaviour().runnable().is_ok())
+                    .filter(|m| {
+                        m.behaviour()
+                            .roles()
+                            .iter()
+                            .any(|x| x.role == role && x.count != RoleCount::One)
+                    })
+                    .map(|m| format!("`{m}`"))
+                    .collect();
+                for (host, span) in rest {
+                    let (message, hint) = if several.is_empty() {
+                        (
+                            format!("host `{}` is a second host with role `{role}`", host.name),
+                            format!(
+                                "host `{}` (line {line}) is the {role}; a testbed has exactly one",
+                                first.name
+                            ),
+                        )
+                    } else {
+                        (
+                            format!(
+                                "host `{}` is a second {role}, but mode `{mode}` takes exactly one",
+                                host.name
+                            ),
+                            format!(
+                                "host `{}` (line {line}) is the {role}; use mode {} for several \
+                                 {role}s",
+                                first.name,
+                                several.join(" or ")
+                            ),
+                        )
+                    };
+                    r.error(span.clone(), message, hint);
+                }
             }
+            (RoleCount::AtLeastOne, _) => {}
         }
-        _ => {}
     }
 
-    if !hosts.iter().any(|h| h.has(Role::Client).is_some()) {
-        r.error(
-            first_host,
-            "no host has role `client`",
-            "give at least one host the role `client`, \
-             which runs the workload against the service address",
-        );
-    }
-
-    if let (Some(net), [(primary, _)]) = (service_network, primaries.as_slice()) {
+    // The service address goes on the host(s) of the mode's role for it.
+    let holder_role = behaviour.service_address_role();
+    let holders: Vec<&HostDraft> = hosts
+        .iter()
+        .filter(|h| h.has(holder_role).is_some())
+        .collect();
+    if let (Some(net), [holder]) = (service_network, holders.as_slice()) {
         let net_name = &net.name;
-        if !primary
+        if !holder
             .addresses
             .iter()
             .any(|(n, _)| n.get_ref() == net_name)
         {
             r.error(
-                primary.raw.get_ref().addresses.span(),
+                holder.raw.get_ref().addresses.span(),
                 format!(
-                    "the primary `{}` has no address on network `{net_name}`",
-                    primary.name
+                    "the {holder_role} `{}` has no address on network `{net_name}`",
+                    holder.name
                 ),
                 format!(
                     "the service address {service} is on network `{net_name}` ({}); \
-                     add `{net_name} = \"...\"` to the primary's addresses",
+                     add `{net_name} = \"...\"` to the {holder_role}'s addresses",
                     net.subnet
                 ),
             );
         }
+    }
+}
+
+/// What a role is for, in a hint.
+fn role_purpose(role: Role) -> &'static str {
+    match role {
+        Role::Client => "runs the workload against the service address",
+        Role::Primary | Role::Backup => "serves the workload",
+        Role::Logger => "logs the traffic of the service",
+        Role::Lb => "spreads the clients' packets over the proxies",
+        Role::Proxy => "splices client connections to the servers",
     }
 }

@@ -12,7 +12,7 @@ use super::components::log::EventLog;
 use super::components::prompt::Prompt;
 use super::components::status::StatusBar;
 use crate::state::{HostRecord, HostState};
-use crate::topology::{Mode, Topology};
+use crate::topology::Topology;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use halab_protocol::{AgentMsg, Role};
 use ratatui::Frame;
@@ -77,7 +77,7 @@ impl App {
         App {
             hosts: HostsPanel::new(hosts),
             chart: ThroughputChart::new(start_ns, clients),
-            failovers: FailoverTable::default(),
+            failovers: FailoverTable::for_mode(topo.run.mode),
             log: EventLog::new(start_ns),
             status: StatusBar {
                 testbed: topo.name.clone(),
@@ -222,6 +222,7 @@ impl App {
                         self.info(Level::Info, format!("mode {} active", m.current));
                     }
                 }
+                self.failovers.columns = m.current.behaviour().failover_columns();
                 self.status.mode = m;
             }
             Update::Experiment(e) => {
@@ -233,7 +234,7 @@ impl App {
                     format!(
                         "experiment run {}: {}",
                         r.run_index,
-                        crate::commands::run::summary(&r)
+                        crate::run::one_line::summary(&r)
                     ),
                 );
                 self.failovers.record(&r);
@@ -300,12 +301,12 @@ impl App {
                     .record(&host)
                     .and_then(|h| h.clock_offset_ns)
                     .unwrap_or(0);
-                let shifted = crate::run::runner::shift_result_by(*result, offset);
+                let shifted = crate::lab::clock::shift_result_by(*result, offset);
                 let total: u64 = shifted.connections.iter().map(|c| c.meter.bytes).sum();
                 self.chart
                     .add(&host, shifted.ended_ns, total.saturating_sub(last));
                 if let Some(e) = shifted.connections.iter().find_map(|c| c.error.clone())
-                    && e != "stopped"
+                    && e != halab_protocol::message::ConnError::Stopped
                 {
                     self.info(Level::Warn, format!("{host} run {run}: {e}"));
                 }
@@ -354,12 +355,9 @@ impl App {
                 self.info(level, format!("{host} {role} {state:?}{d}").to_lowercase());
             }
             AgentMsg::Mode { event } => {
-                let summary = crate::modes::describe(&event);
-                if let Some(at) = summary.agent_ns {
-                    let at = self.console_ns(&host, at);
-                    self.failovers.mode_event(summary.kind, at);
-                    self.chart.markers = self.failovers.markers();
-                }
+                let at = self.console_ns(&host, event.at_ns());
+                self.failovers.mode_event(event.kind(), at);
+                self.chart.markers = self.failovers.markers();
             }
             AgentMsg::Error { message } => self.info(Level::Error, format!("{host}: {message}")),
             _ => {}
@@ -507,15 +505,6 @@ impl App {
         if let Some(p) = &self.prompt {
             p.draw(frame, area);
         }
-    }
-}
-
-/// The next mode of the `m` cycle.
-pub fn next_mode(m: Mode) -> Mode {
-    match m {
-        Mode::None => Mode::AppMigration,
-        Mode::AppMigration => Mode::StTcp,
-        Mode::StTcp | Mode::Craft => Mode::None,
     }
 }
 

@@ -3,17 +3,18 @@
 //! everything back as [`Update`]s. All the dashboard's I/O happens here, never on the UI loop.
 
 use super::action::{Command, ExperimentView, FaultKey, Level, ModeView, Update};
-use super::app::{next_mode, workload_text};
-use crate::experiment;
+use super::app::workload_text;
+use crate::experiment::{self, FaultKind};
+use crate::lab::client::{client_spec, seed_for};
+use crate::lab::faults::{self, FaultParams, Fired, server_role};
+use crate::lab::handle::{Inbox, Lab};
+use crate::lab::{mode_events, switch};
 use crate::run::append_record;
-use crate::run::runner::{
-    Runner, check_capabilities, check_mode, check_supported, client_spec, partition_peers,
-    seed_for, server_role,
-};
+use crate::run::runner::{Runner, check_capabilities, check_mode, check_supported};
 use crate::state::HostState;
 use crate::testbed::{StateView, Testbed, TestbedError, Timings};
 use crate::topology::{Mode, RunSettings};
-use halab_protocol::{AgentMsg, ConsoleMsg, Direction, FaultAction, Role, RoleState};
+use halab_protocol::{AgentMsg, ConsoleMsg, Role};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,14 +29,12 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 /// A run that failed is followed by the next after this pause, so a testbed with every server
 /// down is not hammered.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
-/// How long roles may take to run again after a mode switch.
-const ROLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long stopped client runs may take to report.
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct Orchestrator {
     testbed: Testbed,
-    inbox: mpsc::UnboundedReceiver<(String, AgentMsg)>,
+    inbox: Inbox,
     updates: mpsc::UnboundedSender<Update>,
     changes: watch::Receiver<u64>,
     /// The testbed's state, readable while an experiment's runner holds the testbed.
@@ -105,6 +104,17 @@ impl Orchestrator {
 
     fn send_hosts(&self) {
         self.send(Update::Hosts(self.view.snapshot().hosts));
+    }
+
+    fn lab(&mut self) -> Lab<'_> {
+        Lab::new(&mut self.testbed, &mut self.inbox)
+    }
+
+    /// Messages the lab set aside while it waited, handled as if they had just arrived.
+    async fn handle_set_aside(&mut self, aside: Vec<(String, AgentMsg)>) {
+        for (host, msg) in aside {
+            self.on_agent(host, msg).await;
+        }
     }
 
     /// Serves commands until `Shutdown` (or the UI is gone), then takes the testbed down.
@@ -203,15 +213,15 @@ impl Orchestrator {
             AgentMsg::Mode { event } => {
                 // The mode's console side acts on it (a backup asking for its primary to be
                 // fenced), as during a headless run; the event goes to the log.
-                let summary = crate::modes::describe(event);
-                match crate::modes::on_event(&mut self.testbed, &host, event).await {
-                    Ok(()) => self.log(
+                let handled = mode_events::handle(&mut self.lab(), &host, event).await;
+                match handled.error {
+                    None => self.log(
                         Level::Info,
-                        format!("{host}: {} {}", summary.kind, summary.detail),
+                        format!("{host}: {} {}", handled.kind, handled.detail),
                     ),
-                    Err(e) => self.log(
+                    Some(e) => self.log(
                         Level::Warn,
-                        format!("{host}: {} {}: {e}", summary.kind, summary.detail),
+                        format!("{host}: {} {}: {e}", handled.kind, handled.detail),
                     ),
                 }
                 self.send_hosts();
@@ -308,7 +318,12 @@ impl Orchestrator {
             RUN_TIMEOUT,
             self.testbed.mode().clone(),
         );
-        if self.settings.mode == Mode::None
+        if self
+            .settings
+            .mode
+            .behaviour()
+            .client_policy()
+            .keep_last_server
             && let Some(p) = self.preferred.get(host)
             && let Some(i) = spec.servers.iter().position(|s| s == p)
         {
@@ -363,9 +378,9 @@ impl Orchestrator {
     }
 
     async fn fault(&mut self, host: String, fault: FaultKey) {
-        let Some(h) = self.testbed.topology.host(&host).cloned() else {
+        if self.testbed.topology.host(&host).is_none() {
             return;
-        };
+        }
         let state = self
             .testbed
             .snapshot()
@@ -373,84 +388,52 @@ impl Orchestrator {
             .iter()
             .find(|r| r.name == host)
             .map(|r| r.state);
-        let action = match &fault {
+        let mut params = FaultParams::default();
+        let kind = match &fault {
             FaultKey::PowerOff => {
                 if state == Some(HostState::PoweredOff) {
                     self.log(Level::Warn, format!("{host} is already powered off"));
                     return;
                 }
-                match self.testbed.power_off(&host).await {
-                    Ok(at_ns) => {
-                        let id = self.fresh_id();
-                        // The agent died with the host; what it held went with it.
-                        self.held.retain(|_, h| *h != host);
-                        self.runs.remove(&host);
-                        self.send(Update::PoweredOff { id, host, at_ns });
-                    }
-                    Err(e) => self.log(
-                        Level::Error,
-                        format!("power-off of {host}: {}", crate::error::chain(&e)),
-                    ),
-                }
-                return;
+                FaultKind::PowerOff
             }
             FaultKey::PowerOn => {
                 self.power_on(&host, state).await;
                 return;
             }
             FaultKey::RevertAll => {
-                let ids: Vec<u64> = self
-                    .held
-                    .iter()
-                    .filter(|(_, h)| **h == host)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in &ids {
-                    if let Err(e) = self
-                        .testbed
-                        .send(&host, ConsoleMsg::RevertFault { id: *id })
-                        .await
-                    {
-                        self.log(
-                            Level::Error,
-                            format!("revert on {host}: {}", crate::error::chain(&e)),
-                        );
-                    }
-                }
-                if state == Some(HostState::PoweredOff) {
-                    self.power_on(&host, state).await;
-                } else if ids.is_empty() {
-                    self.log(Level::Info, format!("nothing to revert on {host}"));
-                }
+                self.revert_all(&host, state).await;
                 return;
             }
-            FaultKey::Kill | FaultKey::Hang | FaultKey::Crash => {
-                let Some(role) = server_role(&self.testbed.roles_of(&h.name)) else {
-                    self.log(
-                        Level::Warn,
-                        format!(
-                            "{host} runs no server process: {} needs a primary or backup",
-                            fault.label()
-                        ),
-                    );
-                    return;
-                };
-                match fault {
-                    FaultKey::Kill => FaultAction::ProcessKill { role },
-                    FaultKey::Hang => FaultAction::ProcessHang { role },
-                    _ => FaultAction::ProcessCrash { role },
-                }
+            FaultKey::Kill => FaultKind::ProcessKill,
+            FaultKey::Hang => FaultKind::ProcessHang,
+            FaultKey::Crash => FaultKind::ProcessCrash,
+            FaultKey::NicDown => FaultKind::NicDown,
+            FaultKey::Loss(p) => {
+                params.percent = Some(*p);
+                params.direction = Some(experiment::Direction::Both);
+                FaultKind::Loss
             }
-            FaultKey::NicDown => FaultAction::NicDown { interface: None },
-            FaultKey::Loss(p) => FaultAction::Loss {
-                percent: *p,
-                direction: Direction::Both,
-            },
-            FaultKey::Partition(peer) => FaultAction::Partition {
-                peers: partition_peers(&self.testbed.topology, peer),
-            },
+            FaultKey::Partition(peer) => {
+                params.peer = Some(peer.clone());
+                FaultKind::Partition
+            }
         };
-        if state != Some(HostState::Connected) {
+        let process = matches!(
+            kind,
+            FaultKind::ProcessKill | FaultKind::ProcessHang | FaultKind::ProcessCrash
+        );
+        if process && server_role(&self.testbed.roles_of(&host)).is_none() {
+            self.log(
+                Level::Warn,
+                format!(
+                    "{host} runs no server process: {} needs a primary or backup",
+                    fault.label()
+                ),
+            );
+            return;
+        }
+        if kind != FaultKind::PowerOff && state != Some(HostState::Connected) {
             self.log(
                 Level::Warn,
                 format!("{host} is not up: {} not sent", fault.label()),
@@ -458,25 +441,49 @@ impl Orchestrator {
             return;
         }
         let id = self.fresh_id();
-        let msg = ConsoleMsg::InjectFault {
-            id,
-            action,
-            lease_ms: Some(FAULT_LEASE_MS),
-        };
-        match self.testbed.send(&host, msg).await {
-            Ok(()) => {
+        // Power is the console's and ends with the session; agent faults carry a lease.
+        let lease_ms = (kind != FaultKind::PowerOff).then_some(FAULT_LEASE_MS);
+        let fired = faults::fire(&mut self.lab(), &host, kind, &params, id, lease_ms).await;
+        match fired {
+            Ok(Fired::Done { at_ns, .. }) => {
+                // The agent died with the host; what it held went with it.
+                self.held.retain(|_, h| *h != host);
+                self.runs.remove(&host);
+                self.send(Update::PoweredOff { id, host, at_ns });
+            }
+            Ok(Fired::Agent { .. }) => {
                 self.held.insert(id, host.clone());
                 self.send(Update::FaultSent {
                     id,
                     host,
                     label: fault.label(),
-                    lease_ms: Some(FAULT_LEASE_MS),
+                    lease_ms,
                 });
             }
-            Err(e) => self.log(
-                Level::Error,
-                format!("{} on {host}: {}", fault.label(), crate::error::chain(&e)),
-            ),
+            Err(e) if kind == FaultKind::PowerOff => {
+                self.log(Level::Error, format!("power-off of {host}: {e}"))
+            }
+            Err(e) => self.log(Level::Error, format!("{} on {host}: {e}", fault.label())),
+        }
+    }
+
+    /// `r`: every fault held on `host` reverted, and the host powered on if it is off.
+    async fn revert_all(&mut self, host: &str, state: Option<HostState>) {
+        let ids: Vec<u64> = self
+            .held
+            .iter()
+            .filter(|(_, h)| *h == host)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            if let Err(e) = faults::revert(&self.lab(), host, *id).await {
+                self.log(Level::Error, format!("revert on {host}: {e}"));
+            }
+        }
+        if state == Some(HostState::PoweredOff) {
+            self.power_on(host, state).await;
+        } else if ids.is_empty() {
+            self.log(Level::Info, format!("nothing to revert on {host}"));
         }
     }
 
@@ -485,51 +492,45 @@ impl Orchestrator {
             self.log(Level::Warn, format!("{host} is not powered off"));
             return;
         }
-        match self.testbed.power_on(host).await {
-            Ok(()) => self.send(Update::PoweredOn {
+        let id = self.fresh_id();
+        let fired = faults::fire(
+            &mut self.lab(),
+            host,
+            FaultKind::PowerOn,
+            &FaultParams::default(),
+            id,
+            None,
+        )
+        .await;
+        match fired {
+            Ok(_) => self.send(Update::PoweredOn {
                 host: host.to_string(),
             }),
-            Err(e) => self.log(
-                Level::Error,
-                format!("power-on of {host}: {}", crate::error::chain(&e)),
-            ),
+            Err(e) => self.log(Level::Error, format!("power-on of {host}: {e}")),
         }
     }
 
     /// `m`: the next mode of the cycle; its roles redeployed if this version runs it, a note
     /// saying so if not.
     async fn switch_mode(&mut self) {
-        let target = next_mode(self.mode_cursor);
+        let target = self.mode_cursor.next();
         self.mode_cursor = target;
         let settings = RunSettings {
             mode: target,
             ..self.settings.clone()
         };
-        let config = check_mode(target)
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                crate::modes::mode_config(
-                    &self.testbed.topology,
-                    &settings,
-                    self.testbed.mode_key(),
-                )
-            });
-        let config = match config {
-            Ok(c) => c,
-            Err(e) => {
-                self.log(
-                    Level::Warn,
-                    format!("mode {target} not switched to: {e}; m tries the next"),
-                );
-                self.send(Update::Mode(ModeView {
-                    current: self.settings.mode,
-                    switching: None,
-                    note: Some(format!("{target}: not runnable yet")),
-                }));
-                return;
-            }
-        };
-        self.testbed.set_mode(config.clone());
+        if let Err(e) = switch::config_for(&self.lab(), &settings) {
+            self.log(
+                Level::Warn,
+                format!("mode {target} not switched to: {e}; m tries the next"),
+            );
+            self.send(Update::Mode(ModeView {
+                current: self.settings.mode,
+                switching: None,
+                note: Some(format!("{target}: not runnable yet")),
+            }));
+            return;
+        }
         self.send(Update::Mode(ModeView {
             current: self.settings.mode,
             switching: Some(target),
@@ -537,79 +538,13 @@ impl Orchestrator {
         }));
         let was_running = self.workload;
         self.stop_workload(true).await;
-        // Redeploy: every role of every host that is up stopped (the ones it runs now, which
-        // after a takeover are not the topology's, and the topology's), then the topology's
-        // started again, with the service address back on the topology's primary.
-        let snap = self.testbed.snapshot();
-        let mut waiting: Vec<(String, Role, u64)> = Vec::new();
-        for h in self.testbed.topology.hosts.clone() {
-            let Some(record) = snap
-                .hosts
-                .iter()
-                .find(|r| r.name == h.name && r.state == HostState::Connected)
-            else {
-                continue;
-            };
-            let mut stop = record.roles.clone();
-            stop.extend(h.roles.iter().filter(|r| !record.roles.contains(r)));
-            for role in stop {
-                let _ = self
-                    .testbed
-                    .send(&h.name, ConsoleMsg::StopRole { role })
-                    .await;
-            }
-        }
-        self.testbed.reset_roles();
-        if let Err(e) = self.testbed.restore_service_address().await {
-            self.log(
-                Level::Warn,
-                format!(
-                    "service address not moved back: {}",
-                    crate::error::chain(&e)
-                ),
-            );
-        }
-        for h in self.testbed.topology.hosts.clone() {
-            if !snap
-                .hosts
-                .iter()
-                .any(|r| r.name == h.name && r.state == HostState::Connected)
-            {
-                continue;
-            }
-            for &role in &h.roles {
-                let request = self.testbed.start_role(&h.name, role, config.clone()).await;
-                if let Ok(request) = request
-                    && matches!(role, Role::Primary | Role::Backup)
-                {
-                    waiting.push((h.name.clone(), role, request));
-                }
-            }
-        }
-        let deadline = Instant::now() + ROLE_TIMEOUT;
-        let mut note = None;
-        while !waiting.is_empty() {
-            match tokio::time::timeout_at(deadline, self.inbox.recv()).await {
-                Ok(Some((host, msg))) => {
-                    // Only the answers to this switch's requests: an earlier answer can say
-                    // "already running" of a role the switch redeploys.
-                    if let AgentMsg::RoleState {
-                        role,
-                        state: RoleState::Running,
-                        request: Some(request),
-                        ..
-                    } = &msg
-                    {
-                        waiting.retain(|(h, r, q)| !(*h == host && r == role && q == request));
-                    }
-                    self.on_agent(host, msg).await;
-                }
-                Ok(None) | Err(_) => {
-                    note = Some(format!("roles not running after the switch: {waiting:?}"));
-                    break;
-                }
-            }
-        }
+        let mut lab = self.lab();
+        let outcome = switch::switch_mode(&mut lab, &settings).await;
+        let aside = lab.take_set_aside();
+        self.handle_set_aside(aside).await;
+        let note = outcome
+            .err()
+            .map(|e| format!("roles not running after the switch: {e}"));
         self.settings.mode = target;
         self.send(Update::Mode(ModeView {
             current: target,
@@ -693,7 +628,7 @@ impl Orchestrator {
             } = self;
             let mut runner = Runner::with_inbox(testbed, &exp, runner_inbox);
             'plans: for plan in &plans {
-                view.current = crate::commands::run::describe(plan);
+                view.current = crate::run::one_line::describe(plan);
                 let _ = updates.send(Update::Experiment(view.clone()));
                 let fut = runner.execute(plan);
                 tokio::pin!(fut);

@@ -2,6 +2,7 @@
 //! 004). The console's part is to tell every server and client who is in the group; the
 //! servers report detections, takeovers and rejoins as [`Event`]s.
 
+use super::event_kind::EventKind;
 use serde::{Deserialize, Serialize};
 
 /// TCP port of the app-migration download service on every server of the group.
@@ -57,6 +58,17 @@ impl AppMigrationConfig {
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Command {}
 
+/// A download the group tracks: the id its client chose, shown in hex as the servers log it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DownloadId(pub u64);
+
+impl std::fmt::Display for DownloadId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:x}", self.0)
+    }
+}
+
 /// Agent → console events of this mode; times are the reporting host's CLOCK_MONOTONIC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
@@ -68,14 +80,14 @@ pub enum Event {
     /// T_takeover (server-triggered): this server, chosen by load, sent an authenticated
     /// migration request for connection `conn` (hex id) to `client`, orphaned by `peer`.
     Trigger {
-        conn: String,
+        conn: DownloadId,
         client: String,
         peer: String,
         at_ns: u64,
     },
     /// T_takeover: a client's reconnect was accepted here, resuming at byte `offset`.
     Accepted {
-        conn: String,
+        conn: DownloadId,
         client: String,
         offset: u64,
         at_ns: u64,
@@ -89,6 +101,16 @@ pub enum Event {
 }
 
 impl Event {
+    /// The event's kind (a trigger sent and a reconnect accepted are both takeovers).
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::Detect { .. } => EventKind::Detect,
+            Event::Rejoin { .. } => EventKind::Rejoin,
+            Event::Trigger { .. } | Event::Accepted { .. } => EventKind::Takeover,
+            Event::Ignored { .. } => EventKind::Ignored,
+        }
+    }
+
     /// The host time the event names.
     pub fn at_ns(&self) -> u64 {
         match self {
@@ -108,7 +130,7 @@ mod tests {
     #[test]
     fn events_round_trip_as_json() {
         let e = Event::Trigger {
-            conn: "ab".into(),
+            conn: DownloadId(0xab),
             client: "10.0.0.1:4000".into(),
             peer: "server1".into(),
             at_ns: 7,

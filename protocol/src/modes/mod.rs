@@ -4,7 +4,10 @@
 //! [`ModeEvent`], one variant per mode, each defined in that mode's module.
 
 pub mod app_migration;
+pub mod event_kind;
 pub mod st_tcp;
+
+pub use event_kind::EventKind;
 
 use serde::{Deserialize, Serialize};
 
@@ -45,4 +48,30 @@ pub enum ModeCommand {
 pub enum ModeEvent {
     AppMigration(app_migration::Event),
     StTcp(st_tcp::Event),
+}
+
+impl ModeEvent {
+    /// The name of the mode that sent it ([`ModeConfig::name`] of that mode).
+    pub fn mode_name(&self) -> &'static str {
+        match self {
+            ModeEvent::AppMigration(_) => "app-migration",
+            ModeEvent::StTcp(_) => "st-tcp",
+        }
+    }
+
+    /// What kind of event it is, whatever its mode: the record's `kind`.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            ModeEvent::AppMigration(e) => e.kind(),
+            ModeEvent::StTcp(e) => e.kind(),
+        }
+    }
+
+    /// The reporting host's CLOCK_MONOTONIC reading the event names.
+    pub fn at_ns(&self) -> u64 {
+        match self {
+            ModeEvent::AppMigration(e) => e.at_ns(),
+            ModeEvent::StTcp(e) => e.at_ns(),
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! paper 003). The console's part is to tell primary, backup and logger about each other, and
 //! to fence the primary when the backup asks.
 
+use super::event_kind::EventKind;
 use crate::Role;
 use serde::{Deserialize, Serialize};
 
@@ -145,6 +146,39 @@ pub enum Command {
     Reset,
 }
 
+/// A connection to the service, as events name it: the client's address and port and the
+/// service port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnKey {
+    pub client: std::net::Ipv4Addr,
+    pub client_port: u16,
+    pub port: u16,
+}
+
+impl std::fmt::Display for ConnKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}->:{}", self.client, self.client_port, self.port)
+    }
+}
+
+/// What became of a FIN or RST the primary's application sent and the primary held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FinOutcome {
+    /// The backup never confirmed its replica closed too: the backup took the connection over
+    /// instead.
+    NotConfirmedTakeover,
+}
+
+impl std::fmt::Display for FinOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FinOutcome::NotConfirmedTakeover => "not confirmed: takeover",
+        })
+    }
+}
+
 /// Agent → console events of this mode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
@@ -176,7 +210,7 @@ pub enum Event {
     FaultTolerant {
         at_ns: u64,
         backup: String,
-        unprotected: Vec<String>,
+        unprotected: Vec<ConnKey>,
     },
     /// Datagrams of this mode refused since the last such event: with a bad tag (forged, or
     /// another testbed's key) or replayed (an (incarnation, seq) already seen).
@@ -189,7 +223,7 @@ pub enum Event {
     /// One connection taken over (T_takeover for it).
     Takeover {
         at_ns: u64,
-        connection: String,
+        connection: ConnKey,
         /// Replica bytes sent at once (not yet acknowledged by the client).
         resent: u64,
         error: Option<String>,
@@ -205,17 +239,53 @@ pub enum Event {
     /// The backup's capture missed client bytes and fetched them from the logger.
     LoggerRecovered {
         at_ns: u64,
-        connection: String,
+        connection: ConnKey,
         bytes: u64,
     },
     /// The primary held back a FIN/RST of its application, and what became of it.
     FinHeld {
         at_ns: u64,
-        connection: String,
-        outcome: String,
+        connection: ConnKey,
+        outcome: FinOutcome,
     },
     /// Something the mode could not do.
     Error { at_ns: u64, message: String },
+}
+
+impl Event {
+    /// The event's kind, as the record names it.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::Detect { .. } => EventKind::Detect,
+            Event::FenceRequest { .. } => EventKind::Fence,
+            Event::Serving { .. } => EventKind::Serving,
+            Event::FaultTolerant { .. } => EventKind::FaultTolerant,
+            Event::Refused { .. } => EventKind::Refused,
+            Event::Takeover { .. } => EventKind::Takeover,
+            Event::TakeoverDone { .. } => EventKind::TakeoverDone,
+            Event::NonFaultTolerant { .. } => EventKind::NonFaultTolerant,
+            Event::LoggerRecovered { .. } => EventKind::LoggerRecovered,
+            Event::FinHeld { .. } => EventKind::FinHeld,
+            Event::Error { .. } => EventKind::Error,
+        }
+    }
+
+    /// The host time the event names.
+    pub fn at_ns(&self) -> u64 {
+        match self {
+            Event::Detect { at_ns, .. }
+            | Event::FenceRequest { at_ns, .. }
+            | Event::Serving { at_ns, .. }
+            | Event::FaultTolerant { at_ns, .. }
+            | Event::Refused { at_ns, .. }
+            | Event::Takeover { at_ns, .. }
+            | Event::TakeoverDone { at_ns, .. }
+            | Event::NonFaultTolerant { at_ns, .. }
+            | Event::LoggerRecovered { at_ns, .. }
+            | Event::FinHeld { at_ns, .. }
+            | Event::Error { at_ns, .. } => *at_ns,
+        }
+    }
 }
 
 /// Why the backup declared its primary failed (thesis §3.6, §3.7.3, §3.7.4).

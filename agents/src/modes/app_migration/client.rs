@@ -13,8 +13,10 @@
 //! Either way it resumes at its byte offset. A trigger is taken only if [`check_trigger`]
 //! accepts it; anything else is logged and ignored.
 
-use super::wire::{END_TOKEN, Hello, Key, MAX_LINE, TriggerMsg, Welcome};
-use crate::workload::client::{Client, Failure, file_name};
+use super::wire::{END_TOKEN, Hello, Key, MAX_LINE, TriggerMsg, Welcome, WireError};
+use crate::error::Chain;
+use crate::workload::connection::{Break, Client, ClientError};
+use crate::workload::request::file_name;
 use halab_protocol::modes::app_migration::{AppMigrationConfig, SERVICE_PORT, Trigger};
 use halab_protocol::mono_ns;
 use halab_workload::meter::ConnEvent;
@@ -22,6 +24,45 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+
+/// Why a trigger datagram is not taken.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TriggerRefused {
+    #[error(transparent)]
+    Sealed(#[from] WireError),
+    #[error("for download {got:x}, not this one ({want:x})")]
+    OtherDownload { got: u64, want: u64 },
+    #[error("from member {0}, which does not exist")]
+    NoSuchMember(u32),
+    #[error("names member {dead} as the dead owner, but this download is served by {current:?}")]
+    NotTheOwner { dead: u32, current: Option<u32> },
+    #[error("{from} is not an address of {host}")]
+    NotFromMember { from: IpAddr, host: String },
+    #[error("replayed (not newer than the last trigger taken)")]
+    Replayed,
+}
+
+/// Why the download client cannot run at all (its failures on the way are attempts that
+/// broke, or [`ClientError`]s of every client).
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("app-migration key")]
+    Key(#[source] WireError),
+    #[error("the app-migration group is empty")]
+    EmptyGroup,
+    #[error("cannot open a migration port")]
+    MigrationPort(#[source] std::io::Error),
+    #[error("the migration port's address")]
+    MigrationPortAddr(#[source] std::io::Error),
+    #[error("server answered {welcome:?} to offset {offset}")]
+    Welcome { welcome: Welcome, offset: u64 },
+}
+
+impl From<DownloadError> for ClientError {
+    fn from(e: DownloadError) -> ClientError {
+        ClientError::Mode(Box::new(e))
+    }
+}
 
 /// Whether to take a trigger datagram from `source` for download `conn`, served now by group
 /// member `current`, when the newest trigger taken so far was sent at `last_sent`.
@@ -37,31 +78,34 @@ pub fn check_trigger(
     conn: u64,
     current: Option<u32>,
     last_sent: u64,
-) -> Result<TriggerMsg, String> {
-    let t: TriggerMsg = key.open(datagram).map_err(|e| e.to_string())?;
+) -> Result<TriggerMsg, TriggerRefused> {
+    let t: TriggerMsg = key.open(datagram)?;
     if t.conn != conn {
-        return Err(format!(
-            "for download {:x}, not this one ({conn:x})",
-            t.conn
-        ));
+        return Err(TriggerRefused::OtherDownload {
+            got: t.conn,
+            want: conn,
+        });
     }
     let Some(member) = cfg.group.get(t.from as usize) else {
-        return Err(format!("from member {}, which does not exist", t.from));
+        return Err(TriggerRefused::NoSuchMember(t.from));
     };
     if current != Some(t.dead) || t.from == t.dead {
-        return Err(format!(
-            "names member {} as the dead owner, but this download is served by {current:?}",
-            t.dead
-        ));
+        return Err(TriggerRefused::NotTheOwner {
+            dead: t.dead,
+            current,
+        });
     }
     let at_member = std::iter::once(&member.service_addr)
         .chain(&member.heartbeat_addrs)
         .any(|a| a.parse::<IpAddr>().ok() == Some(source));
     if !at_member {
-        return Err(format!("{source} is not an address of {}", member.host));
+        return Err(TriggerRefused::NotFromMember {
+            from: source,
+            host: member.host.clone(),
+        });
     }
     if t.sent <= last_sent {
-        return Err("replayed (not newer than the last trigger taken)".into());
+        return Err(TriggerRefused::Replayed);
     }
     Ok(t)
 }
@@ -79,30 +123,35 @@ fn download_id(seed: u64, index: u32) -> u64 {
 /// How an attempt ended.
 enum End {
     Done,
-    Failed(Failure),
+    /// The run was stopped.
+    Stopped,
+    Broke(Break),
     /// A server asked the client to move to it.
     Migrate(TriggerMsg, String),
 }
 
 /// The download of paper 000 §5.1 under app-migration.
-pub(crate) async fn download(c: &mut Client<'_>, cfg: &AppMigrationConfig) -> Result<(), String> {
-    let key = Key::from_hex(&cfg.key_hex).map_err(|e| e.to_string())?;
+pub async fn download(c: &mut Client<'_>, cfg: &AppMigrationConfig) -> Result<(), ClientError> {
+    let key = Key::from_hex(&cfg.key_hex).map_err(DownloadError::Key)?;
     let members = cfg.group.len() as u32;
     if members == 0 {
-        return Err("the app-migration group is empty".into());
+        return Err(DownloadError::EmptyGroup.into());
     }
     let server_triggered = cfg.trigger == Trigger::Server;
     let migration = if server_triggered {
         Some(
             UdpSocket::bind((IpAddr::from([0, 0, 0, 0]), 0))
                 .await
-                .map_err(|e| format!("cannot open a migration port: {e}"))?,
+                .map_err(DownloadError::MigrationPort)?,
         )
     } else {
         None
     };
     let mport = match &migration {
-        Some(s) => s.local_addr().map_err(|e| e.to_string())?.port(),
+        Some(s) => s
+            .local_addr()
+            .map_err(DownloadError::MigrationPortAddr)?
+            .port(),
         None => 0,
     };
     let detect_ms = cfg.detect_after_ms();
@@ -132,15 +181,7 @@ pub(crate) async fn download(c: &mut Client<'_>, cfg: &AppMigrationConfig) -> Re
     let mut last_trigger = 0u64;
     let mut tbuf = vec![0u8; 2048];
     loop {
-        if c.stop.is_cancelled() {
-            return Err("stopped".into());
-        }
-        if tokio::time::Instant::now() >= c.deadline {
-            return Err(format!("deadline of {} ms passed", c.spec.deadline_ms));
-        }
-        if c.attempts >= c.spec.max_attempts.max(1) {
-            return Err(format!("gave up after {} connection attempts", c.attempts));
-        }
+        c.may_attempt()?;
         c.attempts += 1;
         c.servers_used.push(target.clone());
         let timeout = Duration::from_millis(c.spec.connect_timeout_ms.max(1));
@@ -150,15 +191,12 @@ pub(crate) async fn download(c: &mut Client<'_>, cfg: &AppMigrationConfig) -> Re
         let mut s = match connected {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                c.failed(Failure::io(e));
+                c.failed(Break::io(e));
                 target = next_target(cfg, &list, &mut next_in_list, current);
                 continue;
             }
             Err(_) => {
-                c.failed(Failure {
-                    event: ConnEvent::TimedOut,
-                    reason: format!("connect to {target} timed out"),
-                });
+                c.failed(Break::connect_timeout(&target));
                 target = next_target(cfg, &list, &mut next_in_list, current);
                 continue;
             }
@@ -188,16 +226,16 @@ pub(crate) async fn download(c: &mut Client<'_>, cfg: &AppMigrationConfig) -> Re
         let welcome = async {
             s.write_all(hello.line().as_bytes())
                 .await
-                .map_err(Failure::io)?;
+                .map_err(Break::io)?;
             let line = read_line(&mut s, idle_ms).await?;
-            Welcome::parse(&line).map_err(Failure::protocol)
+            Welcome::parse(&line).map_err(|e| Break::protocol(e.to_string()))
         }
         .await;
         let welcome = match welcome {
             Ok(w) if w.offset == offset && w.me < members => w,
-            Ok(w) => return Err(format!("server answered {w:?} to offset {offset}")),
-            Err(f) => {
-                c.failed(f);
+            Ok(welcome) => return Err(DownloadError::Welcome { welcome, offset }.into()),
+            Err(b) => {
+                c.failed(b);
                 target = next_target(cfg, &list, &mut next_in_list, current);
                 continue;
             }
@@ -223,17 +261,18 @@ pub(crate) async fn download(c: &mut Client<'_>, cfg: &AppMigrationConfig) -> Re
                 c.meter.on_latency(mono_ns().saturating_sub(sent));
                 return Ok(());
             }
-            End::Failed(_) if c.stop.is_cancelled() => return Err("stopped".into()),
+            End::Stopped => return Err(ClientError::Stopped),
+            End::Broke(_) if c.stop.is_cancelled() => return Err(ClientError::Stopped),
             End::Migrate(t, reason) => {
                 last_trigger = t.sent;
-                c.failed(Failure {
+                c.failed(Break {
                     event: ConnEvent::Reset,
                     reason,
                 });
                 target = cfg.group[t.from as usize].service_addr.clone();
             }
-            End::Failed(f) => {
-                c.failed(f);
+            End::Broke(b) => {
+                c.failed(b);
                 let waited = match &migration {
                     Some(sock) => {
                         wait_trigger(sock, &mut tbuf, idle_ms, |d, src| {
@@ -280,7 +319,7 @@ async fn stream(
     idle_ms: u64,
     migration: Option<&UdpSocket>,
     tbuf: &mut [u8],
-    check: impl Fn(&[u8], IpAddr) -> Result<TriggerMsg, String>,
+    check: impl Fn(&[u8], IpAddr) -> Result<TriggerMsg, TriggerRefused>,
 ) -> End {
     let idle = Duration::from_millis(idle_ms.max(1));
     let mut got = 0u64;
@@ -294,22 +333,22 @@ async fn stream(
         };
         let stop = c.stop.clone();
         tokio::select! {
-            _ = stop.cancelled() => return End::Failed(Failure::protocol("stopped".into())),
+            _ = stop.cancelled() => return End::Stopped,
             r = tokio::time::timeout(idle, s.read(&mut c.buf[..cap])) => {
                 let n = match r {
-                    Err(_) => return End::Failed(Failure::idle(idle_ms)),
-                    Ok(Err(e)) => return End::Failed(Failure::io(e)),
+                    Err(_) => return End::Broke(Break::idle(idle_ms)),
+                    Ok(Err(e)) => return End::Broke(Break::io(e)),
                     Ok(Ok(n)) => n,
                 };
                 if n == 0 {
                     if payload {
-                        return End::Failed(Failure::fin(got, want));
+                        return End::Broke(Break::fin(got, want));
                     }
                     if tail == END_TOKEN {
                         return End::Done;
                     }
                     // RedSocks' end token: a FIN without it is the server going away.
-                    return End::Failed(Failure {
+                    return End::Broke(Break {
                         event: ConnEvent::Fin,
                         reason: format!(
                             "FIN without the end token (got {:?})",
@@ -326,7 +365,7 @@ async fn stream(
                 } else {
                     tail.extend_from_slice(&c.buf[..n]);
                     if !END_TOKEN.starts_with(&tail) {
-                        return End::Failed(Failure::protocol(format!(
+                        return End::Broke(Break::protocol(format!(
                             "bytes beyond the end: {:?}",
                             String::from_utf8_lossy(&tail)
                         )));
@@ -340,7 +379,7 @@ async fn stream(
                             let reason = format!("migration request from member {} ({from}): member {} is dead", t.from, t.dead);
                             return End::Migrate(t, reason);
                         }
-                        Err(why) => tracing::warn!(connection = c.index, %from, "ignored a trigger: {why}"),
+                        Err(why) => tracing::warn!(connection = c.index, %from, "ignored a trigger: {}", Chain(&why)),
                     }
                 }
             }
@@ -361,7 +400,7 @@ async fn wait_trigger(
     sock: &UdpSocket,
     buf: &mut [u8],
     ms: u64,
-    check: impl Fn(&[u8], IpAddr) -> Result<TriggerMsg, String>,
+    check: impl Fn(&[u8], IpAddr) -> Result<TriggerMsg, TriggerRefused>,
 ) -> Option<TriggerMsg> {
     let until = tokio::time::Instant::now() + Duration::from_millis(ms);
     loop {
@@ -371,24 +410,24 @@ async fn wait_trigger(
             .ok()?;
         match check(&buf[..n], from.ip()) {
             Ok(t) => return Some(t),
-            Err(why) => tracing::warn!(%from, "ignored a trigger: {why}"),
+            Err(why) => tracing::warn!(%from, "ignored a trigger: {}", Chain(&why)),
         }
     }
 }
 
 /// One `\n`-terminated control line, byte by byte.
-async fn read_line(s: &mut TcpStream, idle_ms: u64) -> Result<String, Failure> {
+async fn read_line(s: &mut TcpStream, idle_ms: u64) -> Result<String, Break> {
     let mut line = Vec::new();
     let idle = Duration::from_millis(idle_ms.max(1));
     loop {
         let mut b = [0u8; 1];
         match tokio::time::timeout(idle, s.read(&mut b)).await {
-            Err(_) => return Err(Failure::idle(idle_ms)),
-            Ok(Err(e)) => return Err(Failure::io(e)),
-            Ok(Ok(0)) => return Err(Failure::fin(0, 1)),
+            Err(_) => return Err(Break::idle(idle_ms)),
+            Ok(Err(e)) => return Err(Break::io(e)),
+            Ok(Ok(0)) => return Err(Break::fin(0, 1)),
             Ok(Ok(_)) if b[0] == b'\n' => return Ok(String::from_utf8_lossy(&line).into_owned()),
             Ok(Ok(_)) if line.len() > MAX_LINE => {
-                return Err(Failure::protocol("control line too long".into()));
+                return Err(Break::protocol("control line too long".into()));
             }
             Ok(Ok(_)) => line.push(b[0]),
         }
@@ -441,6 +480,7 @@ mod tests {
         assert!(
             check(&forged, "10.0.0.2", Some(0), 0)
                 .unwrap_err()
+                .to_string()
                 .contains("HMAC")
         );
         let mut flipped = good.clone();

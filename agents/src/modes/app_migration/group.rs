@@ -275,7 +275,7 @@ impl Group {
             datagram: self.key.seal(&trigger),
         });
         out.push(Output::Event(Event::Trigger {
-            conn: format!("{:x}", info.id),
+            conn: halab_protocol::modes::app_migration::DownloadId(info.id),
             client: to.to_string(),
             peer: self.cfg.group[dead as usize].host.clone(),
             at_ns: now,

@@ -5,36 +5,48 @@
 //! - [`server`]: the server process that runs the group member beside the downloads;
 //! - [`client`]: the download client's side (failover list, end token, migration port).
 //!
-//! The server roles run `halab-agent serve --app-migration`; the agent only forwards the
-//! process's events to the console and supervises it like the plain workload server. The
-//! client role needs nothing running: the workload client takes the mode from its spec.
+//! The server roles run `halab-agent serve --app-migration` ([`SERVE_FLAG`]); the agent only
+//! forwards the process's events to the console and supervises it like the plain workload
+//! server. The client role needs nothing running: the workload client takes the mode from its
+//! spec (`ClientPolicy` in `modes::registry`).
 
 pub mod client;
 pub mod group;
 pub mod server;
 pub mod wire;
 
-use super::{RoleCtx, StartedRole};
-use crate::roles::serve_role;
+use crate::role_ctx::{RoleCtx, StartedRole};
+use crate::server_process::{ServeError, serve_role};
 use halab_protocol::modes::app_migration::{AppMigrationConfig, Event};
-use halab_protocol::{AgentMsg, ModeEvent, Role};
+use halab_protocol::{AgentMsg, ModeEvent};
 use tokio::io::BufReader;
 use tokio_util::sync::CancellationToken;
 
-/// Starts `ctx.role` under app-migration.
-pub async fn start_role(ctx: RoleCtx, cfg: &AppMigrationConfig) -> Result<StartedRole, String> {
-    wire::Key::from_hex(&cfg.key_hex).map_err(|e| format!("app-migration: {e}"))?;
-    if !matches!(ctx.role, Role::Primary | Role::Backup) {
-        return Ok(StartedRole {
-            task: tokio::spawn(async move { ctx.cancel.cancelled().await }),
-            detail: None,
-            commands: None,
-        });
-    }
-    let json = serde_json::to_string(cfg).map_err(|e| e.to_string())?;
+/// The flag of `halab-agent serve` that runs [`server::main`].
+pub const SERVE_FLAG: &str = "--app-migration";
+
+/// Why a server role of this mode did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("app-migration key")]
+    Key(#[source] wire::WireError),
+    #[error("app-migration config")]
+    Config(#[source] serde_json::Error),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// A server role (primary or backup) under app-migration: the server process with the group
+/// member, its events forwarded to the console.
+pub async fn start_server(
+    ctx: RoleCtx,
+    cfg: &AppMigrationConfig,
+) -> Result<StartedRole, StartError> {
+    wire::Key::from_hex(&cfg.key_hex).map_err(StartError::Key)?;
+    let json = serde_json::to_string(cfg).map_err(StartError::Config)?;
     let served = serve_role(
         &ctx,
-        &["--app-migration"],
+        &[SERVE_FLAG],
         &[(server::CONFIG_ENV, &json)],
         "app-migration server",
     )

@@ -9,7 +9,8 @@
 //! stdout as `event <json>` lines, after the `ready <port> <http-port>` line the agent waits for.
 
 use super::group::{Group, Output};
-use super::wire::{END_TOKEN, Hello, Key, MAX_LINE, Welcome};
+use super::wire::{END_TOKEN, Hello, Key, LineError, MAX_LINE, Welcome, WireError};
+use crate::error::Chain;
 use crate::workload::request::name_seed;
 use halab_protocol::modes::app_migration::{AppMigrationConfig, Event, GROUP_PORT, SERVICE_PORT};
 use halab_protocol::mono_ns;
@@ -32,15 +33,71 @@ const CHECKPOINT_EVERY: u64 = 4 * 1024 * 1024;
 /// How long a client may take to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `halab-agent serve --app-migration`; returns the exit code.
+/// Why the config in [`CONFIG_ENV`] cannot be used.
+#[derive(Debug, thiserror::Error)]
+enum ConfigError {
+    #[error("no config in ${}", CONFIG_ENV)]
+    Missing(#[source] std::env::VarError),
+    #[error("no config in ${}", CONFIG_ENV)]
+    Json(#[source] serde_json::Error),
+}
+
+/// Why the server process stops with an error.
+#[derive(Debug, thiserror::Error)]
+enum ServerError {
+    #[error("app-migration key")]
+    Key(#[source] WireError),
+    #[error("none of the group's service addresses is on this host")]
+    NotAMember,
+    #[error("bind TCP {port}")]
+    BindTcp {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bind UDP {port}")]
+    BindUdp {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the workload server did not start")]
+    WorkloadServer,
+    #[error("cannot start the group member")]
+    GroupMember(#[source] std::io::Error),
+}
+
+/// Why one download ended early.
+#[derive(Debug, thiserror::Error)]
+enum DownloadError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("no hello")]
+    NoHello,
+    #[error("bad hello")]
+    Hello(#[source] LineError),
+    #[error("closed before a full line")]
+    Closed,
+    #[error("line is not UTF-8")]
+    NotUtf8,
+    #[error("line too long")]
+    TooLong,
+    #[error("server stopping")]
+    Stopping,
+}
+
+fn config() -> Result<AppMigrationConfig, ConfigError> {
+    let json = std::env::var(CONFIG_ENV).map_err(ConfigError::Missing)?;
+    serde_json::from_str(&json).map_err(ConfigError::Json)
+}
+
+/// `halab-agent serve --app-migration`; returns the exit code. The process's one shutdown
+/// owner: `stop` (SIGINT) ends [`run`], which returns only once everything it started ended.
 pub fn main() -> i32 {
-    let cfg: AppMigrationConfig = match std::env::var(CONFIG_ENV)
-        .map_err(|e| e.to_string())
-        .and_then(|s| serde_json::from_str(&s).map_err(|e| e.to_string()))
-    {
+    let cfg = match config() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("halab-agent serve --app-migration: no config in ${CONFIG_ENV}: {e}");
+            eprintln!("halab-agent serve --app-migration: {}", Chain(&e));
             return 2;
         }
     };
@@ -65,7 +122,7 @@ pub fn main() -> i32 {
         match run(cfg, stop).await {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("halab-agent serve --app-migration: {e}");
+                eprintln!("halab-agent serve --app-migration: {}", Chain(&e));
                 1
             }
         }
@@ -75,7 +132,7 @@ pub fn main() -> i32 {
 }
 
 /// This host's index in the group: the member whose service address is one of ours.
-fn find_me(cfg: &AppMigrationConfig) -> Result<u32, String> {
+fn find_me(cfg: &AppMigrationConfig) -> Result<u32, ServerError> {
     cfg.group
         .iter()
         .position(|m| {
@@ -84,7 +141,7 @@ fn find_me(cfg: &AppMigrationConfig) -> Result<u32, String> {
                 .is_ok_and(|ip| std::net::UdpSocket::bind((ip, 0)).is_ok())
         })
         .map(|i| i as u32)
-        .ok_or_else(|| "none of the group's service addresses is on this host".to_string())
+        .ok_or(ServerError::NotAMember)
 }
 
 fn wall_ns() -> u64 {
@@ -119,16 +176,22 @@ enum Local {
     },
 }
 
-async fn run(cfg: AppMigrationConfig, stop: CancellationToken) -> Result<(), String> {
-    let key = Key::from_hex(&cfg.key_hex).map_err(|e| e.to_string())?;
+async fn run(cfg: AppMigrationConfig, stop: CancellationToken) -> Result<(), ServerError> {
+    let key = Key::from_hex(&cfg.key_hex).map_err(ServerError::Key)?;
     let me = find_me(&cfg)?;
     let any = IpAddr::from([0, 0, 0, 0]);
     let service = TcpListener::bind((any, SERVICE_PORT))
         .await
-        .map_err(|e| format!("bind TCP {SERVICE_PORT}: {e}"))?;
+        .map_err(|source| ServerError::BindTcp {
+            port: SERVICE_PORT,
+            source,
+        })?;
     let udp = std::net::UdpSocket::bind((any, GROUP_PORT))
         .and_then(|u| u.set_nonblocking(true).map(|()| u))
-        .map_err(|e| format!("bind UDP {GROUP_PORT}: {e}"))?;
+        .map_err(|source| ServerError::BindUdp {
+            port: GROUP_PORT,
+            source,
+        })?;
 
     let mut tasks = JoinSet::new();
     // The plain workload server too, so other workloads still run under this mode.
@@ -144,9 +207,7 @@ async fn run(cfg: AppMigrationConfig, stop: CancellationToken) -> Result<(), Str
             eprintln!("halab-server: {e}");
         }
     });
-    let (port, http) = ports_rx
-        .await
-        .map_err(|_| "the workload server did not start".to_string())?;
+    let (port, http) = ports_rx.await.map_err(|_| ServerError::WorkloadServer)?;
 
     // The group member gets a thread of its own: on the downloads' thread, fifty busy
     // downloads delay its heartbeats past 150 ms and the peers declare a live server dead.
@@ -164,7 +225,7 @@ async fn run(cfg: AppMigrationConfig, stop: CancellationToken) -> Result<(), Str
                 Err(e) => eprintln!("halab-server: group member runtime: {e}"),
             }
         })
-        .map_err(|e| format!("cannot start the group member: {e}"))?;
+        .map_err(ServerError::GroupMember)?;
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "ready {port} {http}");
@@ -182,7 +243,7 @@ async fn run(cfg: AppMigrationConfig, stop: CancellationToken) -> Result<(), Str
                             _ = s.cancelled() => {}
                             r = serve_download(stream, peer.ip(), local) => {
                                 if let Err(e) = r {
-                                    eprintln!("halab-server: app-migration {peer}: {e}");
+                                    eprintln!("halab-server: app-migration {peer}: {}", Chain(&e));
                                 }
                             }
                         }
@@ -256,7 +317,7 @@ async fn group_loop(
                     let outs = group.local_open(info, now);
                     if hello.generation > 1 {
                         emit(&Event::Accepted {
-                            conn: format!("{:x}", hello.conn),
+                            conn: halab_protocol::modes::app_migration::DownloadId(hello.conn),
                             client: client.to_string(),
                             offset: hello.offset,
                             at_ns: now,
@@ -306,12 +367,12 @@ async fn serve_download(
     mut stream: TcpStream,
     client: IpAddr,
     local: mpsc::UnboundedSender<Local>,
-) -> Result<(), String> {
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+) -> Result<(), DownloadError> {
+    stream.set_nodelay(true)?;
     let line = tokio::time::timeout(HELLO_TIMEOUT, read_line(&mut stream))
         .await
-        .map_err(|_| "no hello".to_string())??;
-    let hello = Hello::parse(&line)?;
+        .map_err(|_| DownloadError::NoHello)??;
+    let hello = Hello::parse(&line).map_err(DownloadError::Hello)?;
     let (reply_tx, reply_rx) = oneshot::channel();
     let (id, generation) = (hello.conn, hello.generation);
     let (name, size, offset) = (hello.name.clone(), hello.size, hello.offset);
@@ -321,13 +382,10 @@ async fn serve_download(
             client,
             reply: reply_tx,
         })
-        .map_err(|_| "server stopping")?;
-    let welcome = reply_rx.await.map_err(|_| "server stopping")?;
+        .map_err(|_| DownloadError::Stopping)?;
+    let welcome = reply_rx.await.map_err(|_| DownloadError::Stopping)?;
     let result = async {
-        stream
-            .write_all(welcome.line().as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
+        stream.write_all(welcome.line().as_bytes()).await?;
         let seed = name_seed(&name);
         let mut buf = vec![0u8; CHUNK];
         let mut off = offset;
@@ -335,10 +393,7 @@ async fn serve_download(
         while off < size {
             let n = ((size - off) as usize).min(CHUNK);
             content::fill(seed, off, &mut buf[..n]);
-            stream
-                .write_all(&buf[..n])
-                .await
-                .map_err(|e| e.to_string())?;
+            stream.write_all(&buf[..n]).await?;
             off += n as u64;
             // One thread serves the downloads and the group member: without a yield per
             // chunk a fast client keeps this task busy for a whole coop budget (128 writes,
@@ -349,11 +404,9 @@ async fn serve_download(
                 let _ = local.send(Local::Progress { id, offset: off });
             }
         }
-        stream
-            .write_all(END_TOKEN)
-            .await
-            .map_err(|e| e.to_string())?;
-        stream.shutdown().await.map_err(|e| e.to_string())
+        stream.write_all(END_TOKEN).await?;
+        stream.shutdown().await?;
+        Ok::<(), DownloadError>(())
     }
     .await;
     let _ = local.send(Local::Closed { id, generation });
@@ -362,17 +415,17 @@ async fn serve_download(
 
 /// One `\n`-terminated control line, byte by byte (it is short, and what follows it is not
 /// ours to buffer).
-async fn read_line(stream: &mut TcpStream) -> Result<String, String> {
+async fn read_line(stream: &mut TcpStream) -> Result<String, DownloadError> {
     let mut line = Vec::new();
     loop {
         let mut b = [0u8; 1];
         match stream.read(&mut b).await {
-            Err(e) => return Err(e.to_string()),
-            Ok(0) => return Err("closed before a full line".into()),
+            Err(e) => return Err(e.into()),
+            Ok(0) => return Err(DownloadError::Closed),
             Ok(_) if b[0] == b'\n' => {
-                return String::from_utf8(line).map_err(|_| "line is not UTF-8".to_string());
+                return String::from_utf8(line).map_err(|_| DownloadError::NotUtf8);
             }
-            Ok(_) if line.len() >= MAX_LINE => return Err("line too long".into()),
+            Ok(_) if line.len() >= MAX_LINE => return Err(DownloadError::TooLong),
             Ok(_) => line.push(b[0]),
         }
     }

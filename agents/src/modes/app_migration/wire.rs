@@ -30,6 +30,39 @@ pub enum WireError {
     Body(String),
 }
 
+/// Why a control line of the download exchange is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum LineError {
+    #[error("not an app-migration download: {0:?}")]
+    NotADownload(String),
+    #[error("server refused: {0:?}")]
+    Refused(String),
+    #[error("bad field {0:?}")]
+    BadField(String),
+    #[error("bad {key} {value:?}")]
+    BadValue { key: String, value: String },
+    #[error("no {0}")]
+    Missing(&'static str),
+    #[error("size {0} too large")]
+    TooLarge(u64),
+    #[error("offset {offset} beyond size {size}")]
+    BeyondSize { offset: u64, size: u64 },
+}
+
+/// One `key=value` word of a control line.
+fn field(w: &str) -> Result<(&str, &str), LineError> {
+    w.split_once('=')
+        .ok_or_else(|| LineError::BadField(w.to_string()))
+}
+
+/// `value` of `key` parsed, or the line refused naming both.
+fn value<T>(key: &str, value: &str, parsed: Option<T>) -> Result<T, LineError> {
+    parsed.ok_or_else(|| LineError::BadValue {
+        key: key.to_string(),
+        value: value.to_string(),
+    })
+}
+
 /// The per-testbed HMAC key, sealing this mode's datagrams (`HAM1`).
 #[derive(Clone, Debug)]
 pub struct Key(sealed::Key);
@@ -140,41 +173,41 @@ impl Hello {
         )
     }
 
-    pub fn parse(line: &str) -> Result<Hello, String> {
+    pub fn parse(line: &str) -> Result<Hello, LineError> {
         let mut words = line.split_ascii_whitespace();
         if (words.next(), words.next()) != (Some("HALAB-AM"), Some("download")) {
-            return Err(format!("not an app-migration download: {line:?}"));
+            return Err(LineError::NotADownload(line.to_string()));
         }
         let (mut name, mut size, mut conn, mut generation, mut mport, mut offset) =
             (None, None, None, None, None, None);
         for w in words {
-            let (k, v) = w
-                .split_once('=')
-                .ok_or_else(|| format!("bad field {w:?}"))?;
-            let bad = || format!("bad {k} {v:?}");
+            let (k, v) = field(w)?;
             match k {
                 "name" if crate::workload::request::valid_name(v) => name = Some(v.to_string()),
-                "size" => size = Some(v.parse::<u64>().map_err(|_| bad())?),
-                "conn" => conn = Some(u64::from_str_radix(v, 16).map_err(|_| bad())?),
-                "gen" => generation = Some(v.parse::<u32>().map_err(|_| bad())?),
-                "mport" => mport = Some(v.parse::<u16>().map_err(|_| bad())?),
-                "offset" => offset = Some(v.parse::<u64>().map_err(|_| bad())?),
-                _ => return Err(bad()),
+                "size" => size = Some(value(k, v, v.parse::<u64>().ok())?),
+                "conn" => conn = Some(value(k, v, u64::from_str_radix(v, 16).ok())?),
+                "gen" => generation = Some(value(k, v, v.parse::<u32>().ok())?),
+                "mport" => mport = Some(value(k, v, v.parse::<u16>().ok())?),
+                "offset" => offset = Some(value(k, v, v.parse::<u64>().ok())?),
+                _ => return value(k, v, None),
             }
         }
         let h = Hello {
-            name: name.ok_or("no name")?,
-            size: size.ok_or("no size")?,
-            conn: conn.ok_or("no conn")?,
-            generation: generation.ok_or("no gen")?,
-            mport: mport.ok_or("no mport")?,
-            offset: offset.ok_or("no offset")?,
+            name: name.ok_or(LineError::Missing("name"))?,
+            size: size.ok_or(LineError::Missing("size"))?,
+            conn: conn.ok_or(LineError::Missing("conn"))?,
+            generation: generation.ok_or(LineError::Missing("gen"))?,
+            mport: mport.ok_or(LineError::Missing("mport"))?,
+            offset: offset.ok_or(LineError::Missing("offset"))?,
         };
         if h.size > crate::workload::request::MAX_SIZE {
-            return Err(format!("size {} too large", h.size));
+            return Err(LineError::TooLarge(h.size));
         }
         if h.offset > h.size {
-            return Err(format!("offset {} beyond size {}", h.offset, h.size));
+            return Err(LineError::BeyondSize {
+                offset: h.offset,
+                size: h.size,
+            });
         }
         Ok(h)
     }
@@ -200,31 +233,28 @@ impl Welcome {
         )
     }
 
-    pub fn parse(line: &str) -> Result<Welcome, String> {
+    pub fn parse(line: &str) -> Result<Welcome, LineError> {
         let mut words = line.split_ascii_whitespace();
         if words.next() != Some("OK") {
-            return Err(format!("server refused: {line:?}"));
+            return Err(LineError::Refused(line.to_string()));
         }
         let (mut me, mut offset, mut servers) = (None, None, Vec::new());
         for w in words {
-            let (k, v) = w
-                .split_once('=')
-                .ok_or_else(|| format!("bad field {w:?}"))?;
-            let bad = || format!("bad {k} {v:?}");
+            let (k, v) = field(w)?;
             match k {
-                "me" => me = Some(v.parse::<u32>().map_err(|_| bad())?),
-                "offset" => offset = Some(v.parse::<u64>().map_err(|_| bad())?),
+                "me" => me = Some(value(k, v, v.parse::<u32>().ok())?),
+                "offset" => offset = Some(value(k, v, v.parse::<u64>().ok())?),
                 "servers" => {
                     for s in v.split(',').filter(|s| !s.is_empty()) {
-                        servers.push(s.parse::<u32>().map_err(|_| bad())?);
+                        servers.push(value(k, v, s.parse::<u32>().ok())?);
                     }
                 }
-                _ => return Err(bad()),
+                _ => return value(k, v, None),
             }
         }
         Ok(Welcome {
-            me: me.ok_or("no me")?,
-            offset: offset.ok_or("no offset")?,
+            me: me.ok_or(LineError::Missing("me"))?,
+            offset: offset.ok_or(LineError::Missing("offset"))?,
             servers,
         })
     }

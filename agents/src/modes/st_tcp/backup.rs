@@ -3,17 +3,20 @@
 //! hang, thesis §3.7.3) and held FINs (§3.7.4); on failure the fence request, then the
 //! takeover of every connection.
 
-use super::heartbeat::{self, Link, Wire};
+use super::command::{self, CommandError};
+use super::events::emit;
+use super::heartbeat::{self, DETECT_CHECK, Link, Wire};
 use super::logger;
 use super::monitor::{Check, Failure, FinKey, Monitor, ReplicaView, fin_key};
 use super::primary::{self, Exit, Primary};
 use super::replica::{self, Note, Replica, ToReplica};
+use super::start_error::{self, StartError};
 use super::takeover::{Plan, plan, repair};
 use super::tap::{self, Tap};
 use super::tracker::{ConnKey, Output, Tracker, parse_frame, unwrap};
-use super::{command, emit};
-use crate::modes::{RoleCtx, StartedRole};
-use crate::roles::serve_role;
+use crate::error::{Chain, chain};
+use crate::role_ctx::{RoleCtx, StartedRole};
+use crate::server_process::serve_role;
 use halab_protocol::modes::st_tcp::{
     Channel, Command, Event, Heartbeat, REPLICA_PORTS, StTcpConfig, fence_tag,
 };
@@ -31,12 +34,9 @@ use tokio_util::sync::CancellationToken;
 /// How long a confirmed close stays in the backup's beats.
 const FIN_OK_KEEP_NS: u64 = 10_000_000_000;
 
-pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String> {
-    let vip: Ipv4Addr = cfg
-        .vip
-        .parse()
-        .map_err(|e| format!("service address {}: {e}", cfg.vip))?;
-    let key = Key::from_hex(&cfg.key_hex).map_err(|e| format!("st-tcp key: {e}"))?;
+pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, StartError> {
+    let vip = start_error::vip(&cfg.vip)?;
+    let key = Key::from_hex(&cfg.key_hex).map_err(StartError::Key)?;
     // A backup never holds the service address: a host powered on after it was fenced still
     // has it on its interface, and must not answer for it.
     let mut vip_guard = VipGuard {
@@ -45,12 +45,14 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
         added: true,
     };
     vip_guard.remove().await;
-    let tap = Tap::open(&cfg.service_iface, vip)
-        .map_err(|e| format!("tap on {}: {e}", cfg.service_iface))?;
+    let tap = Tap::open(&cfg.service_iface, vip).map_err(|source| StartError::Tap {
+        iface: cfg.service_iface.clone(),
+        source,
+    })?;
     let sock = Arc::new(
         heartbeat::socket()
             .await
-            .map_err(|e| format!("heartbeat socket: {e}"))?,
+            .map_err(StartError::HeartbeatSocket)?,
     );
     let (port, http_port) = (REPLICA_PORTS.0.to_string(), REPLICA_PORTS.1.to_string());
     let served = serve_role(
@@ -77,20 +79,23 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
     let rst_guard = match super::fin_hold::RstGuard::install(vip, &cfg.service_ports).await {
         Ok(g) => Some(g),
         Err(e) => {
-            tracing::warn!(error = %e, "st-tcp: no RST guard; a takeover may reset connections");
+            tracing::warn!(error = %Chain(&e), "st-tcp: no RST guard; a takeover may reset connections");
             None
         }
     };
     let logger = match &cfg.logger {
         None => None,
         Some(l) => {
-            let addr: std::net::IpAddr = l
-                .service_addr
-                .parse()
-                .map_err(|e| format!("logger address {}: {e}", l.service_addr))?;
+            let addr: std::net::IpAddr =
+                l.service_addr
+                    .parse()
+                    .map_err(|source| StartError::LoggerAddr {
+                        addr: l.service_addr.clone(),
+                        source,
+                    })?;
             let sock = tokio::net::UdpSocket::bind(("0.0.0.0", 0))
                 .await
-                .map_err(|e| format!("logger query socket: {e}"))?;
+                .map_err(StartError::LoggerQuerySocket)?;
             Some((
                 sock,
                 std::net::SocketAddr::new(addr, halab_protocol::modes::st_tcp::LOGGER_PORT),
@@ -190,13 +195,13 @@ struct VipGuard {
 }
 
 impl VipGuard {
-    async fn add(&mut self) -> Result<(), String> {
-        match command("ip", &["addr", "add", &self.cidr, "dev", &self.iface], None).await {
+    async fn add(&mut self) -> Result<(), CommandError> {
+        match command::run("ip", &["addr", "add", &self.cidr, "dev", &self.iface], None).await {
             Ok(()) => {
                 self.added = true;
                 Ok(())
             }
-            Err(e) if e.contains("exists") => {
+            Err(CommandError::Failed { stderr, .. }) if stderr.contains("exists") => {
                 self.added = true;
                 Ok(())
             }
@@ -208,9 +213,9 @@ impl VipGuard {
         if self.added {
             self.added = false;
             if let Err(e) =
-                command("ip", &["addr", "del", &self.cidr, "dev", &self.iface], None).await
+                command::run("ip", &["addr", "del", &self.cidr, "dev", &self.iface], None).await
             {
-                tracing::warn!(error = %e, "st-tcp: service address not removed");
+                tracing::warn!(error = %Chain(&e), "st-tcp: service address not removed");
             }
         }
     }
@@ -276,6 +281,35 @@ fn replica_port(i: usize) -> u16 {
     }
 }
 
+/// Why the backup cannot serve new connections on the service address after a takeover.
+#[derive(Debug, thiserror::Error)]
+#[error("listening on {vip}:{port}")]
+struct ListenError {
+    vip: Ipv4Addr,
+    port: u16,
+    #[source]
+    source: std::io::Error,
+}
+
+/// Why one connection was not taken over (its takeover event's error).
+#[derive(Debug, thiserror::Error)]
+enum TakeoverError {
+    #[error("{0}")]
+    Plan(&'static str),
+    /// TCP_REPAIR refused the rebuilt socket.
+    #[error(transparent)]
+    Repair(std::io::Error),
+    #[error("replica gone")]
+    ReplicaGone,
+    /// The replica could not finish the rebuilt socket.
+    #[error(transparent)]
+    Finish(std::io::Error),
+    #[error("replica ended")]
+    ReplicaEnded,
+    #[error("replica did not answer within 5 s")]
+    NoAnswer,
+}
+
 /// After a takeover the backup is the service: new connections to the service address are
 /// accepted and relayed to its own server, so that clients that connect afresh (a new curl, a
 /// client whose connection was never taken over) are served too.
@@ -283,12 +317,12 @@ async fn serve_service_address(
     vip: Ipv4Addr,
     ports: Vec<u16>,
     cancel: CancellationToken,
-) -> Result<JoinSet<()>, String> {
+) -> Result<JoinSet<()>, ListenError> {
     let mut set = JoinSet::new();
     for (i, port) in ports.into_iter().enumerate() {
         let listener = tokio::net::TcpListener::bind((vip, port))
             .await
-            .map_err(|e| format!("listening on {vip}:{port}: {e}"))?;
+            .map_err(|source| ListenError { vip, port, source })?;
         let to = replica_port(i);
         let cancel = cancel.clone();
         set.spawn(async move {
@@ -319,9 +353,6 @@ async fn serve_service_address(
     }
     Ok(set)
 }
-
-/// How often the failure detector's verdict is taken.
-pub(super) const DETECT_CHECK: Duration = Duration::from_millis(5);
 
 /// Why [`Backup::run`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -560,7 +591,7 @@ impl Backup {
                 &self.outbound,
                 Event::LoggerRecovered {
                     at_ns: mono_ns(),
-                    connection: key.to_string(),
+                    connection: key,
                     bytes,
                 },
             )
@@ -683,8 +714,8 @@ impl Backup {
                 &self.outbound,
                 Event::FinHeld {
                     at_ns: now,
-                    connection: key.to_string(),
-                    outcome: "not confirmed: takeover".into(),
+                    connection: key,
+                    outcome: halab_protocol::modes::st_tcp::FinOutcome::NotConfirmedTakeover,
                 },
             )
             .await;
@@ -761,7 +792,7 @@ impl Backup {
                 &self.outbound,
                 Event::Error {
                     at_ns: mono_ns(),
-                    message: format!("cannot add the service address: {e}"),
+                    message: format!("cannot add the service address: {}", Chain(&e)),
                 },
             )
             .await;
@@ -770,7 +801,7 @@ impl Backup {
         if let Err(e) = tap::send_garp(&self.cfg.service_iface, self.vip, 3) {
             tracing::warn!(error = %e, "st-tcp: gratuitous ARP");
         }
-        let mut waiting: Vec<(ConnKey, oneshot::Receiver<Result<u64, String>>)> = Vec::new();
+        let mut waiting: Vec<(ConnKey, oneshot::Receiver<std::io::Result<u64>>)> = Vec::new();
         let mut failed = 0u32;
         let now = mono_ns();
         let keys: Vec<ConnKey> = self.tracker.conns().map(|(k, _)| *k).collect();
@@ -788,9 +819,10 @@ impl Backup {
                     tracing::info!(%key, why, "st-tcp: not taken over");
                     continue;
                 }
-                Plan::Fail(e) => Err(e.to_string()),
-                Plan::Rebuild { params, from, sent } => {
-                    repair(&params).map_err(|e| e.to_string()).and_then(|sock| {
+                Plan::Fail(e) => Err(TakeoverError::Plan(e)),
+                Plan::Rebuild { params, from, sent } => repair(&params)
+                    .map_err(TakeoverError::Repair)
+                    .and_then(|sock| {
                         let (done, rx) = oneshot::channel();
                         r.tx.send(ToReplica::TakeOver {
                             sock,
@@ -798,10 +830,9 @@ impl Backup {
                             sent,
                             done,
                         })
-                        .map_err(|_| "replica gone".to_string())
+                        .map_err(|_| TakeoverError::ReplicaGone)
                         .map(|()| rx)
-                    })
-                }
+                    }),
             };
             match result {
                 Ok(rx) => waiting.push((key, rx)),
@@ -811,9 +842,9 @@ impl Backup {
                         &self.outbound,
                         Event::Takeover {
                             at_ns: mono_ns(),
-                            connection: key.to_string(),
+                            connection: key,
                             resent: 0,
-                            error: Some(e),
+                            error: Some(chain(&e)),
                         },
                     )
                     .await;
@@ -824,10 +855,11 @@ impl Backup {
         for (key, rx) in waiting {
             let (resent, error) = match tokio::time::timeout(Duration::from_secs(5), rx).await {
                 Ok(Ok(Ok(n))) => (n, None),
-                Ok(Ok(Err(e))) => (0, Some(e)),
-                Ok(Err(_)) => (0, Some("replica ended".to_string())),
-                Err(_) => (0, Some("replica did not answer within 5 s".to_string())),
+                Ok(Ok(Err(e))) => (0, Some(TakeoverError::Finish(e))),
+                Ok(Err(_)) => (0, Some(TakeoverError::ReplicaEnded)),
+                Err(_) => (0, Some(TakeoverError::NoAnswer)),
             };
+            let error = error.map(|e| chain(&e));
             if error.is_some() {
                 failed += 1;
             }
@@ -835,7 +867,7 @@ impl Backup {
                 &self.outbound,
                 Event::Takeover {
                     at_ns: mono_ns(),
-                    connection: key.to_string(),
+                    connection: key,
                     resent,
                     error,
                 },
@@ -866,7 +898,7 @@ impl Backup {
                     &self.outbound,
                     Event::Error {
                         at_ns: mono_ns(),
-                        message: format!("new connections to the service address: {e}"),
+                        message: format!("new connections to the service address: {}", Chain(&e)),
                     },
                 )
                 .await

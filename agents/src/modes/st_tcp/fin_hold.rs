@@ -12,7 +12,9 @@
 //! The table goes when the hold is released (no backup: non-fault-tolerant mode, every held
 //! packet let go) or dropped (the queue's packets die with its socket).
 
+use super::command::{self, CommandError};
 use super::nfqueue::{Message, Queue, Verdict};
+use crate::error::Chain;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
@@ -62,7 +64,7 @@ pub async fn run(
                     HoldCmd::Release => hold.release().await,
                 };
                 if let Err(e) = r {
-                    tracing::warn!(error = %e, "st-tcp: FIN hold");
+                    tracing::warn!(error = %Chain(&e), "st-tcp: FIN hold");
                 }
                 let mut v = view.lock().unwrap_or_else(|p| p.into_inner());
                 v.active = hold.active;
@@ -83,7 +85,7 @@ pub async fn run(
         }
     }
     if let Err(e) = hold.release().await {
-        tracing::warn!(error = %e, "st-tcp: FIN hold not removed");
+        tracing::warn!(error = %Chain(&e), "st-tcp: FIN hold not removed");
     }
 }
 
@@ -176,7 +178,7 @@ impl FinHold {
     /// the rule before somebody listens. The queue rule goes through iptables (its NFQUEUE
     /// target): nft's own `queue` expression is missing from some kernels (this lab's among
     /// them), while the xtables target runs through nftables' compat layer.
-    pub async fn install(&mut self) -> Result<(), String> {
+    pub async fn install(&mut self) -> Result<(), CommandError> {
         self.remove_rules().await;
         if self.queue.is_none() {
             match Queue::bind(QUEUE, COPY).await {
@@ -197,7 +199,7 @@ impl FinHold {
                 }
                 Err(e) => {
                     tracing::warn!(
-                        error = %e,
+                        error = %Chain(&e),
                         "st-tcp: no iptables NFQUEUE rule; confirmed FINs leave with the kernel's retransmission"
                     );
                     self.remove_rules().await;
@@ -221,7 +223,7 @@ impl FinHold {
              \x20   ip saddr {vip} tcp sport {{ {ports} }} tcp flags & (fin | rst) != 0 drop\n\
              \x20 }}\n}}\n"
         );
-        super::command("nft", &["-f", "-"], Some(&script)).await?;
+        command::run("nft", &["-f", "-"], Some(&script)).await?;
         self.queued = false;
         self.active = true;
         self.allowed.clear();
@@ -229,7 +231,7 @@ impl FinHold {
     }
 
     /// The chain `HALAB_STTCP`, jumped to from OUTPUT: FIN or RST from the service → queue.
-    async fn install_queue_rules(&self) -> Result<(), String> {
+    async fn install_queue_rules(&self) -> Result<(), CommandError> {
         let vip = self.vip.to_string();
         let ports = self
             .ports
@@ -238,9 +240,9 @@ impl FinHold {
             .collect::<Vec<_>>()
             .join(",");
         let queue = QUEUE.to_string();
-        super::command("iptables", &["-w", "-N", CHAIN], None).await?;
+        command::run("iptables", &["-w", "-N", CHAIN], None).await?;
         for flag in ["FIN", "RST"] {
-            super::command(
+            command::run(
                 "iptables",
                 &[
                     "-w",
@@ -266,15 +268,15 @@ impl FinHold {
             )
             .await?;
         }
-        super::command("iptables", &["-w", "-I", "OUTPUT", "-j", CHAIN], None).await
+        command::run("iptables", &["-w", "-I", "OUTPUT", "-j", CHAIN], None).await
     }
 
     /// Removes whatever hold is installed (queue rules or the nft table), quietly.
     async fn remove_rules(&self) {
-        let _ = super::command("iptables", &["-w", "-D", "OUTPUT", "-j", CHAIN], None).await;
-        let _ = super::command("iptables", &["-w", "-F", CHAIN], None).await;
-        let _ = super::command("iptables", &["-w", "-X", CHAIN], None).await;
-        let _ = super::command("nft", &["delete", "table", "inet", TABLE], None).await;
+        let _ = command::run("iptables", &["-w", "-D", "OUTPUT", "-j", CHAIN], None).await;
+        let _ = command::run("iptables", &["-w", "-F", CHAIN], None).await;
+        let _ = command::run("iptables", &["-w", "-X", CHAIN], None).await;
+        let _ = command::run("nft", &["delete", "table", "inet", TABLE], None).await;
     }
 
     /// Judges newly queued packets; true if one of them is now held.
@@ -304,7 +306,7 @@ impl FinHold {
     }
 
     /// Lets the FIN/RST of these connections go: those held now, and those to come.
-    pub async fn allow(&mut self, keys: &[HoldKey]) -> Result<(), String> {
+    pub async fn allow(&mut self, keys: &[HoldKey]) -> Result<(), CommandError> {
         let new: Vec<_> = keys
             .iter()
             .filter(|k| !self.allowed.contains(*k))
@@ -329,7 +331,7 @@ impl FinHold {
             .map(|(a, cp, p)| format!("{} . {cp} . {p}", Ipv4Addr::from(*a)))
             .collect::<Vec<_>>()
             .join(", ");
-        super::command(
+        command::run(
             "nft",
             &[
                 "add",
@@ -351,7 +353,7 @@ impl FinHold {
     }
 
     /// Removes the table and lets every held packet go.
-    pub async fn release(&mut self) -> Result<(), String> {
+    pub async fn release(&mut self) -> Result<(), CommandError> {
         if !self.active {
             return Ok(());
         }
@@ -375,7 +377,7 @@ pub struct RstGuard {
 const RST_TABLE: &str = "halab_sttcp_rst";
 
 impl RstGuard {
-    pub async fn install(vip: Ipv4Addr, ports: &[u16]) -> Result<RstGuard, String> {
+    pub async fn install(vip: Ipv4Addr, ports: &[u16]) -> Result<RstGuard, CommandError> {
         let ports = ports
             .iter()
             .map(|p| p.to_string())
@@ -388,7 +390,7 @@ impl RstGuard {
              \x20   ip saddr {vip} tcp sport {{ {ports} }} tcp flags & rst != 0 drop\n\
              \x20 }}\n}}\n"
         );
-        super::command("nft", &["-f", "-"], Some(&script)).await?;
+        command::run("nft", &["-f", "-"], Some(&script)).await?;
         Ok(RstGuard { active: true })
     }
 }

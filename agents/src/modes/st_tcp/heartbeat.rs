@@ -16,6 +16,10 @@ use tokio::net::UdpSocket;
 /// `START_GRACE_NS` + `missed` intervals instead of never.
 pub const START_GRACE_NS: u64 = 2_000_000_000;
 
+/// How often a detector's verdict is taken, on both sides: a check half an interval late would
+/// add up to that much to every failover.
+pub const DETECT_CHECK: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// What the beats say about the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {

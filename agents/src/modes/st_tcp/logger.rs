@@ -13,9 +13,11 @@
 //! a replayed request only repeats answers to the backup, and a replayed answer fills bytes
 //! already filled with the same bytes.
 
+use super::events::emit;
+use super::start_error::{self, StartError};
 use super::tap::Tap;
 use super::tracker::{ConnKey, parse_frame};
-use crate::modes::{RoleCtx, StartedRole};
+use crate::role_ctx::{RoleCtx, StartedRole};
 use halab_protocol::modes::st_tcp::{Channel, Event, LOGGER_PORT, StTcpConfig};
 use halab_protocol::mono_ns;
 use halab_protocol::sealed::Key;
@@ -156,17 +158,16 @@ impl Ring {
     }
 }
 
-pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String> {
-    let vip: Ipv4Addr = cfg
-        .vip
-        .parse()
-        .map_err(|e| format!("service address {}: {e}", cfg.vip))?;
-    let mut tap = Tap::open(&cfg.service_iface, vip)
-        .map_err(|e| format!("tap on {}: {e}", cfg.service_iface))?;
+pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, StartError> {
+    let vip = start_error::vip(&cfg.vip)?;
+    let mut tap = Tap::open(&cfg.service_iface, vip).map_err(|source| StartError::Tap {
+        iface: cfg.service_iface.clone(),
+        source,
+    })?;
     let sock = tokio::net::UdpSocket::bind(("0.0.0.0", LOGGER_PORT))
         .await
-        .map_err(|e| format!("logger socket: {e}"))?;
-    let mac = Key::from_hex(&cfg.key_hex).map_err(|e| format!("st-tcp key: {e}"))?;
+        .map_err(StartError::LoggerSocket)?;
+    let mac = Key::from_hex(&cfg.key_hex).map_err(StartError::Key)?;
     let cancel = ctx.cancel;
     let outbound = ctx.outbound;
     let ports = cfg.service_ports.clone();
@@ -179,7 +180,7 @@ pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = report.tick(), if forged > 0 => {
-                    super::emit(&outbound, Event::Refused {
+                    emit(&outbound, Event::Refused {
                         at_ns: mono_ns(),
                         channel: Channel::Logger,
                         forged: std::mem::take(&mut forged),

@@ -10,88 +10,26 @@
 //!   console, service address, gratuitous ARP and TCP_REPAIR takeover ([`takeover`]).
 //! - logger: a bounded ring of tapped client segments the backup fetches missed bytes from
 //!   ([`logger`]).
+//! - client: an unmodified client of the service address ([`client`]).
+//!
+//! Each role's `start` is listed in the agent's mode table (`modes::registry`). What the roles
+//! share sits in leaves of its own: [`events`] (events to the console), [`command`] (`ip`,
+//! `nft`, `iptables`), [`start_error`].
 
-mod backup;
+pub mod backup;
+pub mod client;
+pub mod command;
+pub mod events;
 mod fin_hold;
 pub mod heartbeat;
 pub mod logger;
 mod monitor;
 mod netlink;
 mod nfqueue;
-mod primary;
+pub mod primary;
 pub mod replica;
 pub mod sockdiag;
+pub mod start_error;
 pub mod takeover;
 pub mod tap;
 pub mod tracker;
-
-use super::{RoleCtx, StartedRole};
-use halab_protocol::modes::st_tcp::{Event, StTcpConfig};
-use halab_protocol::{AgentMsg, ModeEvent, Role};
-use tokio::sync::mpsc;
-
-/// Starts `ctx.role` under st-tcp.
-pub async fn start_role(ctx: RoleCtx, cfg: &StTcpConfig) -> Result<StartedRole, String> {
-    match ctx.role {
-        Role::Primary => primary::start(ctx, cfg.clone()).await,
-        Role::Backup => backup::start(ctx, cfg.clone()).await,
-        Role::Logger => logger::start(ctx, cfg.clone()).await,
-        _ => {
-            let RoleCtx { role, cancel, .. } = ctx;
-            Ok(StartedRole {
-                task: tokio::spawn(async move {
-                    tracing::info!(%role, "st-tcp role started (nothing to do)");
-                    cancel.cancelled().await;
-                }),
-                detail: None,
-                commands: None,
-            })
-        }
-    }
-}
-
-/// Sends an event of this mode to the console.
-async fn emit(outbound: &mpsc::Sender<AgentMsg>, event: Event) {
-    tracing::info!(?event, "st-tcp event");
-    let _ = outbound
-        .send(AgentMsg::Mode {
-            event: ModeEvent::StTcp(event),
-        })
-        .await;
-}
-
-/// Runs a command (ip, nft) to completion; the error carries its stderr.
-async fn command(program: &str, args: &[&str], input: Option<&str>) -> Result<(), String> {
-    use tokio::io::AsyncWriteExt;
-    let line = format!("{program} {}", args.join(" "));
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(if input.is_some() {
-            std::process::Stdio::piped()
-        } else {
-            std::process::Stdio::null()
-        })
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot run `{line}`: {e}"))?;
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin
-            .write_all(text.as_bytes())
-            .await
-            .map_err(|e| format!("`{line}`: {e}"))?;
-    }
-    let out = tokio::time::timeout(std::time::Duration::from_secs(5), child.wait_with_output())
-        .await
-        .map_err(|_| format!("`{line}` did not finish within 5 s"))?
-        .map_err(|e| format!("`{line}`: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{line}` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}

@@ -5,11 +5,15 @@
 //! beats, hold and backup watch, serving through its relays instead of its own server process,
 //! with the old primary as the backup it waits for.
 
+use super::command;
+use super::events::emit;
 use super::fin_hold::{self, Confirmations, FinHold, HoldCmd, HoldKey, HoldView};
 use super::heartbeat::{self, Detector, Link, Verdict, Wire};
-use super::{command, emit, sockdiag, tap};
-use crate::modes::{RoleCtx, StartedRole};
-use crate::roles::serve_role;
+use super::start_error::{self, StartError};
+use super::{sockdiag, tap};
+use crate::error::Chain;
+use crate::role_ctx::{RoleCtx, StartedRole};
+use crate::server_process::serve_role;
 use halab_protocol::modes::st_tcp::{
     Channel, Command, ConnProgress, Event, Heartbeat, StTcpConfig, StTcpPeer,
 };
@@ -22,21 +26,18 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, String> {
-    let vip: Ipv4Addr = cfg
-        .vip
-        .parse()
-        .map_err(|e| format!("service address {}: {e}", cfg.vip))?;
-    let key = Key::from_hex(&cfg.key_hex).map_err(|e| format!("st-tcp key: {e}"))?;
+pub async fn start(ctx: RoleCtx, cfg: StTcpConfig) -> Result<StartedRole, StartError> {
+    let vip = start_error::vip(&cfg.vip)?;
+    let key = Key::from_hex(&cfg.key_hex).map_err(StartError::Key)?;
     let sock = Arc::new(
         heartbeat::socket()
             .await
-            .map_err(|e| format!("heartbeat socket: {e}"))?,
+            .map_err(StartError::HeartbeatSocket)?,
     );
     // The primary holds the service address. A host that served as backup before (it took
     // over, or rejoined) may lack it.
     let cidr = format!("{vip}/{}", cfg.vip_prefix);
-    command(
+    command::run(
         "ip",
         &["addr", "replace", &cidr, "dev", &cfg.service_iface],
         None,
@@ -139,7 +140,7 @@ impl Primary {
         };
         if let Err(e) = made {
             // Without nftables the primary still serves; only the FIN hold is missing.
-            tracing::warn!(error = %e, "st-tcp: no FIN hold");
+            tracing::warn!(error = %Chain(&e), "st-tcp: no FIN hold");
         }
         let view = Arc::new(Mutex::new(HoldView {
             active: !promoted,
@@ -226,8 +227,7 @@ impl Primary {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The backup's death is looked at every few ms, as the backup looks at the primary's.
         let mut detect_tick = tokio::time::interval(
-            super::backup::DETECT_CHECK
-                .min(Duration::from_millis((self.cfg.heartbeat_ms / 2).max(1))),
+            heartbeat::DETECT_CHECK.min(Duration::from_millis((self.cfg.heartbeat_ms / 2).max(1))),
         );
         detect_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // While the backup has confirmed closes the application has not reached, its sockets
@@ -286,7 +286,11 @@ impl Primary {
             let unprotected = open_then
                 .into_iter()
                 .filter(|k| open_now.contains(k) && !hb.tracking.contains(k))
-                .map(|(a, p, port)| format!("{}:{p} → :{port}", Ipv4Addr::from(a)))
+                .map(|(a, p, port)| super::tracker::ConnKey {
+                    client: Ipv4Addr::from(a),
+                    client_port: p,
+                    port,
+                })
                 .collect();
             emit(
                 &self.outbound,

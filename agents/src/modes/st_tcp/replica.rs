@@ -5,6 +5,7 @@
 //! rebuilt client connection and the replica for the rest of the connection's life.
 
 use super::tracker::ConnKey;
+use crate::error::Chain;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,12 +27,12 @@ pub enum ToReplica {
     ClientFin,
     /// Take over: `sock` is the rebuilt client connection, still in repair mode, whose send
     /// sequence starts at server offset `from`; the primary had sent up to offset `sent`.
-    /// Answers with the bytes sent at once.
+    /// Answers with the bytes sent at once, or why the rebuilt socket could not be finished.
     TakeOver {
         sock: super::takeover::InRepair,
         from: u64,
         sent: u64,
-        done: oneshot::Sender<Result<u64, String>>,
+        done: oneshot::Sender<std::io::Result<u64>>,
     },
 }
 
@@ -45,6 +46,48 @@ pub enum Note {
     /// The rebuilt connection has had data in flight and no ACK from the client for
     /// [`STALL_AFTER_MS`]: the kernel's view of it, for the record.
     Stalled { key: ConnKey, detail: String },
+}
+
+/// How a replica's life ended, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Cancelled before any takeover: its role stopped, or the connection closed or was
+    /// replaced.
+    Cancelled,
+    /// The tap's view of the connection went (closed on the tap).
+    ClosedOnTap,
+    /// Taken over; `resent` bytes went to the client at once.
+    TakenOver { resent: u64 },
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Cancelled => f.write_str("cancelled"),
+            Ended::ClosedOnTap => f.write_str("closed on the tap"),
+            Ended::TakenOver { resent } => {
+                write!(f, "taken over; {resent} bytes resent at once")
+            }
+        }
+    }
+}
+
+/// Why a replica ended early.
+#[derive(Debug, thiserror::Error)]
+enum ReplicaError {
+    #[error("replica server on port {port}")]
+    Connect {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The rebuilt socket could not be finished; the takeover was told why.
+    #[error("rebuilt socket not finished (see the takeover's error)")]
+    NotFinished,
+    #[error("rebuilt socket")]
+    Rebuilt(#[source] std::io::Error),
+    #[error("sending held output")]
+    SendHeld(#[source] std::io::Error),
 }
 
 /// How long a takeover waits for a lagging replica to produce what the primary had sent.
@@ -120,8 +163,9 @@ pub fn spawn(
     let p = progress.clone();
     tasks.spawn(async move {
         let detail = match run(key, port, rx, cancel, &p, &notes).await {
-            Ok(d) => d,
+            Ok(end) => end.to_string(),
             Err(e) => {
+                let e = Chain(&e).to_string();
                 tracing::warn!(%key, error = %e, "replica ended");
                 e
             }
@@ -169,10 +213,10 @@ async fn run(
     cancel: CancellationToken,
     progress: &Progress,
     notes: &mpsc::UnboundedSender<Note>,
-) -> Result<String, String> {
+) -> Result<Ended, ReplicaError> {
     let stream = TcpStream::connect(("127.0.0.1", port))
         .await
-        .map_err(|e| format!("replica server on port {port}: {e}"))?;
+        .map_err(|source| ReplicaError::Connect { port, source })?;
     let _ = stream.set_nodelay(true);
     let (mut rd, wr) = stream.into_split();
     // Client bytes go to the replica from their own task: a replica that stops reading while
@@ -190,12 +234,12 @@ async fn run(
         tokio::select! {
             _ = cancel.cancelled() => {
                 feeder.abort();
-                return Ok("stopped".into());
+                return Ok(Ended::Cancelled);
             }
             msg = rx.recv() => match msg {
                 None => {
                     feeder.abort();
-                    return Ok("closed on the tap".into());
+                    return Ok(Ended::ClosedOnTap);
                 }
                 Some(ToReplica::Bytes(b)) => {
                     progress.fed.fetch_add(b.len() as u64, Ordering::Relaxed);
@@ -246,14 +290,14 @@ async fn run(
     let sock = match sock {
         Ok(s) => s,
         Err(e) => {
-            let _ = done.send(Err(e.to_string()));
+            let _ = done.send(Err(e));
             feeder.abort();
-            return Err(format!("rebuilt socket: {e}"));
+            return Err(ReplicaError::NotFinished);
         }
     };
     held.data.drain(..in_flight);
     held.base += in_flight as u64;
-    let client = TcpStream::from_std(sock).map_err(|e| format!("rebuilt socket: {e}"))?;
+    let client = TcpStream::from_std(sock).map_err(ReplicaError::Rebuilt)?;
     let (mut crd, mut cwr) = client.into_split();
     let resent = held.data.len() as u64;
     // The connection is rebuilt: that is its T_takeover; the held bytes leave from here on.
@@ -270,7 +314,7 @@ async fn run(
     .await;
     if let Err(e) = first {
         feeder.abort();
-        return Err(format!("sending held output: {e}"));
+        return Err(ReplicaError::SendHeld(e));
     }
     let mut produced = held.produced();
     let acked = held.acked;
@@ -314,7 +358,7 @@ async fn run(
         }
     }
     feeder.abort();
-    Ok(format!("taken over; {resent} bytes resent at once"))
+    Ok(Ended::TakenOver { resent })
 }
 
 async fn feed(

@@ -145,19 +145,9 @@ pub fn tsval(options: &[u8]) -> Option<u32> {
     parse_options(options).tsval
 }
 
-/// A connection to the service: the client's address and port and the service port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnKey {
-    pub client: Ipv4Addr,
-    pub client_port: u16,
-    pub port: u16,
-}
-
-impl std::fmt::Display for ConnKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}->:{}", self.client, self.client_port, self.port)
-    }
-}
+/// A connection to the service: the client's address and port and the service port (the
+/// protocol's type, as the events name connections with it).
+pub use halab_protocol::modes::st_tcp::ConnKey;
 
 /// What the tap learned of one connection.
 #[derive(Debug, Clone)]

@@ -12,7 +12,7 @@
 //! Learning uses russh's `learn_known_hosts_path`, which writes `host` or `[host]:port`, exactly
 //! the name the next check looks for.
 
-use super::SshError;
+use super::error::{HostKeyRefused, SshError, display_addr};
 use hmac::{Hmac, KeyInit, Mac};
 use russh::client;
 use russh::keys::known_hosts::learn_known_hosts_path;
@@ -21,7 +21,6 @@ use russh::keys::{Algorithm, HashAlg, PublicKey, PublicKeyOrCertificate};
 use sha1::Sha1;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use thiserror::Error;
 
 /// Serialises learning across concurrent connections of this process: hosts of a testbed
 /// connect in parallel and append to the same file.
@@ -34,76 +33,6 @@ pub(super) enum Accepted {
     Known,
     /// The key was not on file and has now been recorded (accept-new).
     Learned,
-}
-
-/// Refusals of a host key that come from known_hosts entries other than a plain key line.
-/// Refused with or without accept-new: each is an entry the user wrote for a reason.
-#[derive(Debug, Error)]
-pub enum HostKeyRefused {
-    /// The offered key is on a `@revoked` line (whatever hosts that line names).
-    #[error(
-        "host key of {addr} is REVOKED: {} line {line} marks the key it offered ({offered}) \
-         as @revoked; it is never trusted",
-        path.display()
-    )]
-    Revoked {
-        addr: String,
-        path: PathBuf,
-        line: usize,
-        offered: String,
-    },
-    /// A `@revoked` line whose key cannot be read: whether the offered key is revoked is
-    /// unknown, so no key is trusted until it is fixed.
-    #[error(
-        "host key of {addr} is not trusted: {} line {line} is a @revoked entry that cannot be \
-         read ({reason}), so whether the key is revoked is unknown; fix or remove that line",
-        path.display()
-    )]
-    RevokedUnreadable {
-        addr: String,
-        path: PathBuf,
-        line: usize,
-        reason: String,
-    },
-    /// The host's entry is a `@cert-authority` line: it expects host certificates, which
-    /// halab neither requests nor verifies, so a plain key it offers is not learned either.
-    #[error(
-        "host key of {addr} is not trusted: {} line {line} is a @cert-authority entry for it, \
-         and halab does not support host certificates; add the host's own key to that file \
-         once you have verified it (the server offered {offered})",
-        path.display()
-    )]
-    CertAuthority {
-        addr: String,
-        path: PathBuf,
-        line: usize,
-        offered: String,
-    },
-    /// The host's only entries cannot be read (bad base64, unknown key type or marker, no
-    /// key): it has an entry, so its key is not new, but it cannot be compared.
-    #[error(
-        "host key of {addr} is not trusted: {} line {line} is an entry for it that cannot be \
-         read ({reason}); fix or remove that line",
-        path.display()
-    )]
-    Unreadable {
-        addr: String,
-        path: PathBuf,
-        line: usize,
-        reason: String,
-    },
-}
-
-impl HostKeyRefused {
-    /// The known_hosts file whose entry refused the key.
-    pub fn path(&self) -> &Path {
-        match self {
-            HostKeyRefused::Revoked { path, .. }
-            | HostKeyRefused::RevokedUnreadable { path, .. }
-            | HostKeyRefused::CertAuthority { path, .. }
-            | HostKeyRefused::Unreadable { path, .. } => path,
-        }
-    }
 }
 
 /// The [`SshError`] carrying `refusal`.
@@ -139,7 +68,7 @@ impl client::Handler for HostKeyCheck {
             // Host certificates are never requested (Preferred::host_key_certificates is
             // empty), so a server sending one is not following the negotiation.
             PublicKeyOrCertificate::Certificate(_) => Err(SshError::HostCertificate {
-                addr: super::display_addr(&self.host, self.port),
+                addr: display_addr(&self.host, self.port),
             }),
         };
         let ok = result.is_ok();
@@ -162,7 +91,7 @@ pub(super) fn verify(
         Verdict::Refused(e) => return Err(e),
         Verdict::Unknown => {}
     }
-    let addr = super::display_addr(host, port);
+    let addr = display_addr(host, port);
     let offered = describe(key);
     if !accept_new {
         return Err(SshError::UnknownHostKey {
@@ -200,7 +129,7 @@ enum Verdict {
 /// then the host's plain entries decide (match, changed, other type); then an entry the key
 /// cannot be compared with (`@cert-authority`, unreadable) still means the host is not new.
 fn check(host: &str, port: u16, key: &PublicKey, path: &Path, entries: &[Entry]) -> Verdict {
-    let addr = super::display_addr(host, port);
+    let addr = display_addr(host, port);
     let offered = describe(key);
     let path_buf = path.to_path_buf();
     let revoked = entries.iter().filter(|e| e.marker == Marker::Revoked);

@@ -11,13 +11,15 @@
 //! exits; [`SshConnection::close`] does the same and then disconnects; dropping the connection
 //! tears the session down at once (sshd then closes the agent's stdin itself).
 
+mod error;
 mod known_hosts;
 mod pump;
 mod remote;
 
 use crate::agent::AgentLink;
 use crate::topology::Host;
-pub use known_hosts::HostKeyRefused;
+use error::display_addr;
+pub use error::{HostKeyRefused, SshError};
 use known_hosts::{Accepted, HostKeyCheck};
 use russh::client::{self, AuthResult};
 use russh::keys::PrivateKeyWithHashAlg;
@@ -25,7 +27,6 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
 /// The russh client handler of this provider.
@@ -99,157 +100,6 @@ impl SshTarget {
     /// `address:port` (`[address]:port` for IPv6), as in messages.
     pub fn display_addr(&self) -> String {
         display_addr(&self.address, self.port)
-    }
-}
-
-/// Why an SSH host could not be reached or its agent not started. Each message names what a
-/// user needs to fix it: the address, the user, the key or known_hosts file and line.
-#[derive(Debug, Error)]
-pub enum SshError {
-    #[error("ssh: cannot connect to {addr}")]
-    Connect {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("ssh: {addr}: timed out after {timeout:?} {what}")]
-    Timeout {
-        addr: String,
-        what: &'static str,
-        timeout: Duration,
-    },
-    #[error("ssh: handshake with {addr} failed")]
-    Handshake {
-        addr: String,
-        #[source]
-        source: Box<russh::Error>,
-    },
-    #[error(
-        "host key of {addr} is not in {}; verify it ({offered}) and re-run with \
-         --accept-new-host-keys to trust it",
-        path.display()
-    )]
-    UnknownHostKey {
-        addr: String,
-        path: PathBuf,
-        offered: String,
-    },
-    #[error(
-        "host key of {addr} CHANGED: it does not match {} line {line} (the server offered \
-         {offered}); if the host was reinstalled, delete that line, otherwise someone may be \
-         intercepting the connection",
-        path.display()
-    )]
-    HostKeyChanged {
-        addr: String,
-        path: PathBuf,
-        line: usize,
-        offered: String,
-    },
-    #[error(
-        "host key of {addr} is not trusted: {} line {line} holds a {known} key for it, but the \
-         server offered {offered}",
-        path.display()
-    )]
-    HostKeyOtherType {
-        addr: String,
-        path: PathBuf,
-        line: usize,
-        known: String,
-        offered: String,
-    },
-    #[error("host key of {addr} is a certificate; halab only trusts plain keys from known_hosts")]
-    HostCertificate { addr: String },
-    /// A revoked key, or a host whose known_hosts entry is a `@cert-authority` or cannot be
-    /// read: refused with or without accept-new.
-    #[error(transparent)]
-    HostKeyRefused(#[from] HostKeyRefused),
-    #[error("ssh: cannot read known_hosts file {}", path.display())]
-    KnownHosts {
-        path: PathBuf,
-        #[source]
-        source: Box<russh::keys::Error>,
-    },
-    #[error("ssh: cannot record the host key of {addr} in {}", path.display())]
-    LearnHostKey {
-        addr: String,
-        path: PathBuf,
-        #[source]
-        source: Box<russh::keys::Error>,
-    },
-    #[error(
-        "ssh: private key {} is protected by a passphrase, which halab does not support; \
-         use a key without one",
-        path.display()
-    )]
-    KeyEncrypted { path: PathBuf },
-    #[error("ssh: cannot load private key {}", path.display())]
-    KeyRead {
-        path: PathBuf,
-        #[source]
-        source: Box<russh::keys::Error>,
-    },
-    #[error("ssh: server refused key {} for user {user}@{addr}", path.display())]
-    AuthRefused {
-        path: PathBuf,
-        user: String,
-        addr: String,
-    },
-    #[error(
-        "ssh: {user}@{addr} accepted key {} but asks for more authentication, which halab \
-         does not support",
-        path.display()
-    )]
-    AuthPartial {
-        path: PathBuf,
-        user: String,
-        addr: String,
-    },
-    #[error("ssh: authenticating {user}@{addr} failed")]
-    Auth {
-        user: String,
-        addr: String,
-        #[source]
-        source: Box<russh::Error>,
-    },
-    #[error("ssh: {addr}: {what} failed")]
-    Channel {
-        addr: String,
-        what: &'static str,
-        #[source]
-        source: Box<russh::Error>,
-    },
-    #[error("ssh: {addr} refused to run a command (exec request denied)")]
-    CommandRefused { addr: String },
-    #[error("cannot read the agent binary {}", path.display())]
-    LocalAgent {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("ssh: uploading the agent to {addr}:{remote} failed ({ending}){}", suffix(.stderr))]
-    Upload {
-        addr: String,
-        remote: String,
-        ending: String,
-        stderr: String,
-    },
-}
-
-fn suffix(stderr: &str) -> String {
-    if stderr.is_empty() {
-        String::new()
-    } else {
-        format!(": {stderr}")
-    }
-}
-
-/// `host:port`, bracketing an IPv6 address.
-fn display_addr(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Every script runs under `sh -c`, so it is POSIX sh whatever the user's login shell is.
 
-use super::{Client, SshError};
+use super::error::SshError;
+use super::known_hosts::HostKeyCheck as Client;
 use russh::ChannelMsg;
 use russh::client::Handle;
 use sha2::{Digest, Sha256};

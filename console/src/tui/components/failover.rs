@@ -5,8 +5,8 @@
 
 use super::chart::MarkerKind;
 use super::{Component, bytes, ms};
-use crate::run::runner::FailoverFigures;
-use halab_protocol::{ClientEvent, ClientResult};
+use crate::lab::figures::{FailoverFigures, failover_figures, resume_after};
+use halab_protocol::{ClientEvent, ClientResult, EventKind};
 use halab_workload::ConnEvent;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
@@ -66,9 +66,17 @@ impl FailoverRow {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FailoverTable {
     pub rows: Vec<FailoverRow>,
+    /// The current mode's names of the detect, takeover and failover columns.
+    pub columns: [&'static str; 3],
+}
+
+impl Default for FailoverTable {
+    fn default() -> Self {
+        FailoverTable::for_mode(crate::topology::Mode::None)
+    }
 }
 
 fn worst(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -79,6 +87,14 @@ fn worst(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 }
 
 impl FailoverTable {
+    /// An empty table headed as `mode` names its columns.
+    pub fn for_mode(mode: crate::topology::Mode) -> FailoverTable {
+        FailoverTable {
+            rows: Vec::new(),
+            columns: mode.behaviour().failover_columns(),
+        }
+    }
+
     /// Fault `fault_id` took effect at `fault_ns` while `clients` were running the workload.
     pub fn fault(
         &mut self,
@@ -136,16 +152,16 @@ impl FailoverTable {
     /// A failover mode reported `kind` (`detect`, `takeover`, ...) at `at_ns` (console
     /// clock): in a mode where the client sees no failover at all (st-tcp), these are the
     /// row's detection and takeover, and its resume is the first byte after the takeover.
-    pub fn mode_event(&mut self, kind: &str, at_ns: u64) {
+    pub fn mode_event(&mut self, kind: EventKind, at_ns: u64) {
         for row in &mut self.rows {
             if !matches!(row.state, RowState::Measuring(_)) || at_ns < row.fault_ns {
                 continue;
             }
             match kind {
-                "detect" => {
+                EventKind::Detect => {
                     row.detect_ns.get_or_insert(at_ns);
                 }
-                "takeover" => {
+                EventKind::Takeover => {
                     row.takeover_ns.get_or_insert(at_ns);
                 }
                 _ => {}
@@ -159,7 +175,7 @@ impl FailoverTable {
         let stopped = result
             .connections
             .iter()
-            .any(|c| c.error.as_deref() == Some("stopped"));
+            .any(|c| c.error == Some(halab_protocol::message::ConnError::Stopped));
         for row in &mut self.rows {
             let RowState::Measuring(waiting) = &mut row.state else {
                 continue;
@@ -174,21 +190,10 @@ impl FailoverTable {
             if let Some(t) = row.takeover_ns
                 && row.resume_ns.is_none()
             {
-                row.resume_ns = result
-                    .connections
-                    .iter()
-                    .filter_map(|c| {
-                        c.meter
-                            .buckets_10ms
-                            .iter()
-                            .enumerate()
-                            .map(|(k, b)| (c.meter.start_ns + (k as u64 + 1) * 10_000_000, *b))
-                            .find(|(end, b)| *b > 0 && *end >= t)
-                            .map(|(end, _)| end)
-                    })
-                    .max();
+                row.resume_ns =
+                    resume_after(t as f64, &result.connections).map(|end| end.round() as u64);
             }
-            let f = crate::run::runner::failover_figures(result, Some(row.fault_ns as f64));
+            let f = failover_figures(result, Some(row.fault_ns as f64));
             // Events of a connection before the fault are not the fault's doing.
             let f = FailoverFigures {
                 detect_ms: f.detect_ms.filter(|x| *x >= 0.0),
@@ -327,11 +332,12 @@ impl Component for FailoverTable {
             Constraint::Length(5),
             Constraint::Length(9),
         ];
+        let [detect, takeover, failover] = self.columns;
         let header = Row::new(vec![
             "fault",
-            "detect",
-            "takeover",
-            "failover",
+            detect,
+            takeover,
+            failover,
             "stall",
             "lost",
             "dup",

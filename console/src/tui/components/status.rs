@@ -54,8 +54,9 @@ impl Component for StatusBar {
             Span::raw(" "),
             mode,
             Span::raw(" · "),
-            // Mode none has no heartbeat, whatever the topology sets for the other modes.
-            Span::raw(if self.mode.current == crate::topology::Mode::None {
+            // A mode without heartbeat (none) shows none, whatever the topology sets for the
+            // other modes.
+            Span::raw(if !self.mode.current.behaviour().run_keys().heartbeat {
                 "no heartbeat".to_string()
             } else {
                 self.heartbeat.clone()
