@@ -106,7 +106,8 @@ mod tests {
     #[test]
     fn every_mode_is_registered_once_under_its_own_name() {
         let names: Vec<&str> = Mode::all().map(Mode::as_str).collect();
-        assert_eq!(names, ["none", "app-migration", "st-tcp", "craft"]);
+        // The modes of the design, first and in this order (the `m` cycle); a new one follows.
+        assert_eq!(names[..4], ["none", "app-migration", "st-tcp", "craft"]);
         for m in Mode::all() {
             assert_eq!(Mode::from_name(m.as_str()), Some(m));
             assert_eq!(REGISTRY.iter().filter(|(r, _)| *r == m).count(), 1);
