@@ -97,6 +97,7 @@ fn busy_app(t0: u64) -> (App, u64, u64) {
                 Update::FaultSent {
                     id: step,
                     host: "h2".into(),
+                    kind: halab::experiment::FaultKind::Loss,
                     label: "loss 5%".into(),
                     lease_ms: Some(300_000),
                 },

@@ -56,10 +56,8 @@ pub async fn fire(
     lease_ms: Option<u64>,
 ) -> Result<Fired, FaultError> {
     let chain = |e: crate::testbed::TestbedError| FaultError::Testbed(crate::error::chain(&e));
-    let role = || {
-        server_role(&lab.testbed.roles_of(host))
-            .ok_or_else(|| FaultError::NoServerProcess(host.to_string()))
-    };
+    let role =
+        || process_role(lab, host).ok_or_else(|| FaultError::NoServerProcess(host.to_string()));
     let action = match kind {
         FaultKind::PowerOff => {
             let at_ns = lab.testbed.power_off(host).await.map_err(chain)?;
@@ -148,9 +146,14 @@ pub fn partition_peers(topo: &Topology, peer: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The server role whose process a process fault on a host with `roles` hits.
-pub fn server_role(roles: &[Role]) -> Option<Role> {
-    [Role::Primary, Role::Backup]
-        .into_iter()
+/// The role whose process a process fault on `host` hits under the testbed's mode (the mode
+/// says which roles run processes), among the roles the host has now.
+pub fn process_role(lab: &Lab<'_>, host: &str) -> Option<Role> {
+    let roles = lab.testbed.roles_of(host);
+    crate::modes::of_config(lab.testbed.mode())
+        .behaviour()
+        .process_roles()
+        .iter()
+        .copied()
         .find(|r| roles.contains(r))
 }

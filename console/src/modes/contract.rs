@@ -121,6 +121,12 @@ pub trait FailoverMode: Sync {
         Role::Primary
     }
 
+    /// The roles whose process a process fault hits, in the order a host holding several is
+    /// tried: the roles that run the service's processes under this mode.
+    fn process_roles(&self) -> &'static [Role] {
+        &[Role::Primary, Role::Backup]
+    }
+
     /// The `[run]` keys it reads.
     fn run_keys(&self) -> RunKeys;
 

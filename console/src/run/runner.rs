@@ -10,7 +10,7 @@ use super::record::{FaultRecord, ModeEventRecord, RunRecord};
 use crate::experiment::{Experiment, FaultAt, FaultKind, FaultSpec, FaultTarget, RunPlan};
 use crate::lab::client::{DEFAULT_SIZE, client_spec, seed_for};
 use crate::lab::clock::{ms_between, shift_result, to_console_ns};
-use crate::lab::faults::{FaultParams, Fired, holder_of, server_role};
+use crate::lab::faults::{FaultParams, Fired, holder_of};
 use crate::lab::figures::failover_figures;
 use crate::lab::handle::{Inbox, Lab};
 use crate::lab::{faults, figures, mode_events, roles, switch};
@@ -48,7 +48,7 @@ pub fn check_supported(exp: &Experiment) -> Result<(), RunError> {
             if !matches!(f.kind, FaultKind::PowerOff | FaultKind::PowerOn) {
                 continue;
             }
-            let (Some(host), _) = resolve_target(&exp.topology, &f.target) else {
+            let Some(host) = resolve_target(&exp.topology, &f.target) else {
                 continue;
             };
             let Some(ssh) = exp.topology.host(&host).and_then(|h| h.ssh.as_ref()) else {
@@ -86,7 +86,7 @@ pub fn check_mode(mode: Mode) -> Result<(), RunError> {
 pub fn check_capabilities(exp: &Experiment, snapshot: &TestbedState) -> Result<(), RunError> {
     for plan in exp.runs() {
         for f in &plan.faults {
-            let (Some(host), _) = resolve_target(&exp.topology, &f.target) else {
+            let Some(host) = resolve_target(&exp.topology, &f.target) else {
                 continue;
             };
             let Some(caps) = host_record(snapshot, &host).and_then(|h| h.capabilities.as_ref())
@@ -278,7 +278,7 @@ impl<'a> Runner<'a> {
                 FaultAt::After(d) => Some(d),
                 FaultAt::Fraction(_) => None,
             };
-            let (host, _) = resolve_target(&topo, &f.target);
+            let host = resolve_target(&topo, &f.target);
             log.add(FaultRecord {
                 kind: f.kind.as_str().to_string(),
                 target: target_text(&f.target),
@@ -661,18 +661,13 @@ fn ppm_text(ppm: u32) -> String {
     format!("{} %", f64::from(ppm) / 1e4)
 }
 
-/// The host a fault target names now, and the role whose process it hits there.
-fn resolve_target(topo: &Topology, target: &FaultTarget) -> (Option<String>, Option<Role>) {
+/// The host a fault target names in the topology.
+fn resolve_target(topo: &Topology, target: &FaultTarget) -> Option<String> {
     match target {
-        FaultTarget::Host(name) => match topo.host(name) {
-            Some(h) => (Some(h.name.clone()), server_role(&h.roles)),
-            None => (None, None),
-        },
-        FaultTarget::Role(role) => match topo.hosts_with(*role).next() {
-            Some(h) => (Some(h.name.clone()), server_role(&h.roles)),
-            None => (None, None),
-        },
+        FaultTarget::Host(name) => topo.host(name),
+        FaultTarget::Role(role) => topo.hosts_with(*role).next(),
     }
+    .map(|h| h.name.clone())
 }
 
 fn target_text(t: &FaultTarget) -> String {

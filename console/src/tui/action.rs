@@ -141,6 +141,7 @@ pub enum Update {
     FaultSent {
         id: u64,
         host: String,
+        kind: crate::experiment::FaultKind,
         label: String,
         lease_ms: Option<u64>,
     },

@@ -153,6 +153,7 @@ impl App {
             Update::FaultSent {
                 id,
                 host,
+                kind,
                 label,
                 lease_ms,
             } => {
@@ -160,6 +161,7 @@ impl App {
                 self.hosts.faults.push(ActiveFault {
                     id,
                     host,
+                    kind,
                     label,
                     pending: true,
                     since_ns: now_ns,
@@ -176,6 +178,7 @@ impl App {
                 self.hosts.faults.push(ActiveFault {
                     id,
                     host: host.clone(),
+                    kind: crate::experiment::FaultKind::PowerOff,
                     label: "power-off".into(),
                     pending: false,
                     since_ns: at_ns,

@@ -6,7 +6,7 @@ use super::action::{Command, ExperimentView, FaultKey, Level, ModeView, Update};
 use super::app::workload_text;
 use crate::experiment::{self, FaultKind};
 use crate::lab::client::{client_spec, seed_for};
-use crate::lab::faults::{self, FaultParams, Fired, server_role};
+use crate::lab::faults::{self, FaultParams, Fired, process_role};
 use crate::lab::handle::{Inbox, Lab};
 use crate::lab::{mode_events, switch};
 use crate::run::append_record;
@@ -423,7 +423,7 @@ impl Orchestrator {
             kind,
             FaultKind::ProcessKill | FaultKind::ProcessHang | FaultKind::ProcessCrash
         );
-        if process && server_role(&self.testbed.roles_of(&host)).is_none() {
+        if process && process_role(&self.lab(), &host).is_none() {
             self.log(
                 Level::Warn,
                 format!(
@@ -456,6 +456,7 @@ impl Orchestrator {
                 self.send(Update::FaultSent {
                     id,
                     host,
+                    kind,
                     label: fault.label(),
                     lease_ms,
                 });

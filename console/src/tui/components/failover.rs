@@ -73,12 +73,6 @@ pub struct FailoverTable {
     pub columns: [&'static str; 3],
 }
 
-impl Default for FailoverTable {
-    fn default() -> Self {
-        FailoverTable::for_mode(crate::topology::Mode::None)
-    }
-}
-
 fn worst(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(x), Some(y)) => Some(x.max(y)),

@@ -3,6 +3,7 @@
 //! and turns the fault keys into actions on the selected host.
 
 use super::{Component, bytes, secs};
+use crate::experiment::FaultKind;
 use crate::state::{HostRecord, HostState};
 use crate::tui::action::{Action, FaultKey};
 use crossterm::event::{KeyCode, KeyEvent};
@@ -17,12 +18,43 @@ use ratatui::widgets::{Block, Cell, Row, Table};
 pub struct ActiveFault {
     pub id: u64,
     pub host: String,
+    pub kind: FaultKind,
+    /// As the table shows it (`loss 5%`, `partition/backup`).
     pub label: String,
     /// Sent, not yet confirmed applied.
     pub pending: bool,
     /// When it took effect, console clock (ns).
     pub since_ns: u64,
     pub lease_ms: Option<u64>,
+}
+
+/// A host's state as the panel shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShownState {
+    Up,
+    Starting,
+    Stopped,
+    /// Lost, or its links are down (nic-down).
+    Down,
+    /// Its server process is stopped (process-hang).
+    Hung,
+    PoweredOff,
+    /// Powered off by a mode's fence.
+    Fenced,
+}
+
+impl ShownState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShownState::Up => "up",
+            ShownState::Starting => "starting",
+            ShownState::Stopped => "stopped",
+            ShownState::Down => "down",
+            ShownState::Hung => "hung",
+            ShownState::PoweredOff => "powered-off",
+            ShownState::Fenced => "fenced",
+        }
+    }
 }
 
 /// One host as the panel shows it.
@@ -105,28 +137,31 @@ impl HostsPanel {
         self.faults.len() + off
     }
 
-    /// The state word of a host: its agent's state, refined by its faults.
-    pub fn state_word(&self, h: &HostRecord) -> &'static str {
-        let has = |p: &str| {
+    /// The state of a host as the panel shows it: its agent's state, refined by its faults.
+    pub fn shown_state(&self, h: &HostRecord) -> ShownState {
+        let has = |kind: FaultKind| {
             self.faults
                 .iter()
-                .any(|f| f.host == h.name && !f.pending && f.label.starts_with(p))
+                .any(|f| f.host == h.name && !f.pending && f.kind == kind)
         };
         match h.state {
-            HostState::PoweredOff => {
-                if h.reason.as_deref().is_some_and(|r| r.contains("fenc")) {
-                    "fenced"
-                } else {
-                    "powered-off"
-                }
+            // The testbed records a fence as the power-off's reason.
+            HostState::PoweredOff if h.reason.as_deref().is_some_and(|r| r.contains("fenc")) => {
+                ShownState::Fenced
             }
-            HostState::Lost => "down",
-            HostState::Starting => "starting",
-            HostState::Stopped => "stopped",
-            HostState::Connected if has("nic-down") => "down",
-            HostState::Connected if has("process-hang") => "hung",
-            HostState::Connected => "up",
+            HostState::PoweredOff => ShownState::PoweredOff,
+            HostState::Lost => ShownState::Down,
+            HostState::Starting => ShownState::Starting,
+            HostState::Stopped => ShownState::Stopped,
+            HostState::Connected if has(FaultKind::NicDown) => ShownState::Down,
+            HostState::Connected if has(FaultKind::ProcessHang) => ShownState::Hung,
+            HostState::Connected => ShownState::Up,
         }
+    }
+
+    /// The state word of a host (see [`HostsPanel::shown_state`]).
+    pub fn state_word(&self, h: &HostRecord) -> &'static str {
+        self.shown_state(h).as_str()
     }
 
     /// The host holding the service address, as the hosts report it (the topology's primary
@@ -140,7 +175,7 @@ impl HostsPanel {
                 !self
                     .faults
                     .iter()
-                    .any(|f| f.host == h.record.name && f.label == "nic-down")
+                    .any(|f| f.host == h.record.name && f.kind == FaultKind::NicDown)
             })
             .map(|h| h.record.name.as_str())
     }
@@ -201,10 +236,11 @@ impl Component for HostsPanel {
             .take(fit)
             .map(|(i, h)| {
                 let r = &h.record;
-                let state = self.state_word(r);
-                let state_style = match state {
-                    "up" => Style::new().fg(Color::Green),
-                    "starting" | "stopped" => Style::new().fg(Color::Yellow),
+                let shown = self.shown_state(r);
+                let state = shown.as_str();
+                let state_style = match shown {
+                    ShownState::Up => Style::new().fg(Color::Green),
+                    ShownState::Starting | ShownState::Stopped => Style::new().fg(Color::Yellow),
                     _ => Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
                 };
                 let roles = r
@@ -256,7 +292,7 @@ impl Component for HostsPanel {
         let up = self
             .hosts
             .iter()
-            .filter(|h| self.state_word(&h.record) == "up")
+            .filter(|h| self.shown_state(&h.record) == ShownState::Up)
             .count();
         let table = Table::new(rows, widths).header(header).block(
             Block::bordered().title(Line::from(format!(" hosts {up}/{} up ", self.hosts.len()))),
