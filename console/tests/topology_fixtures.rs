@@ -418,3 +418,49 @@ never_panic_tests! {
     documents: document(),
     mutated_topologies_never_panic: near_valid(),
 }
+
+#[test]
+fn links_take_the_network_s_settings_with_the_host_s_own_over_them() {
+    let text = r#"
+name = "wan"
+service_address = "10.10.0.100"
+[run]
+mode = "none"
+[[networks]]
+name = "service"
+subnet = "10.10.0.0/24"
+rate = "100Mbit"
+delay = "1ms"
+[[networks]]
+name = "quiet"
+subnet = "10.10.1.0/24"
+[[hosts]]
+name = "primary"
+roles = ["primary"]
+addresses = { service = "10.10.0.1", quiet = "10.10.1.1" }
+[[hosts]]
+name = "backup"
+roles = ["backup"]
+addresses = { service = "10.10.0.2" }
+[[hosts]]
+name = "client"
+roles = ["client"]
+addresses = { service = "10.10.0.10" }
+links = { service = { delay = "20ms", jitter = "5ms", loss = "0.5%" } }
+"#;
+    let t = parse_str(text, Path::new("wan.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let link = |host: &str, net: &str| t.host(host).unwrap().links.get(net).copied();
+    // The network's settings on every host's link to it...
+    let primary = link("primary", "service").expect("shaped");
+    assert_eq!(primary.rate_bps, Some(100_000_000));
+    assert_eq!(primary.delay_us, Some(1_000));
+    assert_eq!((primary.jitter_us, primary.loss_ppm), (None, None));
+    // ...a plain network leaves the link plain...
+    assert_eq!(link("primary", "quiet"), None);
+    // ...and a host's own settings replace the network's key by key.
+    let client = link("client", "service").expect("shaped");
+    assert_eq!(client.rate_bps, Some(100_000_000));
+    assert_eq!(client.delay_us, Some(20_000));
+    assert_eq!(client.jitter_us, Some(5_000));
+    assert_eq!(client.loss_ppm, Some(5_000));
+}

@@ -30,8 +30,12 @@ pub enum LocalError {
         "testbed `{testbed}` is already up: namespaces {existing} exist (run `halab down` on its topology first)"
     )]
     AlreadyUp { testbed: String, existing: String },
-    #[error("`ip {args}` failed: {stderr}")]
+    /// `args` is the whole command line, `ip ...` or `tc ...`.
+    #[error("`{args}` failed: {stderr}")]
     Ip { args: String, stderr: String },
+    /// A link setting this version does not apply yet.
+    #[error("{0}")]
+    Unsupported(String),
     #[error("cannot run `ip` (Debian package iproute2)")]
     NoIp(#[source] std::io::Error),
     #[error("{0}")]
@@ -75,6 +79,19 @@ impl LocalResources {
 /// Builds the testbed's namespaces, bridges, veths, addresses and VIP. On failure, removes
 /// whatever it had made before returning the error.
 pub fn create(topo: &Topology) -> Result<LocalResources, LocalError> {
+    for h in &topo.hosts {
+        if let Some((net, _)) = h
+            .links
+            .iter()
+            .find(|(_, l)| l.delay_us.is_some() || l.jitter_us.is_some() || l.loss_ppm.is_some())
+        {
+            return Err(LocalError::Unsupported(format!(
+                "host {}'s link to {net} has a delay, jitter or loss, which this version does \
+                 not apply yet (only `rate`); remove them",
+                h.name
+            )));
+        }
+    }
     let existing = list_namespaces(&topo.name)?;
     if !existing.is_empty() {
         return Err(LocalError::AlreadyUp {
@@ -171,7 +188,36 @@ fn build(topo: &Topology, res: &LocalResources) -> Result<(), LocalError> {
         }
         ip_batch(Some(&res.host_namespaces[&h.name]), &cmds, false)?;
     }
+
+    // 4. Link rates: a token bucket on each direction of a host's link, the host's side for
+    //    what it sends, the switch's port for what it receives. Delay, jitter and loss are the
+    //    host's agent's (they must go with it: the dead-man switch).
+    let mut switch_tc = Vec::new();
+    for (hi, h) in topo.hosts.iter().enumerate() {
+        let mut host_tc = Vec::new();
+        for (ni, n) in topo.networks.iter().enumerate() {
+            let Some(rate) = h.links.get(&n.name).and_then(|l| l.rate_bps) else {
+                continue;
+            };
+            let tbf = token_bucket(rate);
+            host_tc.push(format!("qdisc add dev {} root {tbf}", n.name));
+            switch_tc.push(format!("qdisc add dev {} root {tbf}", port_name(hi, ni)));
+        }
+        if !host_tc.is_empty() {
+            batch("tc", Some(&res.host_namespaces[&h.name]), &host_tc, false)?;
+        }
+    }
+    if !switch_tc.is_empty() {
+        batch("tc", Some(&res.switch_namespace), &switch_tc, false)?;
+    }
     Ok(())
+}
+
+/// tbf's arguments for `rate_bps`: a bucket of at least two 64 KiB GSO packets (tbf splits a
+/// larger one) or 10 ms at the rate, and a queue of 100 ms at the rate.
+pub fn token_bucket(rate_bps: u64) -> String {
+    let burst = (rate_bps / 8 / 100).max(2 * 65_536);
+    format!("tbf rate {rate_bps}bit burst {burst} latency 100ms")
 }
 
 /// Removes every namespace, link and process of testbed `testbed`: those recorded in `known`
@@ -432,6 +478,12 @@ fn links_in(ns: &str) -> Vec<String> {
 
 /// Runs `ip [-n ns] [-force] -batch -` with `cmds` on stdin.
 fn ip_batch(ns: Option<&str>, cmds: &[String], force: bool) -> Result<(), LocalError> {
+    batch("ip", ns, cmds, force)
+}
+
+/// Runs `cmds` through `tool -batch -` (`ip` or `tc`, which share the batch syntax and the
+/// "Command failed -:N" report) in namespace `ns`.
+fn batch(tool: &str, ns: Option<&str>, cmds: &[String], force: bool) -> Result<(), LocalError> {
     let mut args: Vec<&str> = Vec::new();
     if let Some(ns) = ns {
         args.extend(["-n", ns]);
@@ -440,7 +492,7 @@ fn ip_batch(ns: Option<&str>, cmds: &[String], force: bool) -> Result<(), LocalE
         args.push("-force");
     }
     args.extend(["-batch", "-"]);
-    let mut child = Command::new("ip")
+    let mut child = Command::new(tool)
         .args(&args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -472,7 +524,7 @@ fn ip_batch(ns: Option<&str>, cmds: &[String], force: bool) -> Result<(), LocalE
             .map(|c| format!(" {c}"))
             .unwrap_or_default();
         return Err(LocalError::Ip {
-            args: format!("{}{failed}", args.join(" ")),
+            args: format!("{tool} {}{failed}", args.join(" ")),
             stderr,
         });
     }

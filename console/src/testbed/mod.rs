@@ -170,6 +170,17 @@ impl Testbed {
     /// Brings `topology` up. On any failure everything made so far is removed again.
     pub async fn up(topology: Topology, opts: &UpOptions) -> Result<Testbed, TestbedError> {
         let t0 = Instant::now();
+        if topology.provider == Provider::Ssh
+            && let Some(h) = topology.hosts.iter().find(|h| !h.links.is_empty())
+        {
+            // Refused rather than ignored: a run on plain links would pass for a shaped one.
+            return Err(TestbedError::Ssh {
+                host: h.name.clone(),
+                message: "link settings (rate, delay, jitter, loss) are applied by provider \
+                          local only in this version; remove them"
+                    .into(),
+            });
+        }
         let mode_key = random_key_hex()?;
         let state_path = state::state_path(&opts.state_dir, &topology.name);
         // The lock makes this console the testbed's only owner until it exits.

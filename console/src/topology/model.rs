@@ -91,6 +91,41 @@ pub struct Network {
     /// Hub mode: the bridge floods every frame to every port (ageing_time 0), so a backup sees
     /// the primary's traffic, as the hub in the ST-TCP testbed (DESIGN §4).
     pub hub: bool,
+    /// What every host's link to this network does to its traffic, unless the host's own
+    /// `links` says otherwise.
+    pub shape: LinkShape,
+}
+
+/// What a host's link to a network does to the packets crossing it, in each direction
+/// (Mininet's `TCLink` meaning: two hosts whose links both have 10 ms see a 40 ms RTT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+pub struct LinkShape {
+    /// Cap on each direction, bits per second.
+    pub rate_bps: Option<u64>,
+    /// Added to every packet crossing the link, in each direction, microseconds.
+    pub delay_us: Option<u64>,
+    /// Spread of that delay (at most the delay), microseconds.
+    pub jitter_us: Option<u64>,
+    /// Packets dropped at random in each direction, millionths (`"0.5%"` is 5000): exact,
+    /// unlike a float percentage.
+    pub loss_ppm: Option<u32>,
+}
+
+impl LinkShape {
+    /// Whether the link is left as it is (a memory-speed LAN).
+    pub fn is_plain(&self) -> bool {
+        *self == LinkShape::default()
+    }
+
+    /// `over`'s settings where it has them, this one's elsewhere.
+    pub fn overlaid(self, over: LinkShape) -> LinkShape {
+        LinkShape {
+            rate_bps: over.rate_bps.or(self.rate_bps),
+            delay_us: over.delay_us.or(self.delay_us),
+            jitter_us: over.jitter_us.or(self.jitter_us),
+            loss_ppm: over.loss_ppm.or(self.loss_ppm),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -102,6 +137,9 @@ pub struct Host {
     /// Network name → address. Every key names a network of the topology; every address lies
     /// inside that network's subnet and is neither its network nor its broadcast address.
     pub addresses: BTreeMap<String, Ipv4Addr>,
+    /// Network name → what the host's link to it does, for the links that are not plain: the
+    /// network's settings with the host's `links` over them.
+    pub links: BTreeMap<String, LinkShape>,
     /// Present exactly when the provider is `ssh`.
     pub ssh: Option<SshHost>,
 }

@@ -55,6 +55,20 @@ pub(crate) struct RawNetwork {
     pub name: Spanned<String>,
     pub subnet: Spanned<String>,
     pub hub: Option<Spanned<bool>>,
+    pub rate: Option<Spanned<String>>,
+    pub delay: Option<Spanned<String>>,
+    pub jitter: Option<Spanned<String>>,
+    pub loss: Option<Spanned<String>>,
+}
+
+/// A host's `links = { <network> = { ... } }` entry: the same keys as a network's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLink {
+    pub rate: Option<Spanned<String>>,
+    pub delay: Option<Spanned<String>>,
+    pub jitter: Option<Spanned<String>>,
+    pub loss: Option<Spanned<String>>,
 }
 
 /// One `[[hosts]]` entry.
@@ -72,6 +86,8 @@ pub(crate) struct RawHost {
     pub key: Option<Spanned<String>>,
     pub power_command: Option<Spanned<String>>,
     pub power_on_command: Option<Spanned<String>>,
+    /// Network name → that one link's settings, over the network's.
+    pub links: Option<Spanned<BTreeMap<Spanned<String>, Spanned<RawLink>>>>,
 }
 
 impl RawHost {

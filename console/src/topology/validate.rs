@@ -14,8 +14,9 @@
 //! reported as such, not as "no host has role `client`" pointing at the first host.
 
 use super::diagnostic::{Diagnostic, Reporter};
+use super::link_units;
 use super::model::{
-    Host, Mode, Network, Provider, RunSettings, SshHost, Topology, Trigger, Workload,
+    Host, LinkShape, Mode, Network, Provider, RunSettings, SshHost, Topology, Trigger, Workload,
 };
 use super::parse::{self, PathError, RawHost, RawNetwork, RawRun, RawTopology};
 use crate::modes::RoleCount;
@@ -199,6 +200,8 @@ struct HostDraft<'r> {
     /// Everything of the ssh settings but the address, which may default to an address of the
     /// host and so waits for stage 2 to have checked those. `None` for provider local.
     ssh: Option<SshDraft>,
+    /// `links` entries: (network name as written, its settings).
+    links: Vec<(&'r Spanned<String>, LinkShape)>,
 }
 
 struct SshDraft {
@@ -223,6 +226,21 @@ impl HostDraft<'_> {
             .addresses
             .iter()
             .map(|(net, addr)| (net.get_ref().clone(), *addr.get_ref()))
+            .collect();
+        // Stage 2 checked that every `links` entry names a network the host is on.
+        let links: BTreeMap<String, LinkShape> = networks
+            .iter()
+            .filter(|n| addresses.contains_key(&n.name))
+            .map(|n| {
+                let own = self
+                    .links
+                    .iter()
+                    .find(|(name, _)| name.get_ref() == &n.name)
+                    .map(|(_, shape)| *shape)
+                    .unwrap_or_default();
+                (n.name.clone(), n.shape.overlaid(own))
+            })
+            .filter(|(_, shape)| !shape.is_plain())
             .collect();
         let ssh = match (provider, self.ssh) {
             (Provider::Ssh, Some(ssh)) => {
@@ -250,6 +268,7 @@ impl HostDraft<'_> {
             name: self.name,
             roles: self.roles.into_iter().map(|(role, _)| role).collect(),
             addresses,
+            links,
             ssh,
         }
     }
@@ -608,10 +627,78 @@ fn network(r: &mut Reporter, raw: &RawNetwork) -> Option<Network> {
         name = None;
     }
     let subnet = subnet(r, &raw.subnet);
+    let shape = link_shape(r, [&raw.rate, &raw.delay, &raw.jitter, &raw.loss]);
     Some(Network {
         name: name?,
         subnet: subnet?,
         hub: raw.hub.as_ref().is_some_and(|h| *h.get_ref()),
+        shape: shape?,
+    })
+}
+
+/// A link's settings, `[rate, delay, jitter, loss]` as written; `owner` is where an error about
+/// them together points.
+fn link_shape(
+    r: &mut Reporter,
+    [rate, delay, jitter, loss]: [&Option<Spanned<String>>; 4],
+) -> Option<LinkShape> {
+    let mut ok = true;
+    let mut read = |value: &Option<Spanned<String>>,
+                    parse: &dyn Fn(&str) -> Result<u64, (String, String)>| {
+        let v = value.as_ref()?;
+        match parse(v.get_ref()) {
+            Ok(x) => Some(x),
+            Err((message, hint)) => {
+                r.error(v.span(), message, hint);
+                ok = false;
+                None
+            }
+        }
+    };
+    let rate_bps = read(rate, &|t| link_units::parse_rate("rate", t));
+    let delay_us = read(delay, &|t| link_units::parse_delay("delay", t));
+    let jitter_us = read(jitter, &|t| link_units::parse_delay("jitter", t));
+    let loss_ppm = match loss {
+        Some(v) => match link_units::parse_loss("loss", v.get_ref()) {
+            Ok(percent) => Some((percent * 10_000.0).round() as u32),
+            Err((message, hint)) => {
+                r.error(v.span(), message, hint);
+                ok = false;
+                None
+            }
+        },
+        None => None,
+    };
+    if let (Some(j), Some(span)) = (jitter_us, jitter.as_ref().map(|j| j.span())) {
+        match delay_us {
+            None if j > 0 => {
+                r.error(
+                    span,
+                    "`jitter` without `delay`",
+                    "jitter spreads a delay; add `delay`, e.g. `delay = \"20ms\"`",
+                );
+                ok = false;
+            }
+            Some(d) if j > d => {
+                r.error(
+                    span,
+                    format!(
+                        "jitter {} is larger than the delay {}",
+                        link_units::show_delay(j),
+                        link_units::show_delay(d)
+                    ),
+                    "a packet cannot leave before it arrives: give a jitter of at most the delay",
+                );
+                ok = false;
+            }
+            _ => {}
+        }
+    }
+    ok.then_some(LinkShape {
+        rate_bps,
+        delay_us,
+        jitter_us,
+        loss_ppm,
     })
 }
 
@@ -706,8 +793,22 @@ fn host<'r>(
         None => None,
     };
 
+    let mut links = Vec::new();
+    let mut links_ok = true;
+    if let Some(entries) = &raw.links {
+        let mut entries: Vec<_> = entries.get_ref().iter().collect();
+        entries.sort_by_key(|(key, _)| key.span().start);
+        for (network, link) in entries {
+            let l = link.get_ref();
+            match link_shape(r, [&l.rate, &l.delay, &l.jitter, &l.loss]) {
+                Some(shape) => links.push((network, shape)),
+                None => links_ok = false,
+            }
+        }
+    }
+
     let ssh_ok = provider != Some(Provider::Ssh) || ssh.is_some();
-    if !(addresses_ok && ssh_ok) {
+    if !(addresses_ok && ssh_ok && links_ok) {
         return None;
     }
     Some(HostDraft {
@@ -716,6 +817,7 @@ fn host<'r>(
         roles: roles?,
         addresses,
         ssh,
+        links,
     })
 }
 
@@ -977,6 +1079,34 @@ fn check_host_addresses(
             };
             if let Some((message, hint)) = misplaced(*address.get_ref(), net, "address") {
                 r.error(address.span(), message, hint);
+            }
+        }
+        // A link's settings shape the host's link to a network it is on.
+        for (network, _) in &h.links {
+            let on: Vec<&str> = h
+                .addresses
+                .iter()
+                .map(|(n, _)| n.get_ref().as_str())
+                .collect();
+            if !names.contains(&network.get_ref().as_str()) {
+                r.error(
+                    network.span(),
+                    format!("unknown network `{}` in `links`", network.get_ref()),
+                    format!("the networks of this file are {}", list_all(&names)),
+                );
+            } else if !on.contains(&network.get_ref().as_str()) {
+                r.error(
+                    network.span(),
+                    format!(
+                        "host `{}` has no link to network `{}`",
+                        h.name,
+                        network.get_ref()
+                    ),
+                    format!(
+                        "`links` shapes the host's links to the networks it has an address on: {}",
+                        list_all(&on)
+                    ),
+                );
             }
         }
     }

@@ -1,9 +1,9 @@
 //! The primary's FIN hold (thesis §3.7.4, MaxDelayFIN): an nftables table in the primary's
-//! namespace hands every FIN or RST its service sends to an NFQUEUE ([`super::nfqueue`]), where
-//! the packet waits until the backup has confirmed the close (its replica closed at the same
-//! point). A crashing application's FIN therefore never reaches the client before the backup
-//! has decided; a normal close is let go the moment the confirmation arrives, not at the
-//! kernel's next retransmission.
+//! namespace hands every FIN or RST its service sends to an NFQUEUE
+//! ([`crate::netfilter_queue`]), where the packet waits until the backup has confirmed the
+//! close (its replica closed at the same point). A crashing application's FIN therefore never
+//! reaches the client before the backup has decided; a normal close is let go the moment the
+//! confirmation arrives, not at the kernel's next retransmission.
 //!
 //! Where the queue cannot be bound (a kernel without nfnetlink_queue) the rule drops instead,
 //! with a set of confirmed connections let through: the hold stays strict, and a confirmed FIN
@@ -13,7 +13,7 @@
 //! packet let go) or dropped (the queue's packets die with its socket).
 
 use super::command::{self, CommandError};
-use super::nfqueue::{Message, Queue, Verdict};
+use crate::netfilter_queue::{Message, Queue, Verdict};
 use crate::error::Chain;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -23,7 +23,8 @@ use tokio::sync::Notify;
 const TABLE: &str = "halab_sttcp";
 /// The iptables chain of the queue rules.
 const CHAIN: &str = "HALAB_STTCP";
-/// The queue number (queues are per network namespace).
+/// The queue number (queues are per network namespace). The delay line's queues
+/// (`link_delay::queues`) start far above it.
 const QUEUE: u16 = 7;
 /// Enough of a packet for its IPv4 and TCP headers with options.
 const COPY: u32 = 128;

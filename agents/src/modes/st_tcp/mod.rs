@@ -24,8 +24,6 @@ mod fin_hold;
 pub mod heartbeat;
 pub mod logger;
 mod monitor;
-mod netlink;
-mod nfqueue;
 pub mod primary;
 pub mod replica;
 pub mod sockdiag;

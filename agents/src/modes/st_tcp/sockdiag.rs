@@ -2,7 +2,7 @@
 //! a NETLINK_SOCK_DIAG dump of its TCP sockets with `tcp_info`, from which each heartbeat's
 //! LastByteReceived / LastAckReceived / LastAppByteWritten / LastAppByteRead come.
 
-use super::netlink::{NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, u32_at, u64_at};
+use crate::netlink::{NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, u32_at, u64_at};
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

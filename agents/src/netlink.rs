@@ -1,6 +1,7 @@
-//! What the two netlink clients of st-tcp share (`sockdiag`, `nfqueue`): the message header's
-//! constants (`linux/netlink.h`) and bounds-checked readers of native-endian fields, which
-//! return `None` rather than panic when a field lies beyond the buffer.
+//! What the agent's netlink clients share (st-tcp's `sockdiag`, [`crate::netfilter_queue`]):
+//! the message header's constants (`linux/netlink.h`) and bounds-checked readers of
+//! native-endian fields, which return `None` rather than panic when a field lies beyond the
+//! buffer. A leaf: it uses nothing of the crate.
 
 /// Length of `struct nlmsghdr`.
 pub const NLMSG_HDRLEN: usize = 16;
