@@ -109,17 +109,44 @@ pub enum FaultAction {
     Loss { percent: f64, direction: Direction },
     /// Every packet to and from these addresses dropped (nftables).
     Partition { peers: Vec<String> },
-    /// Every packet leaving the host delayed (netem; refused where the kernel has none).
-    Delay { delay_ms: u64 },
+    /// Packets delayed by `delay_ms`, each ± `jitter_ms` (uniform, as netem's default; a
+    /// packet drawing a shorter delay overtakes the one before it, as under netem), on
+    /// `interface` (`None`: every link but `lo`), in `direction` (default: out, what leaves
+    /// the host). By netem where the kernel has it and only egress is asked for; otherwise by
+    /// the agent's own delay line (NFQUEUE). Each direction crossed adds the delay once.
+    Delay {
+        delay_ms: u64,
+        #[serde(default)]
+        jitter_ms: u64,
+        #[serde(default)]
+        interface: Option<String>,
+        #[serde(default = "Direction::out")]
+        direction: Direction,
+    },
 }
 
-/// Which packets a loss fault drops, seen from the faulted host.
+/// Which packets a loss or delay fault acts on, seen from the faulted host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Direction {
     In,
     Out,
     Both,
+}
+
+impl Direction {
+    /// What leaves the host: a delay fault's direction when none is given.
+    pub fn out() -> Direction {
+        Direction::Out
+    }
+
+    pub fn has_in(self) -> bool {
+        matches!(self, Direction::In | Direction::Both)
+    }
+
+    pub fn has_out(self) -> bool {
+        matches!(self, Direction::Out | Direction::Both)
+    }
 }
 
 /// One probed capability of a host: whether it is there, and a short reason either way.
@@ -143,6 +170,10 @@ impl Probe {
             detail: detail.into(),
         }
     }
+    /// A probe an older agent did not make.
+    pub fn not_probed() -> Self {
+        Probe::no("not probed by this agent")
+    }
 }
 
 /// What a host can do, as probed by its agent (DESIGN §9).
@@ -159,15 +190,20 @@ pub struct Capabilities {
     pub tcp_repair: Probe,
     /// nftables (loss and partition faults, the craft balancer).
     pub nftables: Probe,
-    /// The netem qdisc (delay faults).
+    /// The netem qdisc (delay faults, egress).
     pub netem: Probe,
+    /// NFQUEUE usable: a queue binds and iptables' NFQUEUE target is accepted (the agent's own
+    /// delay line: delay faults without netem, and ingress delay).
+    #[serde(default = "Probe::not_probed")]
+    pub nfqueue: Probe,
 }
 
 impl Capabilities {
     /// Each fault kind (DESIGN §6) and whether this host can suffer it, with the reason.
     /// Process faults signal the agent's own role processes and need no privilege; nic-down
     /// and power need root (CAP_NET_ADMIN; power is done by the console for provider local);
-    /// loss and partition need root and nftables; delay needs root and the netem qdisc.
+    /// loss and partition need root and nftables; delay needs root and either the agent's
+    /// delay line (NFQUEUE) or the netem qdisc (which delays only what leaves the host).
     pub fn fault_support(&self) -> Vec<(&'static str, bool, String)> {
         let needs = |what: &[(&str, &Probe)]| -> (bool, String) {
             match what.iter().find(|(_, p)| !p.ok) {
@@ -200,7 +236,37 @@ impl Capabilities {
                     "loss" | "partition" => {
                         needs(&[("root", &self.root), ("nftables", &self.nftables)])
                     }
-                    "delay" => needs(&[("root", &self.root), ("netem", &self.netem)]),
+                    "delay" => match (self.netem.ok, self.nfqueue.ok) {
+                        _ if !self.root.ok => needs(&[("root", &self.root)]),
+                        (true, true) => (
+                            true,
+                            format!(
+                                "egress by netem ({}); ingress by the delay line, NFQUEUE ({})",
+                                self.netem.detail, self.nfqueue.detail
+                            ),
+                        ),
+                        (false, true) => (
+                            true,
+                            format!(
+                                "by the delay line, NFQUEUE ({}); no netem ({})",
+                                self.nfqueue.detail, self.netem.detail
+                            ),
+                        ),
+                        (true, false) => (
+                            true,
+                            format!(
+                                "egress only, by netem ({}); ingress needs NFQUEUE ({})",
+                                self.netem.detail, self.nfqueue.detail
+                            ),
+                        ),
+                        (false, false) => (
+                            false,
+                            format!(
+                                "needs netem ({}) or NFQUEUE ({})",
+                                self.netem.detail, self.nfqueue.detail
+                            ),
+                        ),
+                    },
                     _ => (
                         true,
                         "signals the agent's own role processes (no privilege needed)".to_string(),
@@ -212,7 +278,7 @@ impl Capabilities {
     }
 
     /// Name and probe of each capability, in table order.
-    pub fn entries(&self) -> [(&'static str, &Probe); 6] {
+    pub fn entries(&self) -> [(&'static str, &Probe); 7] {
         [
             ("root", &self.root),
             ("namespaces", &self.namespaces),
@@ -220,6 +286,7 @@ impl Capabilities {
             ("tcp_repair", &self.tcp_repair),
             ("nftables", &self.nftables),
             ("netem", &self.netem),
+            ("nfqueue", &self.nfqueue),
         ]
     }
 }
@@ -504,6 +571,10 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn caps(root: bool, nft: bool, netem: bool) -> Capabilities {
+        caps_q(root, nft, netem, false)
+    }
+
+    fn caps_q(root: bool, nft: bool, netem: bool, nfqueue: bool) -> Capabilities {
         let p = |ok: bool, what: &str| {
             if ok {
                 Probe::yes(format!("{what} ok"))
@@ -518,6 +589,7 @@ mod tests {
             tcp_repair: p(true, "repair"),
             nftables: p(nft, "nft"),
             netem: p(netem, "netem"),
+            nfqueue: p(nfqueue, "nfqueue"),
         }
     }
 
@@ -531,6 +603,22 @@ mod tests {
         assert!(all["loss"].0 && all["partition"].0 && all["nic-down"].0);
         assert!(!all["delay"].0);
         assert!(all["delay"].1.contains("netem"), "{}", all["delay"].1);
+        // The delay line stands in for netem; netem alone delays egress only.
+        let delay = |netem, nfqueue| {
+            caps_q(true, true, netem, nfqueue)
+                .fault_support()
+                .into_iter()
+                .find(|(k, ..)| *k == "delay")
+                .map(|(_, ok, why)| (ok, why))
+                .unwrap()
+        };
+        let (ok, why) = delay(false, true);
+        assert!(ok && why.contains("delay line") && why.contains("no netem"), "{why}");
+        let (ok, why) = delay(true, false);
+        assert!(ok && why.contains("egress only"), "{why}");
+        let (ok, why) = delay(true, true);
+        assert!(ok && why.contains("egress by netem"), "{why}");
+        assert!(!caps_q(false, true, true, true).fault_support().iter().any(|(k, ok, _)| *k == "delay" && *ok));
         for (kind, ok, why) in caps(false, false, false).fault_support() {
             if kind.starts_with("process-") {
                 assert!(ok, "{kind}");
@@ -545,6 +633,38 @@ mod tests {
                 .iter()
                 .any(|(k, ok, why)| *k == "loss" && !ok && why.contains("nftables"))
         );
+    }
+
+    #[test]
+    fn a_delay_fault_without_the_newer_fields_means_what_it_always_did() {
+        let old: FaultAction = serde_json::from_str(r#"{"kind":"delay","delay_ms":50}"#).unwrap();
+        assert_eq!(
+            old,
+            FaultAction::Delay {
+                delay_ms: 50,
+                jitter_ms: 0,
+                interface: None,
+                direction: Direction::Out,
+            }
+        );
+        let full = FaultAction::Delay {
+            delay_ms: 20,
+            jitter_ms: 5,
+            interface: Some("eth1".into()),
+            direction: Direction::Both,
+        };
+        let json = serde_json::to_string(&full).unwrap();
+        assert_eq!(serde_json::from_str::<FaultAction>(&json).unwrap(), full);
+        assert!(
+            serde_json::from_str::<FaultAction>(r#"{"kind":"delay","delay_ms":1,"rate":3}"#)
+                .is_err()
+        );
+        // A hello from an agent that probed no NFQUEUE still reads.
+        let caps = serde_json::to_value(caps(true, true, false)).unwrap();
+        let mut older = caps.as_object().unwrap().clone();
+        older.remove("nfqueue");
+        let read: Capabilities = serde_json::from_value(older.into()).unwrap();
+        assert!(!read.nfqueue.ok);
     }
 
     #[test]

@@ -20,7 +20,8 @@ const RATE_UNITS: [(&str, u64); 5] = [
 ];
 const TIME_UNITS: [(&str, f64); 3] = [("us", 1.0), ("ms", 1_000.0), ("s", 1_000_000.0)];
 
-type Refusal = (String, String);
+/// Why a value is refused: (message, hint).
+pub type Refusal = (String, String);
 
 /// Splits `"12.5 ms"` into (12.5, "ms").
 fn number_and_unit(text: &str) -> Option<(f64, &str)> {
@@ -143,7 +144,7 @@ pub fn show_rate(bps: u64) -> String {
 
 /// `20ms`, `0.5ms`, `250us`.
 pub fn show_delay(us: u64) -> String {
-    if us % 1000 == 0 {
+    if us.is_multiple_of(1000) {
         format!("{}ms", us / 1000)
     } else if us >= 1000 {
         format!("{}ms", us as f64 / 1000.0)

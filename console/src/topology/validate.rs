@@ -644,7 +644,7 @@ fn link_shape(
 ) -> Option<LinkShape> {
     let mut ok = true;
     let mut read = |value: &Option<Spanned<String>>,
-                    parse: &dyn Fn(&str) -> Result<u64, (String, String)>| {
+                    parse: &dyn Fn(&str) -> Result<u64, link_units::Refusal>| {
         let v = value.as_ref()?;
         match parse(v.get_ref()) {
             Ok(x) => Some(x),
