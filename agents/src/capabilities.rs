@@ -17,15 +17,62 @@ pub fn probe_all() -> Capabilities {
         af_packet: probe_af_packet(),
         tcp_repair: probe_tcp_repair(),
         nftables: probe_command("nft", &["list", "tables"], "nft works"),
-        // In a throwaway namespace so the probe leaves nothing behind even if it succeeds.
-        netem: probe_command(
-            "unshare",
-            &[
-                "--net", "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms",
-            ],
-            "netem qdisc available",
-        ),
+        netem: probe_netem(),
+        nfqueue: probe_nfqueue(),
     }
+}
+
+/// Whether the netem qdisc can be added: in a throwaway namespace, so the probe leaves nothing
+/// behind even if it succeeds. Blocking.
+pub fn probe_netem() -> Probe {
+    probe_command(
+        "unshare",
+        &[
+            "--net", "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms",
+        ],
+        "netem qdisc available",
+    )
+}
+
+/// Whether the delay line can run: a queue of its range binds here (and is let go at once),
+/// and iptables accepts an NFQUEUE rule (in a throwaway namespace). Blocking.
+pub fn probe_nfqueue() -> Probe {
+    use crate::netfilter_queue::{BlockingQueue, Config, CopyMode};
+    let config = Config {
+        copy: CopyMode::Packet(32),
+        max_len: Some(1024),
+        gso: true,
+    };
+    // The range's last queue: the first ones are where running lines bind.
+    let queue = crate::link_delay::QUEUE_LAST;
+    match BlockingQueue::bind(queue, &config, 1 << 20, std::time::Duration::from_secs(2)) {
+        Ok(_) => {}
+        // Bound by a running line: the queue works.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && probe_root().ok => {}
+        Err(e) => return Probe::no(format!("binding NFQUEUE {queue}: {e}")),
+    }
+    let q = queue.to_string();
+    probe_command(
+        "unshare",
+        &[
+            "--net",
+            "iptables",
+            "-w",
+            "5",
+            "-t",
+            "mangle",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            "lo",
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            &q,
+            "--queue-bypass",
+        ],
+        "queue bound, iptables NFQUEUE target accepted",
+    )
 }
 
 /// `uname -r` of this host.

@@ -69,6 +69,8 @@ pub enum NetError {
     ZeroDelay,
     #[error("no interface but lo to delay")]
     NothingToDelay,
+    #[error("no interface {0} on this host")]
+    NoSuchLink(String),
     #[error("netem qdisc is not available in this kernel")]
     NoNetem(#[source] Box<NetError>),
 }
@@ -449,32 +451,47 @@ pub(super) async fn nft_delete(table: &str) -> Result<(), NetError> {
         .map(|_| ())
 }
 
-/// Adds a netem delay as the root qdisc of every link but `lo`; on any failure removes what it
-/// added. Returns the links.
-pub(super) async fn delay_add(delay_ms: u64) -> Result<Vec<String>, NetError> {
-    if delay_ms == 0 {
-        return Err(NetError::ZeroDelay);
-    }
-    let targets: Vec<String> = links()
-        .await?
-        .into_iter()
-        .filter(|l| l.name != "lo")
-        .map(|l| l.name)
-        .collect();
+/// The links a delay fault acts on: `interface` (which must exist), or every link but `lo`.
+pub(super) async fn delay_targets(interface: Option<&str>) -> Result<Vec<String>, NetError> {
+    let all = links().await?;
+    let targets: Vec<String> = match interface {
+        Some(name) => {
+            check_link_name(name)?;
+            if !all.iter().any(|l| l.name == name) {
+                return Err(NetError::NoSuchLink(name.to_string()));
+            }
+            vec![name.to_string()]
+        }
+        None => all
+            .into_iter()
+            .filter(|l| l.name != "lo")
+            .map(|l| l.name)
+            .collect(),
+    };
     if targets.is_empty() {
         return Err(NetError::NothingToDelay);
     }
+    Ok(targets)
+}
+
+/// Adds a netem delay (± `jitter_ms`, netem's default uniform distribution) as the root qdisc
+/// of each of `targets`; on any failure removes what it added.
+pub(super) async fn delay_add(
+    targets: &[String],
+    delay_ms: u64,
+    jitter_ms: u64,
+) -> Result<(), NetError> {
     let delay = format!("{delay_ms}ms");
+    let jitter = format!("{jitter_ms}ms");
     let mut added = Vec::new();
-    for link in &targets {
-        let r = run(
-            "tc",
-            &[
-                "qdisc", "add", "dev", link, "root", "netem", "delay", &delay,
-            ],
-            None,
-        )
-        .await;
+    for link in targets {
+        let mut args = vec![
+            "qdisc", "add", "dev", link, "root", "netem", "delay", &delay,
+        ];
+        if jitter_ms > 0 {
+            args.push(&jitter);
+        }
+        let r = run("tc", &args, None).await;
         if let Err(e) = r {
             let _ = delay_del(&added).await;
             let text = e.to_string();
@@ -488,7 +505,7 @@ pub(super) async fn delay_add(delay_ms: u64) -> Result<Vec<String>, NetError> {
         }
         added.push(link.clone());
     }
-    Ok(added)
+    Ok(())
 }
 
 /// Removes the root qdiscs of `links`; returns the failures.
