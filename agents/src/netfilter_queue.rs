@@ -133,7 +133,7 @@ pub enum MessageRef<'a> {
 }
 
 impl MessageRef<'_> {
-    pub fn to_owned(self) -> Message {
+    pub fn into_owned(self) -> Message {
         match self {
             MessageRef::Packet(p) => Message::Packet(Packet {
                 id: p.id,
@@ -248,7 +248,7 @@ pub fn messages(datagram: &[u8]) -> impl Iterator<Item = MessageRef<'_>> {
 
 /// Every message in one datagram from the queue socket (see [`messages`]).
 pub fn parse(datagram: &[u8]) -> Vec<Message> {
-    messages(datagram).map(MessageRef::to_owned).collect()
+    messages(datagram).map(MessageRef::into_owned).collect()
 }
 
 fn be32(value: &[u8]) -> Option<u32> {
@@ -526,7 +526,10 @@ impl BlockingQueue {
             if left.is_zero() || !poll_in(self.fd.as_raw_fd(), left)? {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("binding NFQUEUE {}: no answer within {timeout:?}", self.queue),
+                    format!(
+                        "binding NFQUEUE {}: no answer within {timeout:?}",
+                        self.queue
+                    ),
                 ));
             }
             let n = match recv_raw(self.fd.as_raw_fd(), &mut self.buf) {
@@ -540,7 +543,9 @@ impl BlockingQueue {
             });
             match acked {
                 Some(0) => return Ok(()),
-                Some(e) => return Err(bind_error(self.queue, e)),
+                // The bare errno: the caller tells a queue taken by another socket (EPERM)
+                // from other failures, and names the queue itself.
+                Some(e) => return Err(io::Error::from_raw_os_error(e)),
                 None => continue,
             }
         }

@@ -968,47 +968,312 @@ fn every_way_out_of_the_agent_reverts_its_faults() {
     assert_flows(&sb, &sa);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Delay: netem where the kernel has it and only egress is asked for, else the agent's own delay
+// line (NFQUEUE). This kernel (the lab's) has no netem, so these tests run the delay line.
+
+fn delay(delay_ms: u64, jitter_ms: u64, interface: &str, direction: Direction) -> FaultAction {
+    FaultAction::Delay {
+        delay_ms,
+        jitter_ms,
+        interface: Some(interface.to_string()),
+        direction,
+    }
+}
+
+/// The round-trip times, in ms, of `n` pings from `ns` to `addr`, 10 ms apart. Every ping must
+/// be answered: a delay line drops nothing at this rate.
+///
+/// `-U` (user-to-user times): by default ping takes a reply's arrival from the kernel's receive
+/// stamp, which the kernel puts on a packet as the device hands it over, before PREROUTING and
+/// so before an ingress delay line; it would not see the delay of the reply's way in.
+fn ping_rtts(ns: &str, addr: &str, n: u32) -> Vec<f64> {
+    let count = n.to_string();
+    let out = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "ping", "-n", "-U", "-c", &count, "-i", "0.01", "-W", "2", addr,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ping (package iputils-ping): {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut rtts: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(
+        rtts.len(),
+        n as usize,
+        "{n} pings, {} answers: {text}{}",
+        rtts.len(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rtts.sort_by(f64::total_cmp);
+    rtts
+}
+
+/// Nearest-rank quantile of sorted values.
+fn quantile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Rules that queue packets, in `ns`, both families.
+fn queue_rules(ns: &str) -> String {
+    ["iptables", "ip6tables"]
+        .iter()
+        .flat_map(|p| {
+            must(&[
+                "ip", "netns", "exec", ns, p, "-w", "5", "-t", "mangle", "-S",
+            ])
+            .lines()
+            .filter(|l| l.contains("NFQUEUE"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Queues with a listener in `ns`, as the kernel lists them.
+fn bound_queues(ns: &str) -> String {
+    must(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "cat",
+        "/proc/net/netfilter/nfnetlink_queue",
+    ])
+    .trim()
+    .to_string()
+}
+
+/// Nothing of a delay line left in `ns`: no rule, no queue listener, no qdisc.
+fn assert_no_delay_left(ns: &str) {
+    let rules = queue_rules(ns);
+    assert!(rules.is_empty(), "queue rules left in {ns}: {rules}");
+    let queues = bound_queues(ns);
+    assert!(queues.is_empty(), "queue listeners left in {ns}: {queues}");
+    let q = must(&["ip", "netns", "exec", ns, "tc", "qdisc", "show"]);
+    assert!(!q.contains("netem"), "{q}");
+}
+
+/// The figure after `key` in the delay line's report of direction `way` ("in", "out"), from
+/// the agent's log of the revert: `out (NFQUEUE 19000): 200 packets (19600 bytes) delayed,
+/// peak 98 bytes held, 0 dropped by the full line, 0 by the kernel queue, ...`.
+fn line_figure(agent: &Agent, way: &str, key: &str) -> u64 {
+    let report = agent
+        .seen
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            AgentMsg::Log { message, .. } if message.contains("delay line removed") => {
+                Some(message.clone())
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no delay line report in {:?}", agent.seen));
+    let part = report
+        .split(&format!("{way} (NFQUEUE "))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {way} direction in {report}"));
+    let words: Vec<&str> = part
+        .split([' ', ',', '(', ')'])
+        .filter(|w| !w.is_empty())
+        .collect();
+    let at = words
+        .windows(key.split(' ').count())
+        .position(|w| w.join(" ") == key)
+        .unwrap_or_else(|| panic!("no `{key}` in {part}"));
+    // The figure is the word before the key ("0 dropped by"), or after it ("peak 98 bytes").
+    let before = at.checked_sub(1).and_then(|i| words[i].parse().ok());
+    let after = words
+        .get(at + key.split(' ').count())
+        .and_then(|w| w.parse().ok());
+    before
+        .or(after)
+        .unwrap_or_else(|| panic!("no figure at `{key}` in {part}"))
+}
+
+/// A 20 ms delay on one end of a veth pair, on the agent's host `a`, pinged from `a`:
+/// - direction out: the echo request waits 20 ms leaving `a`, the reply enters `a` undelayed,
+///   so the RTT is 20 ms plus the pair's own (~0.05 ms): p50 in [20, 21] ms, and no ping under
+///   20 ms (no packet leaves early);
+/// - direction both (Mininet's link delay): the request waits leaving, the reply entering:
+///   40 ms, p50 in [40, 41] ms; this is issue 15's client link of 20 ms seen from the client.
+///
+/// RTTs are ping's user-to-user times (see [`ping_rtts`]), a few µs more than the wire's.
+///
+/// Each is gone with its revert (p50 back under 1 ms, no rule, no queue listener), and with
+/// the end of the agent's control channel (the dead-man switch), within 2 s.
 #[test]
-fn delay_needs_netem() {
+fn delay_adds_its_time_per_direction_crossed_and_goes_with_its_revert() {
     if !netns_allowed("delay") {
         return;
     }
-    let tb = Testbed::new("delay", 6, false);
-    let (a, link) = (tb.ns("a"), tb.link_to("b"));
-    let netem = run(&[
-        "unshare", "--net", "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms",
-    ])
-    .is_ok();
+    let tb = Testbed::new("dly", 8, false);
+    let (a, link, b_addr) = (tb.ns("a"), tb.link_to("b"), tb.addr("b"));
+    let base = ping_rtts(&a, &b_addr, 50);
+    assert!(quantile(&base, 0.5) < 1.0, "undelayed RTT {base:?}");
+
     let mut agent = Agent::start(&a);
-    match agent.inject(1, FaultAction::Delay { delay_ms: 50 }, None) {
-        Err(e) => {
-            assert!(!netem, "netem works here, yet: {e}");
-            assert!(e.contains("netem"), "{e}");
-            // Nothing is held: a revert is answered by nothing.
-            agent.send(&ConsoleMsg::RevertFault { id: 1 });
-            let between = agent.sync(3);
-            assert!(!reverted_with(&between, 1, "requested"), "{between:?}");
-        }
-        Ok((_, detail)) => {
-            assert!(netem, "delay applied without netem: {detail}");
-            let q = must(&[
-                "ip", "netns", "exec", &a, "tc", "qdisc", "show", "dev", &link,
-            ]);
-            assert!(q.contains("netem"), "{q}");
-            agent.revert(1);
-            let q = must(&[
-                "ip", "netns", "exec", &a, "tc", "qdisc", "show", "dev", &link,
-            ]);
-            assert!(!q.contains("netem"), "{q}");
-        }
+    let (_, detail) = agent.apply(1, delay(20, 0, &link, Direction::Out));
+    assert!(detail.contains("20 ms"), "{detail}");
+    let rtts = ping_rtts(&a, &b_addr, 200);
+    let p50 = quantile(&rtts, 0.5);
+    eprintln!(
+        "delay out 20 ms: RTT min {:.3} p50 {p50:.3} p99 {:.3} max {:.3} ms ({detail})",
+        rtts[0],
+        quantile(&rtts, 0.99),
+        rtts[rtts.len() - 1]
+    );
+    assert!((20.0..=21.0).contains(&p50), "p50 {p50}: {rtts:?}");
+    assert!(rtts[0] >= 20.0, "a ping under the delay: {rtts:?}");
+    agent.revert(1);
+    assert!(quantile(&ping_rtts(&a, &b_addr, 50), 0.5) < 1.0);
+    assert_no_delay_left(&a);
+    let delayed = line_figure(&agent, "out", "packets");
+    assert!(delayed >= 200, "{delayed} packets delayed");
+
+    let (_, detail) = agent.apply(2, delay(20, 0, &link, Direction::Both));
+    assert!(detail.contains("delay line"), "{detail}");
+    // A second delay of the same link and direction would not add up: refused.
+    let err = agent
+        .inject(3, delay(5, 0, &link, Direction::In), None)
+        .unwrap_err();
+    assert!(err.contains("already delays"), "{err}");
+    let rtts = ping_rtts(&a, &b_addr, 200);
+    let p50 = quantile(&rtts, 0.5);
+    eprintln!(
+        "delay both 20 ms: RTT min {:.3} p50 {p50:.3} p99 {:.3} max {:.3} ms",
+        rtts[0],
+        quantile(&rtts, 0.99),
+        rtts[rtts.len() - 1]
+    );
+    assert!((40.0..=41.0).contains(&p50), "p50 {p50}: {rtts:?}");
+    assert!(rtts[0] >= 40.0, "a ping under the delay: {rtts:?}");
+    // The console goes away: the agent reverts on its way out.
+    let (took, rest) = agent.close();
+    assert!(took < Duration::from_secs(2), "exit took {took:?}");
+    assert!(reverted_with(&rest, 2, "channel closed"), "{rest:?}");
+    assert_no_delay_left(&a);
+    assert!(quantile(&ping_rtts(&a, &b_addr, 50), 0.5) < 1.0);
+}
+
+/// 20 ms ± 5 ms (uniform, netem's default) on `a`'s egress: each RTT is 20 ms + U(−5, +5) ms
+/// plus the pair's own and the release's lateness (tens of µs). Over 200 pings the test
+/// expects, with tolerances several standard errors wide (a uniform's quantile estimate at
+/// n = 200 has a standard error of 0.2 ms here, its deviation's 0.1 ms):
+/// - every RTT in [15, 27] ms (15: no packet leaves before its draw; 2 ms for lateness);
+/// - p10 16 ± 1 ms, p50 20 ± 1 ms, p90 24 ± 1 ms;
+/// - standard deviation 5/√3 = 2.89 ± 0.5 ms.
+#[test]
+fn delay_jitter_spreads_the_rtt_as_its_distribution() {
+    if !netns_allowed("delay_jitter") {
+        return;
     }
-    let q = must(&["ip", "netns", "exec", &a, "tc", "qdisc", "show"]);
-    assert!(!q.contains("netem"), "{q}");
-    assert_no_tables(&a);
+    let tb = Testbed::new("jit", 9, false);
+    let (a, link, b_addr) = (tb.ns("a"), tb.link_to("b"), tb.addr("b"));
+    let mut agent = Agent::start(&a);
+    let (_, detail) = agent.apply(1, delay(20, 5, &link, Direction::Out));
+    assert!(detail.contains("± 5 ms"), "{detail}");
+    let rtts = ping_rtts(&a, &b_addr, 200);
+    agent.revert(1);
+    assert_no_delay_left(&a);
+    let n = rtts.len() as f64;
+    let mean = rtts.iter().sum::<f64>() / n;
+    let sd = (rtts.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+    let (p10, p50, p90) = (
+        quantile(&rtts, 0.1),
+        quantile(&rtts, 0.5),
+        quantile(&rtts, 0.9),
+    );
+    eprintln!(
+        "delay 20 ± 5 ms: RTT min {:.3} p10 {p10:.3} p50 {p50:.3} p90 {p90:.3} max {:.3} sd \
+         {sd:.3} ms",
+        rtts[0],
+        rtts[rtts.len() - 1]
+    );
+    assert!(rtts[0] >= 15.0 && rtts[rtts.len() - 1] <= 27.0, "{rtts:?}");
+    assert!((15.0..=17.0).contains(&p10), "p10 {p10}");
+    assert!((19.0..=21.0).contains(&p50), "p50 {p50}");
+    assert!((23.0..=25.0).contains(&p90), "p90 {p90}");
+    assert!((2.39..=3.39).contains(&sd), "sd {sd}");
     agent.close();
 }
 
-/// State letter of process `pid` (`/proc/<pid>/stat`), `None` once it is gone.
+/// iperf3 from `b` to the agent's host `a`, `b`'s link rate-limited to 100 Mbit/s by tbf:
+/// - 50 ms each way on `a`'s link (RTT 100 ms: a bandwidth-delay product of 1.25 MB at
+///   100 Mbit/s, the data waiting in the ingress line, the ACKs in the egress one);
+/// - 100 ms on `a`'s ingress alone (the same product, all of it data in one line).
+///
+/// Each moves at least 80 Mbit/s (iperf3's receiver, the first 2 s of slow start left out), and
+/// the lines drop nothing; the second holds at least 1 MB at its peak.
+#[test]
+fn a_delayed_link_carries_its_bandwidth_delay_product() {
+    if !netns_allowed("delay_bdp") {
+        return;
+    }
+    let tb = Testbed::new("bdp", 10, false);
+    let (a, b, link) = (tb.ns("a"), tb.ns("b"), tb.link_to("b"));
+    let b_link = format!("hf{}a201", tb.net);
+    must(&[
+        "ip", "netns", "exec", &b, "tc", "qdisc", "add", "dev", &b_link, "root", "tbf", "rate",
+        "100mbit", "burst", "32kbit", "latency", "400ms",
+    ]);
+    let a_addr = tb.addr("a");
+    let mut agent = Agent::start(&a);
+    for (id, fault, way) in [
+        (1, delay(50, 0, &link, Direction::Both), "in"),
+        (2, delay(100, 0, &link, Direction::In), "in"),
+    ] {
+        let mut server = Command::new("ip")
+            .args([
+                "netns", "exec", &a, "iperf3", "-s", "-1", "-B", &a_addr, "-p", "5201",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("iperf3 server");
+        let start = Instant::now();
+        while must(&["ip", "netns", "exec", &a, "ss", "-Hltn", "sport = :5201"])
+            .trim()
+            .is_empty()
+        {
+            assert!(start.elapsed() < Duration::from_secs(5), "no iperf3 server");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (_, detail) = agent.apply(id, fault);
+        let out = must(&[
+            "ip", "netns", "exec", &b, "iperf3", "-c", &a_addr, "-p", "5201", "-t", "10", "-O",
+            "2", "-J",
+        ]);
+        let _ = server.wait();
+        let json: serde_json::Value = serde_json::from_str(&out).expect("iperf3 -J output");
+        let mbit = json["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .expect("received rate")
+            / 1e6;
+        let retransmits = json["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
+        agent.revert(id);
+        assert_no_delay_left(&a);
+        let line_drops = line_figure(&agent, way, "dropped by")
+            + line_figure(&agent, way, "by the kernel queue");
+        let peak = line_figure(&agent, way, "peak");
+        eprintln!(
+            "iperf3 through {detail}: {mbit:.1} Mbit/s, {retransmits} retransmits, the {way} \
+             line's peak {peak} bytes, {line_drops} dropped"
+        );
+        assert!(mbit >= 80.0, "{mbit} Mbit/s through {detail}");
+        assert_eq!(line_drops, 0, "the line dropped packets");
+        if id == 2 {
+            assert!(peak >= 1_000_000, "peak {peak} bytes held");
+        }
+    }
+    agent.close();
+}
+
 fn proc_state(pid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit_once(") ")?.1.chars().next()

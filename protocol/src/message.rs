@@ -613,12 +613,20 @@ mod tests {
                 .unwrap()
         };
         let (ok, why) = delay(false, true);
-        assert!(ok && why.contains("delay line") && why.contains("no netem"), "{why}");
+        assert!(
+            ok && why.contains("delay line") && why.contains("no netem"),
+            "{why}"
+        );
         let (ok, why) = delay(true, false);
         assert!(ok && why.contains("egress only"), "{why}");
         let (ok, why) = delay(true, true);
         assert!(ok && why.contains("egress by netem"), "{why}");
-        assert!(!caps_q(false, true, true, true).fault_support().iter().any(|(k, ok, _)| *k == "delay" && *ok));
+        assert!(
+            !caps_q(false, true, true, true)
+                .fault_support()
+                .iter()
+                .any(|(k, ok, _)| *k == "delay" && *ok)
+        );
         for (kind, ok, why) in caps(false, false, false).fault_support() {
             if kind.starts_with("process-") {
                 assert!(ok, "{kind}");

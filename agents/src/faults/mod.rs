@@ -13,7 +13,8 @@
 //! | nic-down | `ip link set dev X down` (one link, or every link but `lo` that is up) | links up, then the addresses and routes the kernel dropped restored |
 //! | loss | nftables table `inet halab_fault_<id>`, `numgen random mod 10000 < p·100 drop` on input and/or output | delete the table |
 //! | partition | nftables table `inet halab_fault_<id>` dropping the peers on input, output and forward | delete the table |
-//! | delay | `tc qdisc add dev X root netem delay Nms` on every link but `lo` | `tc qdisc del dev X root` |
+//! | delay, egress only, kernel with netem | `tc qdisc add dev X root netem delay Nms [Jms]` on one link or every link but `lo` | `tc qdisc del dev X root` |
+//! | delay, otherwise | the agent's delay line ([`crate::link_delay`]): iptables `mangle` rules queue the link's packets (`POSTROUTING -o` out, `PREROUTING -i` in) to threads that let each go when its time comes | the rules removed, then every held packet let go |
 //!
 //! A fault is undone when the console asks ([`REVERT_REQUESTED`]), when its lease runs out
 //! ([`REVERT_LEASE_EXPIRED`]) and on every way out of the agent's session ([`REVERT_CHANNEL_CLOSED`]):
@@ -35,8 +36,9 @@
 mod net;
 
 use crate::error::chain;
+use crate::link_delay::{self, DelayLink};
 use crate::roles::{RoleError, RoleSet};
-use halab_protocol::{AgentMsg, FaultAction, Role, RoleState, mono_ns};
+use halab_protocol::{AgentMsg, Direction, FaultAction, Role, RoleState, mono_ns};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -112,6 +114,14 @@ pub enum FaultError {
     /// Taking the links down (`halab_protocol::sys::links_down_stamped`, whose errors are text).
     #[error("{0}")]
     LinksDown(String),
+    #[error("a jitter of {jitter_ms} ms is more than the delay of {delay_ms} ms")]
+    JitterOverDelay { delay_ms: u64, jitter_ms: u64 },
+    /// Two delays on one link and direction would not add up (a queued packet's verdict ends
+    /// its pass through the chain; a second netem root qdisc is refused): refused instead.
+    #[error("delay fault {0} already delays this link in this direction")]
+    DelayOverlap(u64),
+    #[error("cannot start the delay line")]
+    DelayLine(#[source] link_delay::error::LinkDelayError),
 }
 
 /// One fault the agent holds.
@@ -142,6 +152,8 @@ enum Undo {
     NftTable(String),
     /// netem root qdiscs this fault added, by link.
     Qdiscs(Vec<String>),
+    /// The delay line this fault runs (its threads and rules).
+    DelayLine(Box<DelayLink>),
 }
 
 /// A link held down by one or more nic-down faults, and what to restore when the last lets go.
@@ -171,6 +183,8 @@ pub struct FaultLedger {
     /// Links taken down by nic-down faults, by name. A link is brought up again only when no
     /// fault holds it any more, so overlapping nic-down faults do not undo each other.
     links: BTreeMap<String, LinkHold>,
+    /// Whether the kernel has netem, probed at the first delay fault.
+    netem: Option<bool>,
 }
 
 impl FaultLedger {
@@ -251,14 +265,14 @@ impl FaultLedger {
                     Undo::NftTable(table),
                 )
             }
-            FaultAction::Delay { delay_ms } => {
-                let links = net::delay_add(*delay_ms).await?;
-                let at = mono_ns();
-                (
-                    at,
-                    format!("netem delay {delay_ms} ms on {}", links.join(", ")),
-                    Undo::Qdiscs(links),
-                )
+            FaultAction::Delay {
+                delay_ms,
+                jitter_ms,
+                interface,
+                direction,
+            } => {
+                self.delay(id, *delay_ms, *jitter_ms, interface.as_deref(), *direction)
+                    .await?
             }
         };
         tracing::info!(id, kind = kind_name(&action), %detail, "fault applied");
@@ -365,6 +379,126 @@ impl FaultLedger {
             ));
         }
         Ok((at, detail, Undo::Links(all)))
+    }
+
+    /// Delays `interface` (or every link but `lo`) in `direction`: by netem when only egress is
+    /// asked for and the kernel has it, else by the agent's delay line.
+    async fn delay(
+        &mut self,
+        id: u64,
+        delay_ms: u64,
+        jitter_ms: u64,
+        interface: Option<&str>,
+        direction: Direction,
+    ) -> Result<(u64, String, Undo), FaultError> {
+        if delay_ms == 0 {
+            return Err(net::NetError::ZeroDelay.into());
+        }
+        if jitter_ms > delay_ms {
+            return Err(FaultError::JitterOverDelay {
+                delay_ms,
+                jitter_ms,
+            });
+        }
+        let targets = net::delay_targets(interface).await?;
+        if let Some(other) = self.delay_overlapping(interface, direction) {
+            return Err(FaultError::DelayOverlap(other));
+        }
+        let netem = match self.netem {
+            Some(known) => known,
+            None => {
+                let probe = tokio::task::spawn_blocking(crate::capabilities::probe_netem)
+                    .await
+                    .map_err(|_| FaultError::ThreadLost)?;
+                tracing::info!(netem = probe.ok, detail = %probe.detail, "probed netem for delay faults");
+                self.netem = Some(probe.ok);
+                probe.ok
+            }
+        };
+        let jitter = if jitter_ms > 0 {
+            format!(" ± {jitter_ms} ms (uniform)")
+        } else {
+            String::new()
+        };
+        let place = match interface {
+            Some(name) => name.to_string(),
+            None => format!("every link but lo ({})", targets.join(", ")),
+        };
+        if netem && direction == Direction::Out {
+            net::delay_add(&targets, delay_ms, jitter_ms).await?;
+            let at = mono_ns();
+            return Ok((
+                at,
+                format!(
+                    "netem delay {delay_ms} ms{jitter} on {}",
+                    targets.join(", ")
+                ),
+                Undo::Qdiscs(targets),
+            ));
+        }
+        let spec = link_delay::Spec {
+            interface: interface.map(str::to_string),
+            egress: direction.has_out(),
+            ingress: direction.has_in(),
+            seed: mono_ns() ^ id.rotate_left(32),
+            ..link_delay::Spec::new(
+                delay_ms.saturating_mul(1_000_000),
+                jitter_ms.saturating_mul(1_000_000),
+            )
+        };
+        let link = tokio::task::spawn_blocking(move || DelayLink::start(&spec))
+            .await
+            .map_err(|_| FaultError::ThreadLost)?
+            .map_err(FaultError::DelayLine)?;
+        let at = mono_ns();
+        let why = if netem {
+            "netem delays only what leaves the host"
+        } else {
+            "this kernel has no netem"
+        };
+        let queues = link
+            .queues()
+            .iter()
+            .map(|(way, q)| format!("{} NFQUEUE {q}", way.name()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // Said where the fault is recorded: on egress the line is not netem's equal for what
+        // this host sends itself (see `link_delay`).
+        let caveat = if direction.has_out() {
+            "; caveat: packets this host sends stay charged to their sockets while they wait, so \
+             a TCP sender here is throttled by its small-queue limit (a few packets per delay)"
+        } else {
+            ""
+        };
+        Ok((
+            at,
+            format!(
+                "delay line ({why}; {queues}): {delay_ms} ms{jitter} per direction crossed, \
+                 direction {}, on {place}{caveat}",
+                net::direction_name(direction)
+            ),
+            Undo::DelayLine(Box::new(link)),
+        ))
+    }
+
+    /// A delay fault held that acts on the same link in the same direction, if any.
+    fn delay_overlapping(&self, interface: Option<&str>, direction: Direction) -> Option<u64> {
+        self.active.iter().find_map(|(id, f)| match &f.action {
+            FaultAction::Delay {
+                interface: other,
+                direction: d,
+                ..
+            } => {
+                let same_link = match (interface, other.as_deref()) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => true,
+                };
+                let same_way =
+                    (direction.has_in() && d.has_in()) || (direction.has_out() && d.has_out());
+                (same_link && same_way).then_some(*id)
+            }
+            _ => None,
+        })
     }
 
     /// When the next lease runs out, if any fault has one.
@@ -479,6 +613,27 @@ impl FaultLedger {
             Undo::Qdiscs(links) => {
                 problems.extend(net::delay_del(&links).await.iter().map(|e| chain(e)));
                 format!("netem removed from {}", links.join(", "))
+            }
+            Undo::DelayLine(link) => {
+                let link = *link;
+                match tokio::task::spawn_blocking(move || link.stop()).await {
+                    Ok(report) => {
+                        problems.extend(report.problems);
+                        format!(
+                            "delay line removed: {}",
+                            report
+                                .directions
+                                .iter()
+                                .map(|d| d.to_string())
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        )
+                    }
+                    Err(e) => {
+                        problems.push(format!("stopping the delay line: {e}"));
+                        "delay line not removed cleanly".to_string()
+                    }
+                }
             }
         };
         let at_ns = mono_ns();
@@ -698,7 +853,17 @@ mod tests {
         assert_eq!(ledger.expired(now + Duration::from_secs(1)), vec![2, 1]);
         // Duplicate ids are refused.
         let err = ledger
-            .apply(3, FaultAction::Delay { delay_ms: 1 }, None, &roles)
+            .apply(
+                3,
+                FaultAction::Delay {
+                    delay_ms: 1,
+                    jitter_ms: 0,
+                    interface: None,
+                    direction: Direction::Out,
+                },
+                None,
+                &roles,
+            )
             .await
             .unwrap_err();
         let err = chain(&err);

@@ -18,11 +18,16 @@ use std::collections::BinaryHeap;
 pub enum Jitter {
     None,
     /// Uniform in delay ± `ns` (netem's default when it is given a jitter and no distribution).
-    Uniform { ns: u64 },
+    Uniform {
+        ns: u64,
+    },
     /// Normal with standard deviation `sigma_ns`, clipped to delay ± `clip_ns` (netem's
     /// `distribution normal` is not clipped; clipping keeps a rare draw from holding a packet
     /// for seconds).
-    Normal { sigma_ns: u64, clip_ns: u64 },
+    Normal {
+        sigma_ns: u64,
+        clip_ns: u64,
+    },
 }
 
 /// What a line does to its packets.
@@ -54,6 +59,9 @@ pub struct Counters {
     pub released_bytes: u64,
     pub dropped_packets: u64,
     pub dropped_bytes: u64,
+    /// The most held at once.
+    pub peak_held_packets: u64,
+    pub peak_held_bytes: u64,
 }
 
 impl Counters {
@@ -168,8 +176,11 @@ impl DelayLine {
         }
         self.held.push(Reverse((release_ns, self.seq, id, len)));
         self.seq += 1;
-        self.counters.queued_packets += 1;
-        self.counters.queued_bytes += u64::from(len);
+        let c = &mut self.counters;
+        c.queued_packets += 1;
+        c.queued_bytes += u64::from(len);
+        c.peak_held_packets = c.peak_held_packets.max(c.held_packets());
+        c.peak_held_bytes = c.peak_held_bytes.max(c.held_bytes());
         Offer::Queued { release_ns }
     }
 
@@ -237,7 +248,12 @@ mod tests {
                 release_ns: 25 * MS
             }
         );
-        assert_eq!(l.offer(6 * MS, 2, 100), Offer::Queued { release_ns: 26 * MS });
+        assert_eq!(
+            l.offer(6 * MS, 2, 100),
+            Offer::Queued {
+                release_ns: 26 * MS
+            }
+        );
         assert_eq!(l.next_release_ns(), Some(25 * MS));
         assert!(l.due(25 * MS - 1).is_empty());
         assert_eq!(l.due(25 * MS), vec![1]);
@@ -245,7 +261,10 @@ mod tests {
         assert_eq!(l.due(40 * MS), vec![2]);
         assert_eq!(l.next_release_ns(), None);
         let c = l.counters();
-        assert_eq!((c.queued_packets, c.released_packets, c.dropped_packets), (2, 2, 0));
+        assert_eq!(
+            (c.queued_packets, c.released_packets, c.dropped_packets),
+            (2, 2, 0)
+        );
         assert_eq!((c.queued_bytes, c.released_bytes), (200, 200));
     }
 
@@ -270,6 +289,7 @@ mod tests {
         let c = l.counters();
         assert_eq!((c.dropped_packets, c.dropped_bytes), (2, 1001));
         assert_eq!((c.held_packets(), c.held_bytes()), (3, 2400));
+        assert_eq!((c.peak_held_packets, c.peak_held_bytes), (3, 2400));
         // Room again once packets leave.
         assert_eq!(l.due(10 * MS), vec![1, 2, 4]);
         assert!(matches!(l.offer(10 * MS, 6, 1000), Offer::Queued { .. }));
@@ -280,7 +300,12 @@ mod tests {
         let mut l = line(10, Jitter::None);
         l.offer(5 * MS, 1, 1);
         // Read a little earlier than the first (two threads' clocks, say): it still goes after.
-        assert_eq!(l.offer(4 * MS, 2, 1), Offer::Queued { release_ns: 15 * MS });
+        assert_eq!(
+            l.offer(4 * MS, 2, 1),
+            Offer::Queued {
+                release_ns: 15 * MS
+            }
+        );
         assert_eq!(l.due(15 * MS), vec![1, 2]);
     }
 
@@ -300,7 +325,10 @@ mod tests {
         let min = *delays.iter().min().unwrap();
         let max = *delays.iter().max().unwrap();
         assert!(min >= 15 * MS && max <= 25 * MS, "{min}..{max}");
-        assert!(min < 15 * MS + MS / 10 && max > 25 * MS - MS / 10, "{min}..{max}");
+        assert!(
+            min < 15 * MS + MS / 10 && max > 25 * MS - MS / 10,
+            "{min}..{max}"
+        );
         let mean = delays.iter().sum::<u64>() as f64 / delays.len() as f64;
         assert!((mean - 20e6).abs() < 0.1e6, "{mean}");
     }
@@ -351,7 +379,11 @@ mod tests {
         let a = run(3);
         assert_eq!(a, run(3));
         assert_ne!(a, run(4));
-        assert_ne!(a, (0..100).collect::<Vec<_>>(), "packets 0.1 ms apart with ±5 ms reorder");
+        assert_ne!(
+            a,
+            (0..100).collect::<Vec<_>>(),
+            "packets 0.1 ms apart with ±5 ms reorder"
+        );
         let mut sorted = a.clone();
         sorted.sort();
         assert_eq!(sorted, (0..100).collect::<Vec<_>>(), "every packet once");
@@ -431,7 +463,8 @@ mod tests {
             let mut arrivals = Vec::new();
             for (i, g) in gaps.iter().enumerate() {
                 now += g;
-                prop_assert!(matches!(l.offer(now, i as u32, 1), Offer::Queued { .. }));
+                let queued = matches!(l.offer(now, i as u32, 1), Offer::Queued { .. });
+                prop_assert!(queued);
                 arrivals.push(now);
             }
             let mut out = Vec::new();

@@ -73,6 +73,10 @@ pub struct Spec {
     pub spin_ns: u64,
     /// The jitter's draws (each direction its own stream from it).
     pub seed: u64,
+    /// Run the threads at real-time priority (SCHED_FIFO, [`halab_protocol::sys`]), so that a
+    /// host's busy threads do not make releases late; they go on at normal priority where
+    /// that is refused.
+    pub realtime: bool,
 }
 
 impl Spec {
@@ -93,6 +97,7 @@ impl Spec {
             max_bytes: 64 << 20,
             spin_ns: 50_000,
             seed: 0,
+            realtime: false,
         }
     }
 
@@ -166,6 +171,7 @@ impl DelayLink {
                 stop: stop.clone(),
                 live: live.clone(),
                 spin_ns: spec.spin_ns,
+                realtime: spec.realtime,
                 stats: DirectionStats::new(way, number),
             };
             let thread = std::thread::Builder::new()
@@ -205,7 +211,11 @@ impl DelayLink {
         self.directions
             .iter()
             .map(|d| {
-                let c = d.live.lock().map(|c| *c).unwrap_or_else(|p| *p.into_inner());
+                let c = d
+                    .live
+                    .lock()
+                    .map(|c| *c)
+                    .unwrap_or_else(|p| *p.into_inner());
                 (d.way, c)
             })
             .collect()
@@ -277,9 +287,7 @@ fn bind_free_queue(spec: &Spec) -> Result<crate::netfilter_queue::BlockingQueue,
     for queue in QUEUE_FIRST..=QUEUE_LAST {
         match BlockingQueue::bind(queue, &config, RCVBUF, BIND_TIMEOUT) {
             Ok(q) => return Ok(q),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EBUSY)) => {
-                last = Some(e)
-            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EBUSY)) => last = Some(e),
             Err(source) => return Err(LinkDelayError::Bind { queue, source }),
         }
     }

@@ -42,9 +42,15 @@ impl Rule {
             None => a.extend(["!".to_string(), dev.to_string(), "lo".to_string()]),
         }
         a.extend(
-            ["-j", "NFQUEUE", "--queue-num", &self.queue.to_string(), "--queue-bypass"]
-                .iter()
-                .map(|s| s.to_string()),
+            [
+                "-j",
+                "NFQUEUE",
+                "--queue-num",
+                &self.queue.to_string(),
+                "--queue-bypass",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
         );
         a
     }

@@ -137,11 +137,13 @@ impl fmt::Display for DirectionStats {
         let c = &self.counters;
         write!(
             f,
-            "{} (NFQUEUE {}): {} packets ({} bytes) delayed, {} dropped by the full line",
+            "{} (NFQUEUE {}): {} packets ({} bytes) delayed, peak {} bytes held, {} dropped by \
+             the full line",
             self.way.name(),
             self.queue,
             c.released_packets,
             c.released_bytes,
+            c.peak_held_bytes,
             c.dropped_packets,
         )?;
         match self.kernel_dropped {

@@ -62,6 +62,7 @@ pub struct Worker {
     pub live: Arc<Mutex<super::line::Counters>>,
     /// How close to a release the thread stops sleeping and spins.
     pub spin_ns: u64,
+    pub realtime: bool,
     pub stats: DirectionStats,
 }
 
@@ -71,6 +72,11 @@ impl Worker {
         // SAFETY: prctl(2) on the calling thread: its timer slack, in ns. The default (50 µs)
         // would be added to every sleep.
         unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0) };
+        if self.realtime
+            && let Err(e) = halab_protocol::sys::enter_realtime()
+        {
+            tracing::debug!(error = %e, "delay line stays at normal priority");
+        }
         if let Err(e) = self.serve() {
             // From here on the rule's `--queue-bypass` lets packets pass undelayed once the
             // socket is closed (below, when the worker ends).
@@ -79,9 +85,12 @@ impl Worker {
         }
         self.drain();
         self.stats.counters = self.line.counters();
-        self.stats.kernel_dropped = std::fs::read_to_string("/proc/net/netfilter/nfnetlink_queue")
-            .ok()
-            .and_then(|t| kernel_drops(&t, self.queue.queue()));
+        // thread-self: /proc/net is the process's namespace, and this thread's may differ (a
+        // benchmark runs the line in a namespace a thread entered).
+        self.stats.kernel_dropped =
+            std::fs::read_to_string("/proc/thread-self/net/netfilter/nfnetlink_queue")
+                .ok()
+                .and_then(|t| kernel_drops(&t, self.queue.queue()));
         self.stats
     }
 
@@ -93,11 +102,15 @@ impl Worker {
             // Take every message waiting, a batch at a time, releasing what falls due between
             // batches so that a flood of arrivals does not hold up departures.
             loop {
-                let now = mono_ns();
                 let line = &mut self.line;
                 let mut refused = 0;
+                // Stamped once the batch is in (never before a packet arrived: no packet may
+                // leave early), once per batch (a clock read per packet would cost more than
+                // the spread it measures).
+                let mut now = None;
                 let batch = self.queue.recv_batch(|m| match m {
                     MessageRef::Packet(p) => {
+                        let now = *now.get_or_insert_with(mono_ns);
                         if line.offer(now, p.id, p.len) == Offer::Dropped {
                             verdicts.push((p.id, Verdict::Drop));
                         }

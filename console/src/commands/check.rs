@@ -212,14 +212,6 @@ fn print_table(probes: &[ProbeResult]) {
         return;
     }
     println!();
-    let names = [
-        "root",
-        "namespaces",
-        "af_packet",
-        "tcp_repair",
-        "nftables",
-        "netem",
-    ];
     for p in ok {
         let Some(caps) = &p.capabilities else {
             continue;
@@ -232,8 +224,7 @@ fn print_table(probes: &[ProbeResult]) {
         let rows: Vec<[String; 3]> = caps
             .entries()
             .iter()
-            .zip(names)
-            .map(|((_, probe), name)| {
+            .map(|(name, probe)| {
                 [
                     name.to_string(),
                     if probe.ok { "yes" } else { "no" }.to_string(),

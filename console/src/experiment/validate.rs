@@ -498,43 +498,49 @@ fn fault<'r>(
     };
 
     // Parameters: each only for its kind.
-    let mut only_for = |key: &str, span: Option<Range<usize>>, owner: FaultKind| {
+    let mut only_for_any = |key: &str, span: Option<Range<usize>>, owners: &[FaultKind]| {
         if let (Some(span), Some(kind)) = (span, kind)
-            && kind != owner
+            && !owners.contains(&kind)
         {
+            let names: Vec<String> = owners.iter().map(|o| format!("`{o}`")).collect();
+            let kinds = if names.len() == 1 { "kind" } else { "kinds" };
             r.error(
                 span,
                 format!("`{key}` cannot be used with fault kind `{kind}`"),
-                format!("only fault kind `{owner}` takes `{key}`; remove it"),
+                format!(
+                    "only fault {kinds} {} take{} `{key}`; remove it",
+                    names.join(" and "),
+                    if names.len() == 1 { "s" } else { "" }
+                ),
             );
             return false;
         }
         true
     };
-    ok &= only_for(
+    ok &= only_for_any(
         "interface",
         raw.interface.as_ref().map(|v| v.span()),
-        FaultKind::NicDown,
+        &[FaultKind::NicDown],
     );
-    ok &= only_for(
+    ok &= only_for_any(
         "percent",
         raw.percent.as_ref().map(|v| v.span()),
-        FaultKind::Loss,
+        &[FaultKind::Loss],
     );
-    ok &= only_for(
+    ok &= only_for_any(
         "direction",
         raw.direction.as_ref().map(|v| v.span()),
-        FaultKind::Loss,
+        &[FaultKind::Loss, FaultKind::Delay],
     );
-    ok &= only_for(
+    ok &= only_for_any(
         "peer",
         raw.peer.as_ref().map(|v| v.span()),
-        FaultKind::Partition,
+        &[FaultKind::Partition],
     );
-    ok &= only_for(
+    ok &= only_for_any(
         "delay_ms",
         raw.delay_ms.as_ref().map(|v| v.span()),
-        FaultKind::Delay,
+        &[FaultKind::Delay],
     );
     let required = [
         (
@@ -599,6 +605,10 @@ fn fault<'r>(
             d
         }
         None if kind == Some(FaultKind::Loss) => Some(Direction::Both),
+        // A delay on the target's way in: a host that sends through a delay line on its way
+        // out has its TCP throttled by the packets held in its name (ARCHITECTURE.md), while
+        // the way in delays at line rate. Request and response see one delay either way.
+        None if kind == Some(FaultKind::Delay) => Some(Direction::In),
         None => None,
     };
     let delay_ms = match &raw.delay_ms {

@@ -94,6 +94,14 @@ pub async fn fire(
         },
         FaultKind::Delay => FaultAction::Delay {
             delay_ms: params.delay_ms.unwrap_or(0),
+            jitter_ms: 0,
+            interface: None,
+            direction: match params.direction {
+                Some(ExpDirection::Out) => Direction::Out,
+                Some(ExpDirection::Both) => Direction::Both,
+                // The way in by default: see the experiment validation's reason.
+                _ => Direction::In,
+            },
         },
     };
     lab.send(

@@ -13,8 +13,8 @@
 //! packet let go) or dropped (the queue's packets die with its socket).
 
 use super::command::{self, CommandError};
-use crate::netfilter_queue::{Message, Queue, Verdict};
 use crate::error::Chain;
+use crate::netfilter_queue::{Message, Queue, Verdict};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
