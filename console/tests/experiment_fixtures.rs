@@ -557,7 +557,11 @@ fn check_invariants(e: &Experiment) {
         }
         assert!(f.interface.is_none() || f.kind == FaultKind::NicDown);
         assert_eq!(f.percent.is_some(), f.kind == FaultKind::Loss);
-        assert_eq!(f.direction.is_some(), f.kind == FaultKind::Loss);
+        // Loss and delay have a direction (given, or their default); no other kind takes one.
+        assert_eq!(
+            f.direction.is_some(),
+            matches!(f.kind, FaultKind::Loss | FaultKind::Delay)
+        );
         assert_eq!(f.peer.is_some(), f.kind == FaultKind::Partition);
         assert_eq!(f.delay_ms.is_some(), f.kind == FaultKind::Delay);
         assert!(f.percent.is_none_or(|p| p > 0.0 && p <= 100.0));

@@ -22,6 +22,8 @@ pub enum FaultKey {
     NicDown,
     /// `l`: random loss of this many percent, both directions.
     Loss(f64),
+    /// `d`: this many milliseconds added to every packet on the host's way in.
+    Delay(u64),
     /// `x`: every packet to and from this other host dropped.
     Partition(String),
     /// `p`: links down, then every process killed.
@@ -41,6 +43,7 @@ impl FaultKey {
             FaultKey::Crash => "process-crash".into(),
             FaultKey::NicDown => "nic-down".into(),
             FaultKey::Loss(p) => format!("loss {p}%"),
+            FaultKey::Delay(ms) => format!("delay {ms}ms"),
             FaultKey::Partition(peer) => format!("partition/{peer}"),
             FaultKey::PowerOff => "power-off".into(),
             FaultKey::PowerOn => "power-on".into(),
@@ -61,6 +64,10 @@ pub enum Action {
     },
     /// Ask for the loss percent on `host`.
     AskLoss {
+        host: String,
+    },
+    /// Ask for the delay on `host`, milliseconds.
+    AskDelay {
         host: String,
     },
     /// Ask which host `host` is cut off from.

@@ -408,6 +408,13 @@ impl App {
                     error: None,
                 });
             }
+            Action::AskDelay { host } => {
+                self.prompt = Some(Prompt::Delay {
+                    host,
+                    input: String::new(),
+                    error: None,
+                });
+            }
             Action::AskPartition { host } => {
                 let peers = self
                     .hosts

@@ -414,6 +414,11 @@ impl Orchestrator {
                 params.direction = Some(experiment::Direction::Both);
                 FaultKind::Loss
             }
+            FaultKey::Delay(ms) => {
+                params.delay_ms = Some(*ms);
+                params.direction = Some(experiment::Direction::In);
+                FaultKind::Delay
+            }
             FaultKey::Partition(peer) => {
                 params.peer = Some(peer.clone());
                 FaultKind::Partition

@@ -21,6 +21,7 @@ const HELP: &[(&str, &str)] = &[
     ("c", "crash with cleanup (SIGTERM)"),
     ("n", "NIC down"),
     ("l", "packet loss (asks for percent)"),
+    ("d", "delay on its way in (asks for ms)"),
     ("x", "partition from another host"),
     ("p / o", "power off / power on"),
     ("r", "revert every fault on the host"),

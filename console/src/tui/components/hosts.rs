@@ -218,6 +218,7 @@ impl Component for HostsPanel {
             KeyCode::Char('o') => fault(FaultKey::PowerOn),
             KeyCode::Char('r') => fault(FaultKey::RevertAll),
             KeyCode::Char('l') => host.map(|host| Action::AskLoss { host }),
+            KeyCode::Char('d') => host.map(|host| Action::AskDelay { host }),
             KeyCode::Char('x') => host.map(|host| Action::AskPartition { host }),
             _ => None,
         }

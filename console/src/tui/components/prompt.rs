@@ -1,4 +1,4 @@
-//! Prompts over the dashboard: the loss percent, the peer of a partition, an experiment to
+//! Prompts over the dashboard: the loss percent, the delay, the peer of a partition, an experiment to
 //! run, and the confirmation of a quit while faults are active.
 
 use super::{Component, centered};
@@ -15,6 +15,12 @@ use std::path::PathBuf;
 pub enum Prompt {
     /// Loss percent for `host`, as typed.
     Loss {
+        host: String,
+        input: String,
+        error: Option<String>,
+    },
+    /// Delay on `host`'s way in, milliseconds, as typed.
+    Delay {
         host: String,
         input: String,
         error: Option<String>,
@@ -65,6 +71,30 @@ impl Component for Prompt {
                     }),
                     _ => {
                         *error = Some("a percent in (0, 100]".into());
+                        None
+                    }
+                },
+                _ => None,
+            },
+            Prompt::Delay { host, input, error } => match key.code {
+                KeyCode::Char(c) if c.is_ascii_digit() => {
+                    if input.len() < 5 {
+                        input.push(c);
+                    }
+                    *error = None;
+                    None
+                }
+                KeyCode::Backspace => {
+                    input.pop();
+                    None
+                }
+                KeyCode::Enter => match input.parse::<u64>() {
+                    Ok(ms) if (1..=10_000).contains(&ms) => Some(Action::Fault {
+                        host: host.clone(),
+                        fault: FaultKey::Delay(ms),
+                    }),
+                    _ => {
+                        *error = Some("milliseconds, 1 to 10000".into());
                         None
                     }
                 },
@@ -130,6 +160,15 @@ impl Component for Prompt {
                     l.push(Line::from(format!(" {e}")).style(Style::new().fg(Color::Red)));
                 }
                 (format!(" loss on {host} "), l)
+            }
+            Prompt::Delay { host, input, error } => {
+                let mut l = vec![Line::from(format!(
+                    " add {input}_ ms to every packet reaching {host}"
+                ))];
+                if let Some(e) = error {
+                    l.push(Line::from(format!(" {e}")).style(Style::new().fg(Color::Red)));
+                }
+                (format!(" delay on {host} "), l)
             }
             Prompt::Partition {
                 host,
