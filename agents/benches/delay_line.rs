@@ -22,12 +22,15 @@
 //! end, on a panic too). `HALAB_BENCH_RT=1` runs the line's threads at real-time priority.
 //! A step that cannot be set up panics (`expect`) with what failed: it is a benchmark.
 
+#[path = "../tests/support/netns.rs"]
+mod netns;
+
 use halab_agent::link_delay::stats::DirectionStats;
 use halab_agent::link_delay::{DelayLink, Spec, StopReport};
+use netns::{in_ns, must, remove_namespace, run};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -182,28 +185,6 @@ fn can_run() -> Result<(), String> {
     run(&["ip", "netns", "list"]).map(|_| ())
 }
 
-fn run(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "`{}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn must(args: &[&str]) {
-    if let Err(e) = run(args) {
-        panic!("{e}");
-    }
-}
-
 /// The two namespaces and their veth pair; removed on drop (a panic included).
 struct Namespaces;
 
@@ -282,34 +263,6 @@ impl Drop for Namespaces {
             remove_namespace(ns);
         }
     }
-}
-
-fn remove_namespace(ns: &str) {
-    if let Ok(pids) = run(&["ip", "netns", "pids", ns]) {
-        for pid in pids
-            .split_whitespace()
-            .filter_map(|p| p.parse::<i32>().ok())
-        {
-            // SAFETY: kill(2) of a process inside the benchmark's own namespace.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-    let _ = run(&["ip", "netns", "del", ns]);
-}
-
-/// Runs `f` on a thread that entered namespace `ns` (threads it starts are in `ns` too, and so
-/// are the processes they run).
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        // SAFETY: setns(2) on this thread only, with a namespace file we hold open.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("thread in namespace")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

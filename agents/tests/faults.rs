@@ -10,10 +10,14 @@
 //! Needs root. Without it the tests print why and pass, unless `HALAB_REQUIRE_NETNS=1`, which
 //! makes them fail instead.
 
+#[path = "support/netns.rs"]
+mod netns;
+
 use halab_protocol::frame::{decode_payload, encode_frame};
 use halab_protocol::{
     AgentMsg, ConsoleMsg, Direction, FaultAction, FrameDecoder, Role, RoleState, mono_ns,
 };
+use netns::{in_ns, must, remove_namespace};
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -46,27 +50,6 @@ fn netns_allowed(test: &str) -> bool {
     assert!(!required, "{test}: HALAB_REQUIRE_NETNS=1 but {why}");
     eprintln!("skipping {test}: needs network namespaces ({why})");
     false
-}
-
-/// Runs a command; its stdout, or why it failed.
-fn run(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "`{}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn must(args: &[&str]) -> String {
-    run(args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Host `a` with neighbour `b` (and optionally `c`), each in its own namespace. Removed on drop:
@@ -177,33 +160,6 @@ impl Drop for Testbed {
             remove_namespace(ns);
         }
     }
-}
-
-fn remove_namespace(ns: &str) {
-    if let Ok(pids) = run(&["ip", "netns", "pids", ns]) {
-        for pid in pids
-            .split_whitespace()
-            .filter_map(|p| p.parse::<i32>().ok())
-        {
-            // SAFETY: kill(2) of a process inside the test's own namespace.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-    let _ = run(&["ip", "netns", "del", ns]);
-}
-
-/// Runs `f` on a thread that entered namespace `ns`.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        // SAFETY: setns(2) on this thread only, with a namespace file we hold open.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("thread in namespace")
 }
 
 /// A UDP socket in namespace `ns`, bound to `addr`.

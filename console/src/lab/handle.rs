@@ -24,8 +24,8 @@ pub struct Lab<'t> {
 /// Why a wait ended without its answer.
 #[derive(Debug, thiserror::Error)]
 pub enum WaitError {
-    #[error("no answer within {0:?}")]
-    TimedOut(Duration),
+    #[error("no answer in time")]
+    TimedOut,
     #[error("every agent is gone")]
     AgentsGone,
 }
@@ -44,14 +44,12 @@ impl<'t> Lab<'t> {
         self.testbed.send(host, msg).await
     }
 
-    /// The next message, or `None` at `deadline` or when every agent is gone.
+    /// The next message, unless `deadline` passes or every agent is gone first.
     pub async fn next_until(&mut self, deadline: Instant) -> Result<(String, AgentMsg), WaitError> {
         match tokio::time::timeout_at(deadline, self.inbox.recv()).await {
             Ok(Some(m)) => Ok(m),
             Ok(None) => Err(WaitError::AgentsGone),
-            Err(_) => Err(WaitError::TimedOut(
-                deadline.saturating_duration_since(Instant::now()),
-            )),
+            Err(_) => Err(WaitError::TimedOut),
         }
     }
 
@@ -65,11 +63,7 @@ impl<'t> Lab<'t> {
     ) -> Result<(), WaitError> {
         let deadline = Instant::now() + timeout;
         loop {
-            let (from, msg) = match self.next_until(deadline).await {
-                Ok(m) => m,
-                Err(WaitError::TimedOut(_)) => return Err(WaitError::TimedOut(timeout)),
-                Err(e) => return Err(e),
-            };
+            let (from, msg) = self.next_until(deadline).await?;
             let found = from == host && matches!(&msg, AgentMsg::Mode { event } if wanted(event));
             self.set_aside.push((from, msg));
             if found {

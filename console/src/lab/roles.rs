@@ -55,7 +55,7 @@ pub async fn start_and_wait(
     while !waiting.is_empty() {
         let (host, msg) = match lab.next_until(deadline).await {
             Ok(m) => m,
-            Err(WaitError::TimedOut(_)) => {
+            Err(WaitError::TimedOut) => {
                 return Err(RolesError::TimedOut {
                     timeout,
                     waiting: waiting.into_iter().map(|(h, r, _)| (h, r)).collect(),

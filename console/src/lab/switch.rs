@@ -6,7 +6,7 @@ use super::handle::Lab;
 use super::roles::{ROLE_TIMEOUT, RolesError, start_and_wait};
 use crate::modes;
 use crate::state::HostState;
-use crate::topology::{Mode, RunSettings};
+use crate::topology::RunSettings;
 use halab_protocol::{ConsoleMsg, Role};
 
 /// Why a switch did not happen or did not finish.
@@ -18,14 +18,6 @@ pub enum SwitchError {
     /// The switch happened, but roles did not all come up.
     #[error(transparent)]
     Roles(#[from] RolesError),
-}
-
-/// The config of `settings`' mode on this testbed, or why it cannot run.
-pub fn config_for(
-    lab: &Lab<'_>,
-    settings: &RunSettings,
-) -> Result<halab_protocol::ModeConfig, String> {
-    modes::config_for(&lab.testbed.topology, settings, lab.testbed.mode_key())
 }
 
 /// Brings the testbed back to its mode's starting state after a run (through the mode's
@@ -41,7 +33,8 @@ pub async fn after_run(lab: &mut Lab<'_>) -> Result<(), String> {
 /// address back on the host the new mode puts it on, then the topology's roles started under
 /// the new mode; waits until the server roles run.
 pub async fn switch_mode(lab: &mut Lab<'_>, settings: &RunSettings) -> Result<(), SwitchError> {
-    let config = config_for(lab, settings).map_err(SwitchError::NotRunnable)?;
+    let config = modes::config_for(&lab.testbed.topology, settings, lab.testbed.mode_key())
+        .map_err(SwitchError::NotRunnable)?;
     lab.testbed.set_mode(config);
     lab.testbed
         .set_service_address_role(settings.mode.behaviour().service_address_role());
@@ -82,10 +75,4 @@ pub async fn switch_mode(lab: &mut Lab<'_>, settings: &RunSettings) -> Result<()
     )
     .await?;
     Ok(())
-}
-
-/// Whether this version can run `mode` (the dashboard asks before it switches modes or starts
-/// its workload).
-pub fn runnable(mode: Mode) -> Result<(), String> {
-    mode.behaviour().runnable()
 }

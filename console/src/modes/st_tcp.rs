@@ -385,7 +385,11 @@ async fn after_run(lab: &mut Lab<'_>, cfg: &StTcpConfig) -> Result<(), String> {
             })
             .await;
         if let Err(e) = acked {
-            tracing::warn!(host = %original.backup.host, error = %e, "st-tcp reset not acknowledged");
+            tracing::warn!(
+                host = %original.backup.host,
+                error = %e,
+                "st-tcp reset not acknowledged within {RESET_ACK_TIMEOUT:?}"
+            );
         }
     }
     let testbed = &mut *lab.testbed;

@@ -78,7 +78,7 @@ pub fn check_supported(exp: &Experiment) -> Result<(), RunError> {
 /// Whether runs under `mode` can be executed by this version (the dashboard asks too, before
 /// it switches modes or starts its workload).
 pub fn check_mode(mode: Mode) -> Result<(), RunError> {
-    switch::runnable(mode).map_err(RunError::Unsupported)
+    mode.behaviour().runnable().map_err(RunError::Unsupported)
 }
 
 /// Refuses, once the testbed is up and its hosts probed, faults a target host cannot do:
@@ -405,7 +405,8 @@ impl<'a> Runner<'a> {
         let mut lab = self.lab();
         let handled = mode_events::handle(&mut lab, host, event).await;
         // Acting on a mode event waits for nothing: nothing is set aside.
-        debug_assert!(lab.take_set_aside().is_empty());
+        let aside = lab.take_set_aside();
+        debug_assert!(aside.is_empty());
         if let Some(e) = &handled.error {
             tracing::warn!(%host, kind = %handled.kind, error = %e, "mode event");
         }

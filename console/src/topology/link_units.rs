@@ -37,6 +37,15 @@ fn number_and_unit(text: &str) -> Option<(f64, &str)> {
     value.is_finite().then_some((value, unit.trim()))
 }
 
+/// Why `unit` (missing or unknown) is refused in `key = text`.
+fn unit_refusal(key: &str, text: &str, unit: &str) -> String {
+    if unit.is_empty() {
+        format!("{key} `{text}` has no unit")
+    } else {
+        format!("unknown unit `{unit}` in {key} `{text}`")
+    }
+}
+
 /// A rate, bits per second: `"100Mbit"`, `"1.5Gbit"`, `"512kbit"`.
 pub fn parse_rate(key: &str, text: &str) -> Result<u64, Refusal> {
     let hint = || {
@@ -63,14 +72,7 @@ pub fn parse_rate(key: &str, text: &str) -> Result<u64, Refusal> {
         ));
     }
     let Some((_, factor)) = RATE_UNITS.iter().find(|(u, _)| *u == lower) else {
-        return Err((
-            if unit.is_empty() {
-                format!("{key} `{text}` has no unit")
-            } else {
-                format!("unknown unit `{unit}` in {key} `{text}`")
-            },
-            hint(),
-        ));
+        return Err((unit_refusal(key, text, unit), hint()));
     };
     let bps = value * *factor as f64;
     if !(MIN_RATE_BPS as f64..=MAX_RATE_BPS as f64).contains(&bps) {
@@ -92,14 +94,7 @@ pub fn parse_delay(key: &str, text: &str) -> Result<u64, Refusal> {
         return Err((format!("invalid {key} `{text}`"), hint()));
     };
     let Some((_, factor)) = TIME_UNITS.iter().find(|(u, _)| *u == unit) else {
-        return Err((
-            if unit.is_empty() {
-                format!("{key} `{text}` has no unit")
-            } else {
-                format!("unknown unit `{unit}` in {key} `{text}`")
-            },
-            hint(),
-        ));
+        return Err((unit_refusal(key, text, unit), hint()));
     };
     let us = value * factor;
     if us > MAX_DELAY_US as f64 {

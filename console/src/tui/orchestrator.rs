@@ -525,7 +525,8 @@ impl Orchestrator {
             mode: target,
             ..self.settings.clone()
         };
-        if let Err(e) = switch::config_for(&self.lab(), &settings) {
+        let topo = &self.testbed.topology;
+        if let Err(e) = crate::modes::config_for(topo, &settings, self.testbed.mode_key()) {
             self.log(
                 Level::Warn,
                 format!("mode {target} not switched to: {e}; m tries the next"),

@@ -1,0 +1,55 @@
+//! Helpers shared by the agent's namespace tests and its benchmarks (`#[path]`-included):
+//! running commands, entering a namespace on a thread, removing a namespace with whatever
+//! runs in it.
+#![allow(dead_code)] // each including target uses a subset
+
+use std::os::fd::AsRawFd;
+use std::process::Command;
+
+/// Runs a command; its stdout, or why it failed.
+pub fn run(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`{}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+pub fn must(args: &[&str]) -> String {
+    run(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn remove_namespace(ns: &str) {
+    if let Ok(pids) = run(&["ip", "netns", "pids", ns]) {
+        for pid in pids
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            // SAFETY: kill(2) of a process inside the caller's own namespace.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let _ = run(&["ip", "netns", "del", ns]);
+}
+
+/// Runs `f` on a thread that entered namespace `ns`.
+pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: setns(2) on this thread only, with a namespace file we hold open.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("thread in namespace")
+}
