@@ -7,6 +7,7 @@ pub mod error;
 pub mod faults;
 pub mod host_stats;
 pub mod link_delay;
+pub mod link_shape;
 pub mod log_forward;
 pub mod modes;
 pub mod netfilter_queue;

@@ -5,10 +5,13 @@
 use crate::capabilities;
 use crate::error::chain;
 use crate::faults::{self, FaultLedger, Reverted};
+use crate::link_shape::LinkShape;
 use crate::roles::RoleSet;
 use crate::workload::client;
 use halab_protocol::io::{FrameReader, write_frame};
-use halab_protocol::{AGENT_SILENCE_LIMIT, AgentMsg, ConsoleMsg, HALAB_VERSION, mono_ns};
+use halab_protocol::{
+    AGENT_SILENCE_LIMIT, AgentMsg, ConsoleMsg, FaultAction, HALAB_VERSION, mono_ns,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -78,6 +81,8 @@ where
     let mut roles = RoleSet::new(tx.clone());
     // Every fault this agent holds; reverted on every way out of the loop below.
     let mut ledger = FaultLedger::new();
+    // How the topology shapes this host's links; removed on every way out, after the faults.
+    let mut shape = LinkShape::default();
     // Client runs in progress: their cancellation tokens, and the tasks (owned here).
     let mut client_runs: BTreeMap<u64, CancellationToken> = BTreeMap::new();
     let mut client_tasks = tokio::task::JoinSet::new();
@@ -222,14 +227,34 @@ where
                 lease_ms,
             } => {
                 let lease = lease_ms.map(Duration::from_millis);
-                match ledger.apply(id, action, lease, &roles).await {
-                    Ok((at_ns, detail)) => AgentMsg::FaultApplied { id, at_ns, detail },
-                    Err(e) => {
-                        let error = chain(&e);
-                        tracing::warn!(id, %error, "fault failed");
-                        AgentMsg::FaultFailed { id, error }
+                if let FaultAction::Delay {
+                    interface,
+                    direction,
+                    ..
+                } = &action
+                    && direction.has_in()
+                    && let Some(link) = shape.delays_way_in(interface.as_deref())
+                {
+                    let error = format!(
+                        "link {link} already carries the topology's delay on its way in, and a \
+                         second delay line there would see none of its packets; delay its way \
+                         out, or change the topology's delay"
+                    );
+                    tracing::warn!(id, %error, "fault refused");
+                    AgentMsg::FaultFailed { id, error }
+                } else {
+                    match ledger.apply(id, action, lease, &roles).await {
+                        Ok((at_ns, detail)) => AgentMsg::FaultApplied { id, at_ns, detail },
+                        Err(e) => {
+                            let error = chain(&e);
+                            tracing::warn!(id, %error, "fault failed");
+                            AgentMsg::FaultFailed { id, error }
+                        }
                     }
                 }
+            }
+            ConsoleMsg::ShapeLinks { id, links } => {
+                shape_links(&mut shape, &ledger, id, &links).await
             }
             ConsoleMsg::RevertFault { id } => {
                 // Nothing to answer for a fault this agent does not hold (any more).
@@ -274,6 +299,13 @@ where
             reason: faults::REVERT_CHANNEL_CLOSED.into(),
         };
         let _ = tokio::time::timeout(FLUSH_TIMEOUT, tx.send(msg)).await;
+    }
+    let (removed, problems) = std::mem::take(&mut shape).remove().await;
+    if !removed.is_empty() {
+        tracing::info!(%removed, "link shape removed");
+    }
+    for p in problems {
+        tracing::error!(problem = %p, "link shape not removed cleanly");
     }
     roles.stop_all().await;
     roles_token.cancel();
@@ -404,6 +436,54 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut output: W, mut rx: mpsc::Receiver
     }
 }
 
+/// Replaces the links' shape by `links`; the answer to [`ConsoleMsg::ShapeLinks`] `id`.
+async fn shape_links(
+    shape: &mut LinkShape,
+    ledger: &FaultLedger,
+    id: u64,
+    links: &[halab_protocol::LinkPlan],
+) -> AgentMsg {
+    let held = links.iter().find_map(|p| {
+        let delayed = p
+            .ingress
+            .iter()
+            .any(|d| d.delay_us > 0 || d.jitter_us.iter().any(|j| *j > 0));
+        delayed
+            .then(|| ledger.delay_overlapping(Some(&p.interface), halab_protocol::Direction::In))
+            .flatten()
+            .map(|fault| (p.interface.clone(), fault))
+    });
+    if let Some((interface, fault)) = held {
+        let error = chain(&crate::link_shape::ShapeError::DelayFaultHeld { interface, fault });
+        return AgentMsg::LinksFailed { id, error };
+    }
+    let (removed, problems) = std::mem::take(shape).remove().await;
+    if !removed.is_empty() {
+        tracing::info!(%removed, "earlier link shape removed");
+    }
+    if !problems.is_empty() {
+        return AgentMsg::LinksFailed {
+            id,
+            error: format!(
+                "the earlier shape was not removed cleanly, so the links are left plain: {}",
+                problems.join("; ")
+            ),
+        };
+    }
+    match LinkShape::apply(links, mono_ns() ^ id.rotate_left(17)).await {
+        Ok((new, detail)) => {
+            tracing::info!(%detail, "links shaped");
+            *shape = new;
+            AgentMsg::LinksShaped { id, detail }
+        }
+        Err(e) => {
+            let error = chain(&e);
+            tracing::warn!(id, %error, "links not shaped");
+            AgentMsg::LinksFailed { id, error }
+        }
+    }
+}
+
 fn kind(msg: &ConsoleMsg) -> &'static str {
     match msg {
         ConsoleMsg::Hello { .. } => "hello",
@@ -417,6 +497,7 @@ fn kind(msg: &ConsoleMsg) -> &'static str {
         ConsoleMsg::InjectFault { .. } => "inject-fault",
         ConsoleMsg::RevertFault { .. } => "revert-fault",
         ConsoleMsg::Mode { .. } => "mode",
+        ConsoleMsg::ShapeLinks { .. } => "shape-links",
         ConsoleMsg::Shutdown => "shutdown",
     }
 }

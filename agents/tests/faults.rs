@@ -969,6 +969,18 @@ fn ping_rtts(ns: &str, addr: &str, n: u32) -> Vec<f64> {
 }
 
 /// Nearest-rank quantile of sorted values.
+/// The tests that measure time (the delay and jitter RTTs) and the one that loads both cores
+/// (iperf3 through a delayed link) hold this while they run: on a 2-core machine the iperf3
+/// run makes the delay line's threads wake late, which is the scheduler, not the line.
+static TIMING: Mutex<()> = Mutex::new(());
+
+fn timing_alone() -> std::sync::MutexGuard<'static, ()> {
+    // A test that panicked while holding the lock leaves nothing behind that the next needs.
+    TIMING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn quantile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
@@ -1068,6 +1080,7 @@ fn delay_adds_its_time_per_direction_crossed_and_goes_with_its_revert() {
     if !netns_allowed("delay") {
         return;
     }
+    let _alone = timing_alone();
     let tb = Testbed::new("dly", 8, false);
     let (a, link, b_addr) = (tb.ns("a"), tb.link_to("b"), tb.addr("b"));
     let base = ping_rtts(&a, &b_addr, 50);
@@ -1118,17 +1131,20 @@ fn delay_adds_its_time_per_direction_crossed_and_goes_with_its_revert() {
 }
 
 /// 20 ms ± 5 ms (uniform, netem's default) on `a`'s egress: each RTT is 20 ms + U(−5, +5) ms
-/// plus the pair's own and the release's lateness (tens of µs). Over 200 pings the test
-/// expects, with tolerances several standard errors wide (a uniform's quantile estimate at
-/// n = 200 has a standard error of 0.2 ms here, its deviation's 0.1 ms):
-/// - every RTT in [15, 27] ms (15: no packet leaves before its draw; 2 ms for lateness);
-/// - p10 16 ± 1 ms, p50 20 ± 1 ms, p90 24 ± 1 ms;
+/// plus the pair's own and the release's lateness (tenths of a ms). Over 200 pings the test
+/// expects, with tolerances over four standard errors wide (a uniform quantile's estimate at
+/// n = 200 has a standard error of 0.21 ms at p10 and p90 and 0.35 ms at p50, the deviation's
+/// 0.1 ms):
+/// - every RTT at least 15 ms (no packet leaves before its draw), at most 5 % above 27 ms
+///   (2 ms allowed for lateness, more only for a late wake-up);
+/// - p10 16 ± 1 ms, p50 20 ± 1.5 ms, p90 24 ± 1 ms;
 /// - standard deviation 5/√3 = 2.89 ± 0.5 ms.
 #[test]
 fn delay_jitter_spreads_the_rtt_as_its_distribution() {
     if !netns_allowed("delay_jitter") {
         return;
     }
+    let _alone = timing_alone();
     let tb = Testbed::new("jit", 9, false);
     let (a, link, b_addr) = (tb.ns("a"), tb.link_to("b"), tb.addr("b"));
     let mut agent = Agent::start(&a);
@@ -1152,12 +1168,13 @@ fn delay_jitter_spreads_the_rtt_as_its_distribution() {
         rtts[rtts.len() - 1]
     );
     // No packet leaves before its 20 − 5 ms; above 20 + 5 ms (+ 2 ms of wake-ups) only the
-    // scheduler's rare late wake-up on this shared machine: at most 1 % of the pings.
+    // scheduler's late wake-ups on this shared machine, which other test binaries still load:
+    // at most 5 % of the pings (a line that ignored the jitter's bound would put 20 % there).
     assert!(rtts[0] >= 15.0, "{rtts:?}");
     let late = rtts.iter().filter(|r| **r > 27.0).count();
-    assert!(late <= 2, "{late} of 200 RTTs above 27 ms: {rtts:?}");
+    assert!(late <= 10, "{late} of 200 RTTs above 27 ms: {rtts:?}");
     assert!((15.0..=17.0).contains(&p10), "p10 {p10}");
-    assert!((19.0..=21.0).contains(&p50), "p50 {p50}");
+    assert!((18.5..=21.5).contains(&p50), "p50 {p50}");
     assert!((23.0..=25.0).contains(&p90), "p90 {p90}");
     assert!((2.39..=3.39).contains(&sd), "sd {sd}");
     agent.close();
@@ -1175,6 +1192,7 @@ fn a_delayed_link_carries_its_bandwidth_delay_product() {
     if !netns_allowed("delay_bdp") {
         return;
     }
+    let _alone = timing_alone();
     let tb = Testbed::new("bdp", 10, false);
     let (a, b, link) = (tb.ns("a"), tb.ns("b"), tb.link_to("b"));
     let b_link = format!("hf{}a201", tb.net);

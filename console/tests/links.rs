@@ -1,11 +1,27 @@
-//! Links with a rate (issue 15): the topology's `rate` caps each direction of a host's link,
-//! measured with iperf3 between real namespaces made by the local provider.
+//! Links like the papers' networks (issue 15), between real namespaces made by the local
+//! provider:
+//! - the topology's `rate` caps each direction of a host's link (iperf3);
+//! - its `delay` and `jitter` are waited once per link crossed, each way: the client's link at
+//!   20 ms and the primary's at none make a 40 ms RTT (ping), with the agents' delay lines on
+//!   this netem-less kernel;
+//! - its `loss` drops its share of what crosses the link (ping, many packets).
+//!
+//! The tests take turns (one lock): they measure time and rate on a 2-core machine.
 
 mod support;
 
 use halab::provider::local;
+use halab::testbed::{Testbed, UpOptions};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Removes the testbed's namespaces (and the iperf3 server) however the test ends.
 struct Made {
@@ -97,6 +113,7 @@ fn a_100mbit_link_carries_90_to_100_mbit_each_way() {
         eprintln!("SKIPPED: iperf3 is missing");
         return;
     }
+    let _serial = serial();
     let name = "t-links-rate";
     let _ = local::destroy(name, None);
     let topo = topology(name, r#"rate = "100Mbit""#);
@@ -150,4 +167,216 @@ fn a_100mbit_link_carries_90_to_100_mbit_each_way() {
     }
     drop(made);
     assert!(local::list_namespaces(name).unwrap_or_default().is_empty());
+}
+
+/// A testbed up with its agents (which shape the links), taken down on drop, also when the test
+/// fails.
+struct Up {
+    name: String,
+    rt: tokio::runtime::Runtime,
+    tb: Option<Testbed>,
+    _dir: tempfile::TempDir,
+}
+
+impl Up {
+    fn new(name: &str, client_link: &str) -> Up {
+        let dir = tempfile::tempdir().unwrap();
+        let topo = topology(name, client_link);
+        let opts = UpOptions {
+            agent_binary: support::agent_bin(),
+            state_dir: dir.path().join("state"),
+            run_id: name.to_string(),
+            log_dir: dir.path().join("logs"),
+            probe: false,
+            ssh: None,
+        };
+        let _ = local::destroy(name, None);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let tb = rt
+            .block_on(Testbed::up(topo, &opts))
+            .unwrap_or_else(|e| panic!("up {name}: {}", halab::error::chain(&e)));
+        Up {
+            name: name.to_string(),
+            rt,
+            tb: Some(tb),
+            _dir: dir,
+        }
+    }
+
+    /// `n` pings from the client to `to`, 10 ms apart; their RTTs in ms, sorted. `-U`: the
+    /// time as user space sees it: ping otherwise times a reply by the kernel's receive stamp,
+    /// taken before the client's way-in delay line holds the reply.
+    fn ping(&self, to: &str, n: u32) -> Vec<f64> {
+        let ns = local::host_ns(&self.name, "client");
+        let count = n.to_string();
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &ns, "ping", "-U", "-n", "-i", "0.01", "-c", &count, "-W", "2", to,
+            ])
+            .output()
+            .expect("ping");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut rtts: Vec<f64> = text
+            .lines()
+            .filter_map(|l| l.split("time=").nth(1))
+            .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+            .collect();
+        assert_eq!(rtts.len(), n as usize, "replies: {text}");
+        rtts.sort_by(f64::total_cmp);
+        rtts
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Some(tb) = self.tb.take() {
+            let _ = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(15), tb.down()).await });
+        }
+        let _ = local::destroy(&self.name, None);
+    }
+}
+
+fn quantile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Must hold 1 of issue 15. The client's link 20 ms, the primary's none: 200 pings see
+/// 40 ± 1 ms at p50, and none less than 40 ms (a delay line lets nothing go early). The
+/// backup's link is none too: it is 40 ms away from the client as well, and the primary
+/// and backup see each other at memory speed.
+#[test]
+fn a_20ms_client_link_is_a_40ms_rtt_to_the_servers() {
+    if !support::netns_available("a_20ms_client_link_is_a_40ms_rtt_to_the_servers") {
+        return;
+    }
+    let _serial = serial();
+    let up = Up::new("t-links-delay", r#"delay = "20ms""#);
+    let rtts = up.ping("10.31.0.1", 200);
+    let p50 = quantile(&rtts, 0.5);
+    eprintln!(
+        "client link 20 ms: RTT to the primary min {:.3} p50 {p50:.3} p99 {:.3} max {:.3} ms",
+        rtts[0],
+        quantile(&rtts, 0.99),
+        rtts[rtts.len() - 1]
+    );
+    assert!((40.0..=41.0).contains(&p50), "p50 {p50}: {rtts:?}");
+    assert!(rtts[0] >= 40.0, "a ping under 40 ms: {rtts:?}");
+    let backup = quantile(&up.ping("10.31.0.2", 50), 0.5);
+    assert!(
+        (40.0..=41.0).contains(&backup),
+        "to the backup: p50 {backup}"
+    );
+    // Between the servers nothing is delayed.
+    let ns = local::host_ns(&up.name, "primary");
+    let out = support::run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &ns,
+            "ping",
+            "-U",
+            "-n",
+            "-c",
+            "5",
+            "-i",
+            "0.01",
+            "10.31.0.2",
+        ],
+    );
+    let worst = out
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse::<f64>().ok())
+        .fold(0.0, f64::max);
+    assert!(worst < 5.0, "primary to backup: {out}");
+}
+
+/// Must hold 1, the jitter: the client's link 20 ± 5 ms (uniform, netem's default). A ping
+/// crosses that link twice, each way its own draw: the RTT is 40 ms plus the sum of two
+/// uniform draws in ± 5 ms, a triangle on [30, 50] ms with p10 34.47, p50 40, p90 45.53 and
+/// a standard deviation of 5·√(2/3) = 4.08 ms. Over 400 pings, with tolerances at least four
+/// standard errors wide (p10 and p90: 0.34 ms, p50: 0.25 ms; the deviation's 0.15 ms), and the
+/// releases' lateness (tenths of a ms) on top:
+/// - nothing below 30 ms; at most 5 % above 52 ms (a late wake-up on this shared machine);
+/// - p10 34.5 ± 1.5 ms, p50 40 ± 1.25 ms, p90 45.5 ± 1.5 ms; deviation 4.08 ± 0.6 ms.
+#[test]
+fn a_jittered_client_link_spreads_the_rtt_as_two_uniform_draws() {
+    if !support::netns_available("a_jittered_client_link_spreads_the_rtt_as_two_uniform_draws") {
+        return;
+    }
+    let _serial = serial();
+    let up = Up::new("t-links-jitter", r#"delay = "20ms", jitter = "5ms""#);
+    let rtts = up.ping("10.31.0.1", 400);
+    let n = rtts.len() as f64;
+    let mean = rtts.iter().sum::<f64>() / n;
+    let sd = (rtts.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+    let (p10, p50, p90) = (
+        quantile(&rtts, 0.1),
+        quantile(&rtts, 0.5),
+        quantile(&rtts, 0.9),
+    );
+    eprintln!(
+        "client link 20 ± 5 ms: RTT min {:.3} p10 {p10:.3} p50 {p50:.3} p90 {p90:.3} max {:.3} \
+         sd {sd:.3} ms",
+        rtts[0],
+        rtts[rtts.len() - 1]
+    );
+    assert!(rtts[0] >= 30.0, "{rtts:?}");
+    let late = rtts.iter().filter(|r| **r > 52.0).count();
+    assert!(late <= 20, "{late} of 400 above 52 ms: {rtts:?}");
+    assert!((33.0..=36.0).contains(&p10), "p10 {p10}");
+    assert!((38.75..=41.25).contains(&p50), "p50 {p50}");
+    assert!((44.0..=47.0).contains(&p90), "p90 {p90}");
+    assert!((3.48..=4.68).contains(&sd), "sd {sd}");
+}
+
+/// The loss key: the client's link drops 10 % each way, so a ping and its reply both crossing
+/// it come back 0.9² = 81 % of the time. Over 1000 pings (a binomial's standard deviation of
+/// 1.2 points) the answered share lies in 81 ± 5 %.
+#[test]
+fn a_lossy_client_link_drops_its_share_each_way() {
+    if !support::netns_available("a_lossy_client_link_drops_its_share_each_way") {
+        return;
+    }
+    let _serial = serial();
+    let up = Up::new("t-links-loss", r#"loss = "10%""#);
+    let ns = local::host_ns(&up.name, "client");
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "ping",
+            "-n",
+            "-q",
+            "-i",
+            "0.002",
+            "-c",
+            "1000",
+            "-W",
+            "1",
+            "10.31.0.1",
+        ])
+        .output()
+        .expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let received: u32 = text
+        .split(" received")
+        .next()
+        .and_then(|s| s.rsplit(", ").next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no summary in {text}"));
+    let share = f64::from(received) / 1000.0;
+    eprintln!("client link 10 % loss: {received} of 1000 pings answered");
+    assert!(
+        (0.76..=0.86).contains(&share),
+        "{received} of 1000 answered: {text}"
+    );
 }

@@ -7,6 +7,7 @@
 
 pub mod frame;
 pub mod io;
+pub mod link;
 pub mod message;
 pub mod modes;
 pub mod role;
@@ -14,6 +15,7 @@ pub mod sealed;
 pub mod sys;
 
 pub use frame::{FrameDecoder, FrameError, MAX_PAYLOAD, PROTOCOL_VERSION};
+pub use link::{IngressDelay, LinkPlan};
 pub use message::{
     AgentMsg, Capabilities, ClientEvent, ClientResult, ClientSpec, ConnectionResult, ConsoleMsg,
     Direction, FaultAction, LogLevel, Probe, Role, RoleState, Workload,

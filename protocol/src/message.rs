@@ -357,6 +357,14 @@ pub enum ConsoleMsg {
     Mode {
         command: ModeCommand,
     },
+    /// Shape the host's links as `links` says (their delay, jitter and loss), replacing how
+    /// this agent shaped them before (an empty list: not at all); answered by
+    /// [`AgentMsg::LinksShaped`] or [`AgentMsg::LinksFailed`]. Undone when the channel closes,
+    /// like every fault.
+    ShapeLinks {
+        id: u64,
+        links: Vec<crate::link::LinkPlan>,
+    },
     /// Stop roles, revert everything held, answer [`AgentMsg::Bye`] and exit.
     Shutdown,
 }
@@ -462,6 +470,18 @@ pub enum AgentMsg {
     /// A mode-specific event: a detection, a takeover, a request to fence a peer.
     Mode {
         event: ModeEvent,
+    },
+    /// The links are shaped as [`ConsoleMsg::ShapeLinks`] `id` asked; `detail` says how (the
+    /// mechanism, its queues and tables).
+    LinksShaped {
+        id: u64,
+        detail: String,
+    },
+    /// They could not be: nothing of that request stays (the links are as before it, or plain
+    /// if undoing the earlier shape failed too; `error` says which).
+    LinksFailed {
+        id: u64,
+        error: String,
     },
     /// The host's load, sent every second once greeted: CPU busy over the last interval
     /// (0–100 % of all CPUs) and memory in use, as the host's /proc shows them (on provider

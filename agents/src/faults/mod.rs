@@ -33,7 +33,7 @@
 //! address. Gateway routes and static IPv6 addresses would be lost for good; the ledger saves them
 //! (`ip addr save`, `ip route save`) before the link goes down and restores them after it is up.
 
-mod net;
+pub(crate) mod net;
 
 use crate::error::chain;
 use crate::link_delay::{self, DelayLink};
@@ -482,7 +482,7 @@ impl FaultLedger {
     }
 
     /// A delay fault held that acts on the same link in the same direction, if any.
-    fn delay_overlapping(&self, interface: Option<&str>, direction: Direction) -> Option<u64> {
+    pub fn delay_overlapping(&self, interface: Option<&str>, direction: Direction) -> Option<u64> {
         self.active.iter().find_map(|(id, f)| match &f.action {
             FaultAction::Delay {
                 interface: other,

@@ -152,7 +152,7 @@ fn seekable_input(bytes: &[u8]) -> std::io::Result<std::fs::File> {
 
 /// One network interface of this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Link {
+pub(crate) struct Link {
     pub name: String,
     /// Administratively up (the `UP` flag).
     pub up: bool,
@@ -163,7 +163,7 @@ pub(super) struct Link {
 }
 
 /// The interfaces of this host (`ip -o link show`).
-pub(super) async fn links() -> Result<Vec<Link>, NetError> {
+pub(crate) async fn links() -> Result<Vec<Link>, NetError> {
     let out = run("ip", &["-o", "link", "show"], None).await?;
     Ok(parse_links(&String::from_utf8_lossy(&out.stdout)))
 }
@@ -190,7 +190,7 @@ fn parse_links(text: &str) -> Vec<Link> {
 }
 
 /// Refuses names that cannot be a Linux interface name (and could be taken for an option).
-pub(super) fn check_link_name(name: &str) -> Result<(), NetError> {
+pub(crate) fn check_link_name(name: &str) -> Result<(), NetError> {
     let ok = !name.is_empty()
         && name.len() <= 15
         && !name.starts_with('-')
@@ -350,6 +350,37 @@ pub(super) fn loss_script(
     Ok(table_script(table, &chains))
 }
 
+/// The nftables script of the loss on a host's links (`halab_protocol::link`): each link's
+/// share, in millionths, dropped in each direction, forwarded packets included (the
+/// `prerouting` and `postrouting` hooks, where the loss fault's `input` and `output` see only
+/// the host's own). Links with no loss are left out.
+pub(crate) fn link_loss_script(table: &str, links: &[(&str, u32)]) -> Result<String, NetError> {
+    let mut ins = String::new();
+    let mut outs = String::new();
+    for (link, ppm) in links.iter().filter(|(_, ppm)| *ppm > 0) {
+        check_link_name(link)?;
+        if *ppm > 1_000_000 {
+            return Err(NetError::NotAPercentage(f64::from(*ppm) / 10_000.0));
+        }
+        // `numgen random mod 1000000` is 0..=999999: a million is every packet.
+        let drop = if *ppm >= 1_000_000 {
+            "drop".to_string()
+        } else {
+            format!("numgen random mod 1000000 < {ppm} drop")
+        };
+        ins.push_str(&format!("iifname \"{link}\" {drop}\n"));
+        outs.push_str(&format!("oifname \"{link}\" {drop}\n"));
+    }
+    Ok(table_script(
+        table,
+        &format!(
+            "{}{}",
+            chain("prerouting", &ins),
+            chain("postrouting", &outs)
+        ),
+    ))
+}
+
 /// The nftables script of a partition: every packet from or to `peers` (addresses or networks,
 /// IPv4 or IPv6) dropped, including packets this host forwards. Returns the peers as written
 /// into the rules.
@@ -435,7 +466,7 @@ fn table_script(table: &str, chains: &str) -> String {
 }
 
 /// Loads `script` (one transaction: all of it or nothing).
-pub(super) async fn nft_load(table: &str, script: &str) -> Result<(), NetError> {
+pub(crate) async fn nft_load(table: &str, script: &str) -> Result<(), NetError> {
     run("nft", &["-f", "-"], Some(script.as_bytes()))
         .await
         .map(|_| ())
@@ -445,7 +476,7 @@ pub(super) async fn nft_load(table: &str, script: &str) -> Result<(), NetError> 
         })
 }
 
-pub(super) async fn nft_delete(table: &str) -> Result<(), NetError> {
+pub(crate) async fn nft_delete(table: &str) -> Result<(), NetError> {
     run("nft", &["delete", "table", "inet", table], None)
         .await
         .map(|_| ())
@@ -563,6 +594,38 @@ mod tests {
         for bad in [-1.0, 100.5, f64::NAN, f64::INFINITY] {
             assert!(loss_script("t", bad, Direction::In).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn link_loss_drops_each_links_share_both_ways() {
+        let s = link_loss_script(
+            "halab_links",
+            &[("lan", 5_000), ("wan", 0), ("up", 1_000_000)],
+        )
+        .unwrap();
+        assert!(
+            s.starts_with("table inet halab_links\ndelete table inet halab_links\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("iifname \"lan\" numgen random mod 1000000 < 5000 drop"),
+            "{s}"
+        );
+        assert!(
+            s.contains("oifname \"lan\" numgen random mod 1000000 < 5000 drop"),
+            "{s}"
+        );
+        assert!(
+            s.contains("iifname \"up\" drop") && s.contains("oifname \"up\" drop"),
+            "{s}"
+        );
+        assert!(!s.contains("wan"), "{s}");
+        assert!(
+            s.contains("hook prerouting") && s.contains("hook postrouting"),
+            "{s}"
+        );
+        assert!(link_loss_script("t", &[("lan", 1_000_001)]).is_err());
+        assert!(link_loss_script("t", &[("bad name", 5)]).is_err());
     }
 
     #[test]

@@ -5,6 +5,8 @@
 pub enum LinkDelayError {
     #[error("a delay line needs a direction (egress, ingress or both)")]
     NoDirection,
+    #[error("a delay line matches senders by MAC address on its way in only")]
+    SourcesOnEgress,
     #[error("no free NFQUEUE among {first}..{last}")]
     NoFreeQueue {
         first: u16,

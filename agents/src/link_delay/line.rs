@@ -21,6 +21,11 @@ pub enum Jitter {
     Uniform {
         ns: u64,
     },
+    /// The sum of two independent uniform draws, in ± each: the jitters of the two links a
+    /// packet crosses (the sender's and the receiver's), applied in one place.
+    UniformSum {
+        ns: [u64; 2],
+    },
     /// Normal with standard deviation `sigma_ns`, clipped to delay ± `clip_ns` (netem's
     /// `distribution normal` is not clipped; clipping keeps a rare draw from holding a packet
     /// for seconds).
@@ -138,15 +143,19 @@ impl DelayLine {
         self.counters
     }
 
+    /// A draw uniform in ± `ns`.
+    fn uniform(&mut self, ns: u64) -> i128 {
+        let span = 2 * ns as u128 + 1;
+        (self.rng.next() as u128 % span) as i128 - ns as i128
+    }
+
     /// This packet's delay: the line's, moved by a draw of the jitter (never below zero).
     fn draw_delay(&mut self) -> u64 {
         let d = self.config.delay_ns as i128;
         let offset: i128 = match self.config.jitter {
             Jitter::None => 0,
-            Jitter::Uniform { ns } => {
-                let span = 2 * ns as u128 + 1;
-                (self.rng.next() as u128 % span) as i128 - ns as i128
-            }
+            Jitter::Uniform { ns } => self.uniform(ns),
+            Jitter::UniformSum { ns: [a, b] } => self.uniform(a) + self.uniform(b),
             Jitter::Normal { sigma_ns, clip_ns } => {
                 // Box–Muller: one normal draw from two uniform ones.
                 let u1 = 1.0 - self.rng.unit(); // in (0, 1]: ln is finite
@@ -331,6 +340,39 @@ mod tests {
         );
         let mean = delays.iter().sum::<u64>() as f64 / delays.len() as f64;
         assert!((mean - 20e6).abs() < 0.1e6, "{mean}");
+    }
+
+    /// Two links' jitters, 3 and 4 ms: a trapezoid on 20 ± 7 ms whose variance is the sum of
+    /// the two uniforms' ((3² + 4²)/3 ms²), and whose flat top (± 1 ms) holds 2/8 of the draws.
+    #[test]
+    fn summed_jitter_is_the_two_links_draws_added() {
+        let mut l = line(
+            20,
+            Jitter::UniformSum {
+                ns: [3 * MS, 4 * MS],
+            },
+        );
+        let mut delays = Vec::new();
+        for i in 0..40_000u32 {
+            let now = u64::from(i) * 1000;
+            let Offer::Queued { release_ns } = l.offer(now, i, 1) else {
+                l.drain();
+                continue;
+            };
+            delays.push((release_ns - now) as f64 / 1e6);
+        }
+        let n = delays.len() as f64;
+        let (min, max) = delays
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), d| (lo.min(*d), hi.max(*d)));
+        assert!(min >= 13.0 && max <= 27.0, "{min}..{max}");
+        assert!(min < 13.3 && max > 26.7, "{min}..{max}");
+        let mean = delays.iter().sum::<f64>() / n;
+        let var = delays.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        assert!((mean - 20.0).abs() < 0.05, "{mean}");
+        assert!((var - 25.0 / 3.0).abs() < 0.3, "{var}");
+        let top = delays.iter().filter(|d| (**d - 20.0).abs() <= 1.0).count() as f64 / n;
+        assert!((top - 0.25).abs() < 0.02, "{top}");
     }
 
     #[test]

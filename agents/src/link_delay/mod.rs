@@ -65,6 +65,9 @@ pub struct Spec {
     pub egress: bool,
     /// Delay what enters the host.
     pub ingress: bool,
+    /// Delay only what enters from these MAC addresses (checked by the caller; a link's delay
+    /// by sender, `halab_protocol::link`); empty: everything. Ingress only.
+    pub source_macs: Vec<String>,
     /// Each direction holds at most this many packets and bytes (a link's queue: beyond it,
     /// tail drop).
     pub max_packets: usize,
@@ -93,6 +96,7 @@ impl Spec {
             interface: None,
             egress: true,
             ingress: false,
+            source_macs: Vec::new(),
             max_packets: 50_000,
             max_bytes: 64 << 20,
             spin_ns: 50_000,
@@ -146,6 +150,9 @@ impl DelayLink {
         if ways.is_empty() {
             return Err(LinkDelayError::NoDirection);
         }
+        if !spec.source_macs.is_empty() && spec.egress {
+            return Err(LinkDelayError::SourcesOnEgress);
+        }
         let mut link = DelayLink {
             directions: Vec::new(),
             rules: Vec::new(),
@@ -186,16 +193,24 @@ impl DelayLink {
                 thread: Some(thread),
             });
         }
+        let sources: Vec<Option<String>> = if spec.source_macs.is_empty() {
+            vec![None]
+        } else {
+            spec.source_macs.iter().cloned().map(Some).collect()
+        };
         for d in &link.directions {
             for program in PROGRAMS {
-                let rule = Rule {
-                    program,
-                    way: d.way,
-                    interface: spec.interface.clone(),
-                    queue: d.queue,
-                };
-                rule.add()?;
-                link.rules.push(rule);
+                for source_mac in &sources {
+                    let rule = Rule {
+                        program,
+                        way: d.way,
+                        interface: spec.interface.clone(),
+                        source_mac: source_mac.clone(),
+                        queue: d.queue,
+                    };
+                    rule.add()?;
+                    link.rules.push(rule);
+                }
             }
         }
         Ok(link)

@@ -21,6 +21,9 @@ pub struct Rule {
     pub way: Way,
     /// The link (checked by the caller to be an interface name); `None`: every link but `lo`.
     pub interface: Option<String>,
+    /// Only packets whose last hop had this MAC address (checked by the caller); `None`: all.
+    /// A link's delay by sender (ingress only: `-m mac` matches nothing on the way out).
+    pub source_mac: Option<String>,
     pub queue: u16,
 }
 
@@ -40,6 +43,13 @@ impl Rule {
         match &self.interface {
             Some(name) => a.extend([dev.to_string(), name.clone()]),
             None => a.extend(["!".to_string(), dev.to_string(), "lo".to_string()]),
+        }
+        if let Some(mac) = &self.source_mac {
+            a.extend(
+                ["-m", "mac", "--mac-source", mac]
+                    .iter()
+                    .map(|s| s.to_string()),
+            );
         }
         a.extend(
             [
@@ -98,6 +108,7 @@ mod tests {
             program: "iptables",
             way: Way::Egress,
             interface: Some("eth1".into()),
+            source_mac: None,
             queue: 19000,
         };
         assert_eq!(
@@ -108,11 +119,24 @@ mod tests {
             program: "ip6tables",
             way: Way::Ingress,
             interface: None,
+            source_mac: None,
             queue: 19001,
         };
         assert_eq!(
             r.args("-D").join(" "),
             "-w 5 -t mangle -D PREROUTING ! -i lo -j NFQUEUE --queue-num 19001 --queue-bypass"
+        );
+        let r = Rule {
+            program: "iptables",
+            way: Way::Ingress,
+            interface: Some("lan".into()),
+            source_mac: Some("02:68:6c:00:01:00".into()),
+            queue: 19002,
+        };
+        assert_eq!(
+            r.args("-A").join(" "),
+            "-w 5 -t mangle -A PREROUTING -i lan -m mac --mac-source 02:68:6c:00:01:00 -j NFQUEUE \
+             --queue-num 19002 --queue-bypass"
         );
     }
 }

@@ -104,8 +104,9 @@ pub struct DirectionStats {
     pub truncated: u64,
     /// The kernel queue's own drops (`/proc/net/netfilter/nfnetlink_queue`): packets it could
     /// not queue (queue full) and messages it could not deliver (socket buffer full). Read when
-    /// the line stops; `None` when that file could not be read.
+    /// the line stops; `None` when that file could not be read, and then why.
     pub kernel_dropped: Option<u64>,
+    pub kernel_dropped_unknown: Option<String>,
     /// Why the line's thread ended before it was asked to, if it did: from then on the rule
     /// let packets pass undelayed (`--queue-bypass`).
     pub failure: Option<String>,
@@ -122,6 +123,7 @@ impl DirectionStats {
             verdict_errors: 0,
             truncated: 0,
             kernel_dropped: None,
+            kernel_dropped_unknown: None,
             failure: None,
         }
     }
@@ -148,7 +150,11 @@ impl fmt::Display for DirectionStats {
         )?;
         match self.kernel_dropped {
             Some(k) => write!(f, ", {k} by the kernel queue")?,
-            None => write!(f, ", kernel queue drops unknown")?,
+            None => write!(
+                f,
+                ", kernel queue drops unknown ({})",
+                self.kernel_dropped_unknown.as_deref().unwrap_or("not read")
+            )?,
         }
         if self.passed_at_stop > 0 {
             write!(f, ", {} let go at removal", self.passed_at_stop)?;

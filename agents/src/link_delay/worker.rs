@@ -86,11 +86,27 @@ impl Worker {
         self.drain();
         self.stats.counters = self.line.counters();
         // thread-self: /proc/net is the process's namespace, and this thread's may differ (a
-        // benchmark runs the line in a namespace a thread entered).
-        self.stats.kernel_dropped =
-            std::fs::read_to_string("/proc/thread-self/net/netfilter/nfnetlink_queue")
-                .ok()
-                .and_then(|t| kernel_drops(&t, self.queue.queue()));
+        // benchmark runs the line in a namespace a thread entered). Read a few times: the
+        // file is walked under RCU, and a walk racing another queue's change in the namespace
+        // can miss an entry.
+        const PROC: &str = "/proc/thread-self/net/netfilter/nfnetlink_queue";
+        let queue = self.queue.queue();
+        let mut why = String::new();
+        for _ in 0..3 {
+            match std::fs::read_to_string(PROC) {
+                Ok(text) => match kernel_drops(&text, queue) {
+                    Some(n) => {
+                        self.stats.kernel_dropped = Some(n);
+                        break;
+                    }
+                    None => why = format!("queue {queue} not listed in {PROC}: {:?}", text.trim()),
+                },
+                Err(e) => why = format!("{PROC}: {e}"),
+            }
+        }
+        if self.stats.kernel_dropped.is_none() {
+            self.stats.kernel_dropped_unknown = Some(why);
+        }
         self.stats
     }
 

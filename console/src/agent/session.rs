@@ -170,6 +170,23 @@ impl AgentSession {
         })
     }
 
+    /// Has the agent shape its host's links as `links` says and waits for its answer: the
+    /// detail of how, or the agent's reason why not.
+    pub async fn shape_links(
+        &mut self,
+        links: Vec<halab_protocol::LinkPlan>,
+        timeout: Duration,
+    ) -> Result<Result<String, String>, LinkError> {
+        let id = self.fresh_id();
+        self.send(ConsoleMsg::ShapeLinks { id, links }).await?;
+        self.wait_for(timeout, |m| match m {
+            AgentMsg::LinksShaped { id: got, detail } if *got == id => Some(Ok(detail.clone())),
+            AgentMsg::LinksFailed { id: got, error } if *got == id => Some(Err(error.clone())),
+            _ => None,
+        })
+        .await
+    }
+
     pub async fn start_role(&mut self, role: Role, mode: ModeConfig) -> Result<(), LinkError> {
         self.send(ConsoleMsg::StartRole {
             role,

@@ -156,6 +156,7 @@ pub async fn run(
         println!("{text}");
     } else {
         print_table(&probes);
+        print_links(&topo, &probes);
         for p in &probes {
             if let Some(e) = &p.error {
                 eprintln!("error: {}: {e}", p.target);
@@ -241,6 +242,75 @@ fn print_table(probes: &[ProbeResult]) {
         println!("fault kinds on {}:", p.target);
         print!("{}", table(&["FAULT", "OK", "WHY"], &faults));
     }
+}
+
+/// Each shaped link and what will shape it, with the reason (issue 15: `halab check` says
+/// which mechanism each host will use and why).
+fn print_links(topo: &Topology, probes: &[ProbeResult]) {
+    use crate::provider::local::DelayMechanism;
+    use crate::topology::link_units::{show_delay, show_rate};
+    let shaped: Vec<(&str, &str, &crate::topology::LinkShape)> = topo
+        .hosts
+        .iter()
+        .flat_map(|h| {
+            h.links
+                .iter()
+                .map(|(n, l)| (h.name.as_str(), n.as_str(), l))
+        })
+        .collect();
+    if shaped.is_empty() {
+        return;
+    }
+    let netem = probes
+        .first()
+        .and_then(|p| p.capabilities.as_ref())
+        .map(|c| (c.netem.ok, c.netem.detail.clone()));
+    let (delays, why) = match (&topo.provider, &netem) {
+        (Provider::Ssh, _) => {
+            println!(
+                "links: provider ssh does not apply link settings in this version; `halab up` \
+                 refuses them"
+            );
+            return;
+        }
+        (_, Some((true, detail))) => (DelayMechanism::Netem, format!("netem: {detail}")),
+        (_, Some((false, detail))) => (DelayMechanism::DelayLine, format!("no netem: {detail}")),
+        (_, None) => (DelayMechanism::DelayLine, "netem not probed".to_string()),
+    };
+    println!("links (delays by {}; {why}):", delays.describe());
+    let rows: Vec<[String; 3]> = shaped
+        .into_iter()
+        .map(|(host, net, l)| {
+            let mut what = Vec::new();
+            let mut how = Vec::new();
+            if let Some(r) = l.rate_bps {
+                what.push(format!("rate {}", show_rate(r)));
+                if !(delays == DelayMechanism::Netem && l.delay_us.is_some()) {
+                    how.push("tbf on both ends".to_string());
+                }
+            }
+            if l.delay_us.is_some() || l.jitter_us.is_some() {
+                let jitter = l
+                    .jitter_us
+                    .map(|j| format!(" ± {}", show_delay(j)))
+                    .unwrap_or_default();
+                what.push(format!(
+                    "delay {}{jitter}",
+                    show_delay(l.delay_us.unwrap_or(0))
+                ));
+                how.push(match delays {
+                    DelayMechanism::Netem => "netem on both ends".to_string(),
+                    DelayMechanism::DelayLine => "delay lines of the receivers".to_string(),
+                });
+            }
+            if let Some(ppm) = l.loss_ppm {
+                what.push(format!("loss {} %", f64::from(ppm) / 10_000.0));
+                how.push("nftables on the host, both ways".to_string());
+            }
+            [format!("{host} → {net}"), what.join(", "), how.join("; ")]
+        })
+        .collect();
+    print!("{}", table(&["LINK", "SETTINGS", "MECHANISM"], &rows));
 }
 
 /// Whether `file` is an experiment file (it names a `topology`) rather than a topology.

@@ -33,9 +33,6 @@ pub enum LocalError {
     /// `args` is the whole command line, `ip ...` or `tc ...`.
     #[error("`{args}` failed: {stderr}")]
     Ip { args: String, stderr: String },
-    /// A link setting this version does not apply yet.
-    #[error("{0}")]
-    Unsupported(String),
     #[error("cannot run `ip` (Debian package iproute2)")]
     NoIp(#[source] std::io::Error),
     #[error("{0}")]
@@ -67,6 +64,43 @@ pub struct LocalResources {
     pub bridges: Vec<String>,
     /// Switch-side ends of the veth pairs (deleting one end deletes the pair).
     pub switch_ports: Vec<String>,
+    /// What delays the links that have a delay or jitter.
+    #[serde(default)]
+    pub link_delays: DelayMechanism,
+}
+
+/// What carries a topology's link delays and jitters (issue 15).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DelayMechanism {
+    /// The agents' delay lines, each host delaying what it receives by sender
+    /// (`topology::link_plan`): on kernels without netem, like this lab's.
+    #[default]
+    DelayLine,
+    /// netem as the root qdisc of both ends of each delayed link (with its own `rate` when the
+    /// link has one), as Mininet's `TCLink` does; loss stays the agents' (nftables).
+    Netem,
+}
+
+impl DelayMechanism {
+    /// Whether the agents delay the links (else the provider's qdiscs do).
+    pub fn by_agents(self) -> bool {
+        self == DelayMechanism::DelayLine
+    }
+
+    /// How it works, for `halab check` and the logs.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DelayMechanism::DelayLine => {
+                "halab's delay line: each host's agent queues what enters it (NFQUEUE) and lets \
+                 it go after its sender's link delay plus its own"
+            }
+            DelayMechanism::Netem => {
+                "netem on both ends of each delayed link (the host's side for what it sends, the \
+                 switch's port for what it receives)"
+            }
+        }
+    }
 }
 
 impl LocalResources {
@@ -79,19 +113,6 @@ impl LocalResources {
 /// Builds the testbed's namespaces, bridges, veths, addresses and VIP. On failure, removes
 /// whatever it had made before returning the error.
 pub fn create(topo: &Topology) -> Result<LocalResources, LocalError> {
-    for h in &topo.hosts {
-        if let Some((net, _)) = h
-            .links
-            .iter()
-            .find(|(_, l)| l.delay_us.is_some() || l.jitter_us.is_some() || l.loss_ppm.is_some())
-        {
-            return Err(LocalError::Unsupported(format!(
-                "host {}'s link to {net} has a delay, jitter or loss, which this version does \
-                 not apply yet (only `rate`); remove them",
-                h.name
-            )));
-        }
-    }
     let existing = list_namespaces(&topo.name)?;
     if !existing.is_empty() {
         return Err(LocalError::AlreadyUp {
@@ -99,8 +120,8 @@ pub fn create(topo: &Topology) -> Result<LocalResources, LocalError> {
             existing: existing.join(", "),
         });
     }
-    let res = plan(topo);
-    let result = build(topo, &res);
+    let mut res = plan(topo);
+    let result = build(topo, &mut res);
     if result.is_err() {
         let _ = destroy(&topo.name, Some(&res));
     }
@@ -132,7 +153,21 @@ fn port_name(host_index: usize, net_index: usize) -> String {
     format!("p{host_index}-{net_index}")
 }
 
-fn build(topo: &Topology, res: &LocalResources) -> Result<(), LocalError> {
+/// The MAC address of host `host_index`'s link to network `net_index`: fixed by the testbed's
+/// shape rather than drawn by the kernel, so that the console knows each sender's address
+/// before any agent runs (links delay by sender, `topology::link_plan`). Locally
+/// administered (`02:`), `68:6c` ("hl"), then the host's index in two bytes and the
+/// network's in one.
+pub fn host_mac(host_index: usize, net_index: usize) -> String {
+    format!(
+        "02:68:6c:{:02x}:{:02x}:{:02x}",
+        (host_index >> 8) & 0xff,
+        host_index & 0xff,
+        net_index & 0xff
+    )
+}
+
+fn build(topo: &Topology, res: &mut LocalResources) -> Result<(), LocalError> {
     // 1. Namespaces.
     let adds: Vec<String> = res
         .namespaces()
@@ -155,8 +190,10 @@ fn build(topo: &Topology, res: &LocalResources) -> Result<(), LocalError> {
             if h.addresses.contains_key(&n.name) {
                 let port = port_name(hi, ni);
                 sw.push(format!(
-                    "link add {port} type veth peer name {} netns {}",
-                    n.name, res.host_namespaces[&h.name]
+                    "link add {port} type veth peer name {} address {} netns {}",
+                    n.name,
+                    host_mac(hi, ni),
+                    res.host_namespaces[&h.name]
                 ));
                 sw.push(format!("link set {port} master br-{} up", n.name));
             }
@@ -189,19 +226,31 @@ fn build(topo: &Topology, res: &LocalResources) -> Result<(), LocalError> {
         ip_batch(Some(&res.host_namespaces[&h.name]), &cmds, false)?;
     }
 
-    // 4. Link rates: a token bucket on each direction of a host's link, the host's side for
-    //    what it sends, the switch's port for what it receives. Delay, jitter and loss are the
-    //    host's agent's (they must go with it: the dead-man switch).
+    // 4. Link rates, and delays where netem does them: a qdisc on each direction of a host's
+    //    link, the host's side for what it sends, the switch's port for what it receives.
+    //    Loss, and delays where the kernel has no netem, are the host's agent's (they go with
+    //    it: the dead-man switch; `topology::link_plan`).
+    let delayed = topo.hosts.iter().any(|h| {
+        h.links
+            .values()
+            .any(|l| l.delay_us.is_some_and(|d| d > 0) || l.jitter_us.is_some_and(|j| j > 0))
+    });
+    if delayed && has_netem(&res.switch_namespace) {
+        res.link_delays = DelayMechanism::Netem;
+    }
     let mut switch_tc = Vec::new();
     for (hi, h) in topo.hosts.iter().enumerate() {
         let mut host_tc = Vec::new();
         for (ni, n) in topo.networks.iter().enumerate() {
-            let Some(rate) = h.links.get(&n.name).and_then(|l| l.rate_bps) else {
+            let Some(qdisc) = h
+                .links
+                .get(&n.name)
+                .and_then(|l| link_qdisc(l, res.link_delays))
+            else {
                 continue;
             };
-            let tbf = token_bucket(rate);
-            host_tc.push(format!("qdisc add dev {} root {tbf}", n.name));
-            switch_tc.push(format!("qdisc add dev {} root {tbf}", port_name(hi, ni)));
+            host_tc.push(format!("qdisc add dev {} root {qdisc}", n.name));
+            switch_tc.push(format!("qdisc add dev {} root {qdisc}", port_name(hi, ni)));
         }
         if !host_tc.is_empty() {
             batch("tc", Some(&res.host_namespaces[&h.name]), &host_tc, false)?;
@@ -211,6 +260,50 @@ fn build(topo: &Topology, res: &LocalResources) -> Result<(), LocalError> {
         batch("tc", Some(&res.switch_namespace), &switch_tc, false)?;
     }
     Ok(())
+}
+
+/// The root qdisc of each end of a link shaped `link`, if it needs one: netem when `delays` is
+/// netem and the link has a delay or jitter (its rate then netem's own), else tbf for a rate.
+fn link_qdisc(link: &crate::topology::LinkShape, delays: DelayMechanism) -> Option<String> {
+    let delay_us = link.delay_us.unwrap_or(0);
+    let jitter_us = link.jitter_us.unwrap_or(0);
+    if delays == DelayMechanism::Netem && (delay_us > 0 || jitter_us > 0) {
+        let jitter = if jitter_us > 0 {
+            format!(" {jitter_us}us")
+        } else {
+            String::new()
+        };
+        let rate = link
+            .rate_bps
+            .map(|r| format!(" rate {r}bit"))
+            .unwrap_or_default();
+        // A limit in packets far above a 1.25 MB bandwidth-delay product (netem's default,
+        // 1000, would drop a fast link's data in flight).
+        return Some(format!(
+            "netem delay {delay_us}us{jitter}{rate} limit 100000"
+        ));
+    }
+    link.rate_bps.map(token_bucket)
+}
+
+/// Whether the kernel has netem: a netem qdisc is added to `ns`'s loopback and removed again.
+fn has_netem(ns: &str) -> bool {
+    let add = Command::new("tc")
+        .args([
+            "-n", ns, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if add {
+        let _ = Command::new("tc")
+            .args(["-n", ns, "qdisc", "del", "dev", "lo", "root"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    add
 }
 
 /// tbf's arguments for `rate_bps`: a bucket of at least two 64 KiB GSO packets (tbf splits a
@@ -529,4 +622,35 @@ fn batch(tool: &str, ns: Option<&str>, cmds: &[String], force: bool) -> Result<(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::LinkShape;
+
+    #[test]
+    fn each_link_end_gets_netem_or_tbf_as_the_kernel_allows() {
+        let delayed = LinkShape {
+            rate_bps: Some(100_000_000),
+            delay_us: Some(20_000),
+            jitter_us: Some(5_000),
+            loss_ppm: Some(1_000),
+        };
+        assert_eq!(
+            link_qdisc(&delayed, DelayMechanism::Netem).as_deref(),
+            Some("netem delay 20000us 5000us rate 100000000bit limit 100000")
+        );
+        // Without netem the agents delay; the ends keep the rate's token bucket.
+        assert_eq!(
+            link_qdisc(&delayed, DelayMechanism::DelayLine),
+            Some(token_bucket(100_000_000))
+        );
+        let lossy = LinkShape {
+            loss_ppm: Some(1_000),
+            ..LinkShape::default()
+        };
+        assert_eq!(link_qdisc(&lossy, DelayMechanism::Netem), None);
+        assert_eq!(host_mac(0x1ab, 2), "02:68:6c:01:ab:02");
+    }
 }

@@ -30,6 +30,9 @@ pub const PING_TIMEOUT: Duration = Duration::from_secs(3);
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Queue of messages waiting to go to one agent.
 const COMMAND_QUEUE: usize = 64;
+/// How long an agent may take to shape its links: a few `iptables` and `nft` runs and a
+/// thread per delay line.
+const LINK_SHAPE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the state file is rewritten at most.
 const STATE_WRITE_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -46,6 +49,8 @@ pub enum TestbedError {
     },
     #[error("host `{host}`: {message}")]
     Ssh { host: String, message: String },
+    #[error("host `{host}`: its links could not be shaped as the topology says: {error}")]
+    Links { host: String, error: String },
     #[error("state file in {dir}")]
     State {
         dir: PathBuf,
@@ -850,6 +855,22 @@ fn start_agent(
     let agent = opts.agent_binary.clone();
     let ssh_opts = opts.ssh.clone();
     let probe = opts.probe;
+    // What the host's agent applies to its links (delay, jitter, loss); the rates are the
+    // provider's, already in place.
+    let link_plans = match (
+        topo.hosts.iter().position(|h| h.name == host.name),
+        local_res,
+    ) {
+        (Some(index), Some(res)) if topo.provider == Provider::Local => {
+            crate::topology::link_plan::plans_of(
+                topo,
+                index,
+                local::host_mac,
+                res.link_delays.by_agents(),
+            )
+        }
+        _ => Vec::new(),
+    };
     async move {
         let agent_err = |source: LinkError, stderr: String| TestbedError::Agent {
             host: host.name.clone(),
@@ -898,6 +919,21 @@ fn start_agent(
             Err(e) => {
                 let tail = session.stderr_tail().collect::<Vec<_>>().join("\n");
                 return Err(agent_err(e, tail));
+            }
+        }
+        if !link_plans.is_empty() {
+            match session.shape_links(link_plans, LINK_SHAPE_TIMEOUT).await {
+                Ok(Ok(detail)) => tracing::info!(host = %host.name, %detail, "links shaped"),
+                Ok(Err(error)) => {
+                    return Err(TestbedError::Links {
+                        host: host.name.clone(),
+                        error,
+                    });
+                }
+                Err(e) => {
+                    let tail = session.stderr_tail().collect::<Vec<_>>().join("\n");
+                    return Err(agent_err(e, tail));
+                }
             }
         }
         tracing::info!(host = %host.name, pid = session.info.pid, "agent connected");

@@ -5,6 +5,7 @@
 //! first mistake in the file, with a hint.
 
 pub mod diagnostic;
+pub mod link_plan;
 pub mod link_units;
 pub mod model;
 pub(crate) mod parse;
