@@ -707,3 +707,33 @@ never_panic_tests! {
     documents: document(),
     mutated_experiments_never_panic: near_valid(),
 }
+
+/// `[links]` and matrix link keys: each run's links are the topology's with the experiment's
+/// over them, the matrix cell's last; the cell's values are its params.
+#[test]
+fn link_settings_layer_per_run() {
+    let exp = load(&Path::new(FIXTURES).join("valid/links.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let runs = exp.runs();
+    assert_eq!(runs.len(), 8);
+    let last = &runs[7];
+    assert_eq!(last.params["c1.lan.delay"], "150ms");
+    assert_eq!(last.params["lan.loss"], "0.5%");
+    let c1 = last.links["c1"]["lan"];
+    assert_eq!(
+        (c1.rate_bps, c1.delay_us, c1.jitter_us, c1.loss_ppm),
+        (Some(10_000_000), Some(150_000), Some(1_000), Some(5_000))
+    );
+    let s1 = last.links["s1"]["lan"];
+    assert_eq!(
+        (s1.rate_bps, s1.delay_us, s1.loss_ppm),
+        (Some(10_000_000), None, Some(5_000))
+    );
+    assert!(!last.links["s1"].contains_key("hb"), "{:?}", last.links);
+    let first = &runs[0];
+    assert_eq!(first.links["c1"]["lan"].delay_us, Some(5_000));
+    assert_eq!(first.links["c1"]["lan"].loss_ppm, Some(0));
+    assert_eq!(
+        halab::experiment::links::record_of(&first.links)["c1.lan"],
+        "rate 10Mbit, delay 5ms ± 1ms, loss 0%"
+    );
+}

@@ -380,3 +380,41 @@ fn a_lossy_client_link_drops_its_share_each_way() {
         "{received} of 1000 answered: {text}"
     );
 }
+
+/// `[matrix]` link keys through `halab run`: each run gets its cell's links before it starts,
+/// and the next cell takes them away again. Echo (100 exchanges, each a round trip): with the
+/// client's link at 10 ms each way every exchange waits at least 20 ms, so the run takes at
+/// least 2 s; the cell after it, at 0 ms, is back at memory speed (well under 1 s).
+#[test]
+fn an_experiments_matrix_sets_each_runs_links() {
+    if !support::netns_available("an_experiments_matrix_sets_each_runs_links") {
+        return;
+    }
+    let _serial = serial();
+    let lab = support::cli_lab::CliLab::new("two-server", "t-links-mx");
+    let records = lab.run(
+        r#"
+[run]
+mode = "none"
+workload = "echo"
+
+[matrix]
+"client.service.delay" = ["10ms", "0ms"]
+"#,
+    );
+    assert_eq!(records.len(), 2);
+    let ms = |r: &serde_json::Value| r["duration_ms"].as_f64().expect("duration_ms");
+    for r in &records {
+        assert!(r["error"].is_null(), "{r}");
+        assert_eq!(r["integrity_ok"], true, "{r}");
+    }
+    eprintln!(
+        "echo with the client's link at 10 ms: {:.0} ms; at 0 ms: {:.0} ms",
+        ms(&records[0]),
+        ms(&records[1])
+    );
+    assert_eq!(records[0]["params"]["client.service.delay"], "10ms");
+    assert_eq!(records[0]["links"]["client.service"], "delay 10ms");
+    assert!(ms(&records[0]) >= 2000.0, "{}", records[0]);
+    assert!(ms(&records[1]) < 1000.0, "{}", records[1]);
+}

@@ -49,10 +49,11 @@ pub async fn run(
     accept_new_host_keys: bool,
     json: bool,
 ) -> Result<ExitCode, CommandError> {
+    let mut matrix_links: Vec<String> = Vec::new();
     let topo = if is_experiment(file) {
         // An experiment: its runs are checked as `halab run` would before bringing anything
         // up, then its topology is probed.
-        let exp = crate::experiment::load(file)?;
+        let mut exp = crate::experiment::load(file)?;
         crate::run::runner::check_supported(&exp)
             .map_err(|e| CommandError::Message(format!("{}: {e}", file.display())))?;
         if !json {
@@ -70,6 +71,21 @@ pub async fn run(
                 exp.topology.source.display()
             );
         }
+        // The links as the experiment's `[links]` set them; what its matrix varies is said
+        // beside the table.
+        let fixed = crate::experiment::links::resolve(&exp.topology, &exp.links, &[]);
+        for h in &mut exp.topology.hosts {
+            h.links = fixed.get(&h.name).cloned().unwrap_or_default();
+        }
+        matrix_links = exp
+            .matrix
+            .iter()
+            .filter(|(k, _)| crate::experiment::links::split_matrix_key(k).is_some())
+            .map(|(k, values)| {
+                let v: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+                format!("{k} = [{}]", v.join(", "))
+            })
+            .collect();
         exp.topology
     } else {
         load_topology(file)?
@@ -157,6 +173,12 @@ pub async fn run(
     } else {
         print_table(&probes);
         print_links(&topo, &probes);
+        if !matrix_links.is_empty() {
+            println!(
+                "links the matrix varies (each run's are set before it starts): {}",
+                matrix_links.join("; ")
+            );
+        }
         for p in &probes {
             if let Some(e) = &p.error {
                 eprintln!("error: {}: {e}", p.target);

@@ -9,6 +9,7 @@
 
 mod duration;
 pub mod error;
+pub mod links;
 pub mod model;
 pub(crate) mod parse;
 pub(crate) mod validate;

@@ -2,7 +2,8 @@
 //! checked against its topology, and its expansion into runs. The checks live in
 //! `validate.rs`; everything here may rely on the invariants documented on the fields.
 
-use crate::topology::{Mode, RunSettings, Topology, Trigger, Workload};
+use super::links::{LinkPath, LinkSetting};
+use crate::topology::{LinkShape, Mode, RunSettings, Topology, Trigger, Workload};
 use halab_protocol::Role;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
@@ -44,6 +45,8 @@ pub struct Experiment {
     /// `[matrix]` keys in file order, each one of [`MATRIX_KEYS`] with a non-empty
     /// list of distinct values of that key's kind. Every cell of the product is a valid run.
     pub matrix: Vec<(String, Vec<MatrixValue>)>,
+    /// `[links]`, in file order: each link path's settings, for every run (issue 15).
+    pub links: Vec<(LinkPath, LinkShape)>,
 }
 
 /// The keys of a `[run]` table, which are also the keys a `[matrix]` may vary.
@@ -85,6 +88,9 @@ pub enum MatrixValue {
     Clients(u32),
     /// Matrix only: whether the run has the experiment's `[[faults]]` (false: none).
     Faults(bool),
+    /// Matrix only: a link setting, in its unit (bits per second, µs, millionths); the link is
+    /// named by the matrix key (`<network>.<setting>` or `<host>.<network>.<setting>`).
+    Link(LinkSetting, u64),
 }
 
 impl MatrixValue {
@@ -99,6 +105,7 @@ impl MatrixValue {
             MatrixValue::Size(_) => "size",
             MatrixValue::Clients(_) => "clients",
             MatrixValue::Faults(_) => "faults",
+            MatrixValue::Link(setting, _) => setting.as_str(),
         }
     }
 
@@ -106,7 +113,7 @@ impl MatrixValue {
     /// it chooses the run's faults, see [`Experiment::runs`]).
     pub fn apply(&self, settings: &mut RunSettings) {
         match *self {
-            MatrixValue::Faults(_) => {}
+            MatrixValue::Faults(_) | MatrixValue::Link(..) => {}
             MatrixValue::Mode(m) => settings.mode = m,
             MatrixValue::HeartbeatMs(h) => settings.heartbeat_ms = Some(h),
             MatrixValue::MissedHeartbeats(m) => settings.missed_heartbeats = Some(m),
@@ -129,6 +136,7 @@ impl fmt::Display for MatrixValue {
             MatrixValue::Trigger(t) => f.write_str(trigger_str(*t)),
             MatrixValue::Workload(w) => f.write_str(w.as_str()),
             MatrixValue::Faults(b) => write!(f, "{b}"),
+            MatrixValue::Link(setting, amount) => f.write_str(&setting.show(*amount)),
         }
     }
 }
@@ -191,7 +199,7 @@ impl RunOverrides {
             MatrixValue::Size(s) => self.size = Some(s),
             MatrixValue::Clients(c) => self.clients = Some(c),
             // Matrix only: never a `[run]` value.
-            MatrixValue::Faults(_) => {}
+            MatrixValue::Faults(_) | MatrixValue::Link(..) => {}
         }
     }
 }
@@ -365,6 +373,10 @@ pub struct RunPlan {
     /// This cell's matrix values as text ([`MatrixValue`]'s `Display`), for the record.
     pub params: BTreeMap<String, String>,
     pub faults: Vec<FaultSpec>,
+    /// Every host's links for this run (host → network → shape; only links that are not
+    /// plain): the topology's with the experiment's `[links]` and this cell's link values over
+    /// them.
+    pub links: BTreeMap<String, BTreeMap<String, LinkShape>>,
 }
 
 impl Experiment {
@@ -392,6 +404,7 @@ impl Experiment {
                 .iter()
                 .map(|(key, value)| (key.to_string(), value.to_string()))
                 .collect();
+            let links = self.links_of(&values);
             for repetition in 1..=self.repetitions {
                 runs.push(RunPlan {
                     index: runs.len(),
@@ -400,6 +413,7 @@ impl Experiment {
                     settings: settings.clone(),
                     params: params.clone(),
                     faults: faults.clone(),
+                    links: links.clone(),
                 });
             }
         }
@@ -414,6 +428,26 @@ impl Experiment {
             .zip(indices)
             .filter_map(|((key, values), i)| values.get(i).map(|v| (key.as_str(), *v)))
             .collect()
+    }
+
+    /// Every host's links under a cell's values (see [`super::links::resolve`]).
+    pub fn links_of(
+        &self,
+        cell: &[(&str, MatrixValue)],
+    ) -> BTreeMap<String, BTreeMap<String, LinkShape>> {
+        let values: Vec<(LinkPath, LinkSetting, u64)> = cell
+            .iter()
+            .filter_map(|(key, value)| match value {
+                MatrixValue::Link(setting, amount) => {
+                    // Validation checked every link key against the topology.
+                    let (path, _) = super::links::split_matrix_key(key)?;
+                    let path = LinkPath::parse(path, &self.topology).ok()?;
+                    Some((path, *setting, *amount))
+                }
+                _ => None,
+            })
+            .collect();
+        super::links::resolve(&self.topology, &self.links, &values)
     }
 
     fn matrix_lengths(&self) -> Vec<usize> {
@@ -510,7 +544,7 @@ impl Layered {
             MatrixValue::Workload(w) => self.workload = (w, origin),
             MatrixValue::Size(s) => self.size = Some((s, origin)),
             MatrixValue::Clients(c) => self.clients = Some((c, origin)),
-            MatrixValue::Faults(_) => {}
+            MatrixValue::Faults(_) | MatrixValue::Link(..) => {}
         }
     }
 

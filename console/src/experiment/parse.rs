@@ -31,6 +31,8 @@ pub(crate) struct RawExperiment {
     pub run: Option<Spanned<RawRun>>,
     pub faults: Option<Spanned<Vec<Spanned<RawFault>>>>,
     pub matrix: Option<Spanned<RawMatrix>>,
+    /// `[links]`: a link path (`<network>` or `<host>.<network>`) → its settings.
+    pub links: Option<Spanned<BTreeMap<Spanned<String>, Spanned<crate::topology::parse::RawLink>>>>,
 }
 
 impl RawExperiment {

@@ -14,12 +14,14 @@
 
 use super::duration;
 use super::error::ExperimentError;
+use super::links::{LinkPath, LinkSetting, split_matrix_key};
 use super::model::{
     Direction, Experiment, FaultAt, FaultKind, FaultSpec, FaultTarget, Layered, MATRIX_KEYS,
     MatrixValue, Origin, RUN_KEYS, RunOverrides, has_heartbeat, has_size, has_trigger, odometer,
 };
 use super::parse::{RawExperiment, RawFault};
 use crate::modes::RoleCount;
+use crate::topology::LinkShape;
 use crate::topology::diagnostic::{Location, Reporter};
 use crate::topology::parse::{PathError, expand_path};
 use crate::topology::validate::{
@@ -84,6 +86,7 @@ pub(crate) fn experiment(
         }
     }
     let matrix = matrix(&mut r, raw, text);
+    let fixed = fixed_links(&mut r, raw);
     let faults: Vec<Option<FaultDraft>> = match &raw.faults {
         Some(f) => f
             .get_ref()
@@ -106,9 +109,11 @@ pub(crate) fn experiment(
             run_timeout?,
             matrix?,
             faults?,
+            fixed?,
         ))
     };
-    let Some((name, topology_path, repetitions, run_timeout, matrix, faults)) = stage1() else {
+    let Some((name, topology_path, repetitions, run_timeout, matrix, faults, fixed)) = stage1()
+    else {
         return Err(r.internal("a value").into());
     };
 
@@ -164,7 +169,11 @@ pub(crate) fn experiment(
         .map(|f| fault_on(&mut r, f, &topology))
         .collect();
     check_cells(&mut r, text, &topology, &run_values, &matrix);
+    let links = links_on(&mut r, raw, &topology, fixed, &matrix);
     r.finish()?;
+    let Some(links) = links else {
+        return Err(r.internal("a link setting").into());
+    };
     let Some(faults) = faults.into_iter().collect::<Option<Vec<FaultSpec>>>() else {
         return Err(r.internal("a fault").into());
     };
@@ -188,6 +197,7 @@ pub(crate) fn experiment(
             .into_iter()
             .map(|e| (e.key, e.values.into_iter().map(|(v, _)| v).collect()))
             .collect(),
+        links,
     })
 }
 
@@ -362,6 +372,7 @@ fn integer<T: TryFrom<i64>>(
 /// A `[matrix]` entry that passed stage 1.
 struct MatrixEntry {
     key: String,
+    key_span: Range<usize>,
     /// Each value with the span of its element.
     values: Vec<(MatrixValue, Range<usize>)>,
 }
@@ -372,14 +383,17 @@ fn matrix(r: &mut Reporter, raw: &RawExperiment, text: &str) -> Option<Vec<Matri
     let mut entries = Vec::new();
     for (key, values) in raw.matrix_in_file_order() {
         let k = key.get_ref().as_str();
-        if !MATRIX_KEYS.contains(&k) {
+        let link = split_matrix_key(k);
+        if !MATRIX_KEYS.contains(&k) && link.is_none() {
             r.error(
                 key.span(),
-                format!("`{k}` is not a `[run]` key"),
+                format!("`{k}` is not a `[run]` key nor a link setting"),
                 format!(
                     "a `[matrix]` key is a `[run]` key with a list of the values to try: {}; \
                      or `faults = [false, true]` to run each cell without and with the \
-                     `[[faults]]`",
+                     `[[faults]]`; or a link setting, `\"<network>.<setting>\"` or \
+                     `\"<host>.<network>.<setting>\"` with setting rate, delay, jitter or loss \
+                     (quoted: a bare dotted key is a table)",
                     list(&RUN_KEYS)
                 ),
             );
@@ -407,7 +421,11 @@ fn matrix(r: &mut Reporter, raw: &RawExperiment, text: &str) -> Option<Vec<Matri
         }
         let mut checked: Vec<(MatrixValue, Range<usize>)> = Vec::new();
         for element in values.get_ref() {
-            let Some(value) = run_value(r, k, element) else {
+            let value = match link {
+                Some((_, setting)) => link_value(r, k, setting, element),
+                None => run_value(r, k, element),
+            };
+            let Some(value) = value else {
                 ok = false;
                 continue;
             };
@@ -429,10 +447,161 @@ fn matrix(r: &mut Reporter, raw: &RawExperiment, text: &str) -> Option<Vec<Matri
         }
         entries.push(MatrixEntry {
             key: k.to_string(),
+            key_span: key.span(),
             values: checked,
         });
     }
     ok.then_some(entries)
+}
+
+/// A value of a link setting in a `[matrix]` list: a string with its unit.
+fn link_value(
+    r: &mut Reporter,
+    key: &str,
+    setting: LinkSetting,
+    value: &Spanned<toml::Value>,
+) -> Option<MatrixValue> {
+    let toml::Value::String(text) = value.get_ref() else {
+        r.error(
+            value.span(),
+            format!("invalid type: {} for `{key}`", value.get_ref().type_str()),
+            format!(
+                "expected a string with a unit, e.g. `{}`",
+                match setting {
+                    LinkSetting::Rate => "\"100Mbit\"",
+                    LinkSetting::Delay | LinkSetting::Jitter => "\"20ms\"",
+                    LinkSetting::Loss => "\"0.5%\"",
+                }
+            ),
+        );
+        return None;
+    };
+    match setting.parse(text) {
+        Ok(amount) if setting == LinkSetting::Rate && amount == 0 => {
+            r.error(
+                value.span(),
+                "a rate of 0 carries nothing",
+                "give a positive rate such as `\"10Mbit\"`",
+            );
+            None
+        }
+        Ok(amount) => Some(MatrixValue::Link(setting, amount)),
+        Err((message, hint)) => {
+            r.error(value.span(), message, hint);
+            None
+        }
+    }
+}
+
+/// `[links]` entries with their settings checked (the paths wait for the topology).
+fn fixed_links(r: &mut Reporter, raw: &RawExperiment) -> Option<Vec<(Spanned<String>, LinkShape)>> {
+    let Some(links) = &raw.links else {
+        return Some(Vec::new());
+    };
+    let mut entries: Vec<_> = links.get_ref().iter().collect();
+    entries.sort_by_key(|(k, _)| k.span().start);
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (path, l) in entries {
+        let l = l.get_ref();
+        match crate::topology::validate::link_shape(r, [&l.rate, &l.delay, &l.jitter, &l.loss]) {
+            Some(shape) => out.push((path.clone(), shape)),
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+/// Stage 3 of the link settings: each path names a link of the topology, the provider applies
+/// them, and no cell gives a link more jitter than delay.
+fn links_on(
+    r: &mut Reporter,
+    raw: &RawExperiment,
+    topology: &Topology,
+    fixed: Vec<(Spanned<String>, LinkShape)>,
+    matrix: &[MatrixEntry],
+) -> Option<Vec<(LinkPath, LinkShape)>> {
+    let mut ok = true;
+    let mut paths = Vec::new();
+    for (path, shape) in fixed {
+        match LinkPath::parse(path.get_ref(), topology) {
+            Ok(p) => paths.push((p, shape)),
+            Err((message, hint)) => {
+                r.error(path.span(), message, hint);
+                ok = false;
+            }
+        }
+    }
+    let mut link_keys = Vec::new();
+    for e in matrix {
+        let Some((path, setting)) = split_matrix_key(&e.key) else {
+            continue;
+        };
+        match LinkPath::parse(path, topology) {
+            Ok(p) => link_keys.push((e, p, setting)),
+            Err((message, hint)) => {
+                r.error(e.key_span.clone(), message, hint);
+                ok = false;
+            }
+        }
+    }
+    if !ok {
+        return None;
+    }
+    let first_span = raw
+        .links
+        .as_ref()
+        .map(|l| l.span())
+        .or_else(|| link_keys.first().map(|(e, _, _)| e.key_span.clone()));
+    if let Some(span) = first_span.clone()
+        && topology.provider == crate::topology::Provider::Ssh
+    {
+        r.error(
+            span,
+            "link settings on a testbed of provider ssh",
+            "provider ssh does not apply link settings in this version; remove them, or run \
+             the experiment on a topology of provider local",
+        );
+        return None;
+    }
+    // Each combination of the link keys' values (other keys do not change the links).
+    let lengths: Vec<usize> = link_keys.iter().map(|(e, _, _)| e.values.len()).collect();
+    let combos: usize = lengths.iter().product();
+    for combo in 0..combos {
+        let cell: Vec<(LinkPath, LinkSetting, u64)> = link_keys
+            .iter()
+            .zip(odometer(&lengths, combo))
+            .filter_map(|((e, p, setting), i)| match e.values.get(i) {
+                Some((MatrixValue::Link(_, amount), _)) => Some((p.clone(), *setting, *amount)),
+                _ => None,
+            })
+            .collect();
+        let resolved = super::links::resolve(topology, &paths, &cell);
+        if let Some((_, _, message)) = super::links::jitter_over_delay(&resolved) {
+            let values: Vec<String> = cell
+                .iter()
+                .map(|(p, s, a)| format!("{p}.{} = {}", s.as_str(), s.show(*a)))
+                .collect();
+            // The matrix key when a cell's value brought it about, else `[links]`.
+            let span = link_keys
+                .first()
+                .map(|(e, _, _)| e.key_span.clone())
+                .or(first_span.clone())
+                .unwrap_or(0..0);
+            r.error(
+                span,
+                if values.is_empty() {
+                    message
+                } else {
+                    format!("{message} in the cell {}", values.join(", "))
+                },
+                "a packet cannot leave before it arrives: give each link a jitter of at most \
+                 its delay",
+            );
+            return None;
+        }
+    }
+    Some(paths)
 }
 
 /// At most [`MAX_RUNS`] runs in all.

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod faults;
 pub mod figures;
 pub mod handle;
+pub mod links;
 pub mod mode_events;
 pub mod roles;
 pub mod switch;

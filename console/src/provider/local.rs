@@ -262,6 +262,46 @@ fn build(topo: &Topology, res: &mut LocalResources) -> Result<(), LocalError> {
     Ok(())
 }
 
+/// Changes the links' qdiscs from `old`'s settings to `new`'s (the same testbed: an
+/// experiment's run with other link settings), on both ends of each link whose qdisc changes.
+pub fn relink(old: &Topology, new: &Topology, res: &LocalResources) -> Result<(), LocalError> {
+    let mut switch_tc = Vec::new();
+    for (hi, (before, after)) in old.hosts.iter().zip(&new.hosts).enumerate() {
+        let mut host_tc = Vec::new();
+        for (ni, n) in new.networks.iter().enumerate() {
+            if !after.addresses.contains_key(&n.name) {
+                continue;
+            }
+            let qdisc = |h: &crate::topology::Host| {
+                h.links
+                    .get(&n.name)
+                    .and_then(|l| link_qdisc(l, res.link_delays))
+            };
+            let (was, now) = (qdisc(before), qdisc(after));
+            if was == now {
+                continue;
+            }
+            let cmd = |dev: &str| match &now {
+                Some(q) => format!("qdisc replace dev {dev} root {q}"),
+                None => format!("qdisc del dev {dev} root"),
+            };
+            host_tc.push(cmd(&n.name));
+            switch_tc.push(cmd(&port_name(hi, ni)));
+        }
+        if !host_tc.is_empty() {
+            let ns = res
+                .host_namespaces
+                .get(&after.name)
+                .ok_or_else(|| LocalError::Io(format!("no namespace for host {}", after.name)))?;
+            batch("tc", Some(ns), &host_tc, false)?;
+        }
+    }
+    if !switch_tc.is_empty() {
+        batch("tc", Some(&res.switch_namespace), &switch_tc, false)?;
+    }
+    Ok(())
+}
+
 /// The root qdisc of each end of a link shaped `link`, if it needs one: netem when `delays` is
 /// netem and the link has a delay or jitter (its rate then netem's own), else tbf for a rate.
 fn link_qdisc(link: &crate::topology::LinkShape, delays: DelayMechanism) -> Option<String> {
@@ -306,10 +346,12 @@ fn has_netem(ns: &str) -> bool {
     add
 }
 
-/// tbf's arguments for `rate_bps`: a bucket of at least two 64 KiB GSO packets (tbf splits a
-/// larger one) or 10 ms at the rate, and a queue of 100 ms at the rate.
+/// tbf's arguments for `rate_bps`: a bucket of 1 ms at the rate, and at least one full frame
+/// (1600 bytes), and a queue of 100 ms at the rate. A small bucket keeps a slow link slow from
+/// its first byte (a 6.6 KB download over a 10 Mbit/s link takes its 5 ms, not a burst at
+/// memory speed); tbf cuts a GSO packet larger than the bucket into frames.
 pub fn token_bucket(rate_bps: u64) -> String {
-    let burst = (rate_bps / 8 / 100).max(2 * 65_536);
+    let burst = (rate_bps / 8 / 1000).max(1600);
     format!("tbf rate {rate_bps}bit burst {burst} latency 100ms")
 }
 

@@ -14,6 +14,8 @@ pub struct Group<'a> {
     pub load: String,
     /// The faults, e.g. `power-off of primary`; `None`: failure-free.
     pub fault: Option<String>,
+    /// The shaped links, e.g. `client.service delay 20ms`; empty: every link plain.
+    pub links: String,
     pub runs: Vec<&'a RunRecord>,
 }
 
@@ -25,6 +27,9 @@ impl Group<'_> {
             parts.push(self.mode_params.clone());
         }
         parts.push(self.load.clone());
+        if !self.links.is_empty() {
+            parts.push(self.links.clone());
+        }
         if let Some(f) = &self.fault {
             parts.push(f.clone());
         }
@@ -44,9 +49,13 @@ impl Group<'_> {
 pub fn groups(records: &[RunRecord]) -> Vec<Group<'_>> {
     let mut groups: Vec<Group<'_>> = Vec::new();
     for r in records {
-        let (mode_params, load, fault) = (mode_params(r), load(r), fault(r));
+        let (mode_params, load, fault, links) = (mode_params(r), load(r), fault(r), links(r));
         let found = groups.iter_mut().find(|g| {
-            g.mode == r.mode && g.mode_params == mode_params && g.load == load && g.fault == fault
+            g.mode == r.mode
+                && g.mode_params == mode_params
+                && g.load == load
+                && g.fault == fault
+                && g.links == links
         });
         match found {
             Some(g) => g.runs.push(r),
@@ -55,6 +64,7 @@ pub fn groups(records: &[RunRecord]) -> Vec<Group<'_>> {
                 mode_params,
                 load,
                 fault,
+                links,
                 runs: vec![r],
             }),
         }
@@ -94,6 +104,16 @@ pub fn load(r: &RunRecord) -> String {
         s.push_str(&format!(" × {} clients", r.clients));
     }
     s
+}
+
+/// The run's shaped links, `client.service delay 20ms; service rate 10Mbit`; empty when every
+/// link was plain.
+pub fn links(r: &RunRecord) -> String {
+    r.links
+        .iter()
+        .map(|(link, settings)| format!("{link} {}", settings.replace(", ", " ")))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The faults of a run, `None` when it had none.

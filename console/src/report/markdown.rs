@@ -409,6 +409,10 @@ fn run_name(r: &RunRecord) -> String {
         parts.push(mp);
     }
     parts.push(group::load(r));
+    let links = group::links(r);
+    if !links.is_empty() {
+        parts.push(links);
+    }
     if let Some(f) = group::fault(r) {
         parts.push(f);
     }

@@ -19,6 +19,10 @@ pub struct RunRecord {
     pub mode_params: BTreeMap<String, serde_json::Value>,
     /// This run's matrix values, as written.
     pub params: BTreeMap<String, String>,
+    /// The links this run had that are not plain, `host.network` → `rate 10Mbit, delay 20ms`
+    /// (the topology's, the experiment's `[links]` and the matrix cell's together).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub links: BTreeMap<String, String>,
     pub workload: String,
     /// Bytes per connection (bulk, download, http), else null.
     pub size: Option<u64>,

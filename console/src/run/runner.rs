@@ -152,6 +152,16 @@ impl<'a> Runner<'a> {
         Lab::new(self.testbed, &mut self.inbox)
     }
 
+    /// Gives every host back the topology's own links, after an experiment that changed them
+    /// (its `[links]` or matrix link values), on a testbed that stays up.
+    pub async fn restore_links(&mut self) -> Result<(), RunError> {
+        let topology_links = crate::experiment::links::resolve(&self.experiment.topology, &[], &[]);
+        let mut lab = self.lab();
+        let set = crate::lab::links::set(&mut lab, &topology_links).await;
+        lab.take_set_aside();
+        set.map_err(|e| RunError::Failed(crate::error::chain(&e)))
+    }
+
     /// Executes one plan and returns its record (a failed run is a record with `error` set).
     pub async fn execute(&mut self, plan: &RunPlan) -> RunRecord {
         let started_unix_ms = crate::state::unix_ms();
@@ -192,6 +202,14 @@ impl<'a> Runner<'a> {
             self.testbed.set_mode(mode.clone());
             self.testbed
                 .set_service_address_role(plan.settings.mode.behaviour().service_address_role());
+        }
+        {
+            // The run's links (the experiment's `[links]` and this cell's link values).
+            let mut lab = self.lab();
+            let set = crate::lab::links::set(&mut lab, &plan.links).await;
+            // What arrived meanwhile belongs to no run.
+            lab.take_set_aside();
+            set.map_err(|e| RunError::Failed(crate::error::chain(&e)))?;
         }
         self.ensure_servers(None).await?;
         let mut spec = self.client_spec(plan);
@@ -696,6 +714,7 @@ fn base_record(exp: &Experiment, plan: &RunPlan, snapshot: &TestbedState) -> Run
         mode: s.mode.as_str().to_string(),
         mode_params: s.mode.behaviour().record_params(s),
         params: plan.params.clone(),
+        links: crate::experiment::links::record_of(&plan.links),
         workload: s.workload.as_str().to_string(),
         size: s
             .workload

@@ -10,8 +10,9 @@ use crate::agent::{AgentSession, LinkError, link::spawn_process_link};
 use crate::error::chain;
 use crate::provider::local::{self, LocalError, LocalResources};
 use crate::state::{self, HostRecord, HostState, TestbedLock, TestbedState};
-use crate::topology::{Host, Provider, Topology};
+use crate::topology::{Host, LinkShape, Provider, Topology};
 use halab_protocol::{AgentMsg, ConsoleMsg, ModeConfig, Role};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -410,6 +411,51 @@ impl Testbed {
                     .unwrap_or_default()
             ))
         })
+    }
+
+    /// Every host's links as they are now (host → network → shape, links that are not plain).
+    pub fn links(&self) -> BTreeMap<String, BTreeMap<String, LinkShape>> {
+        self.topology
+            .hosts
+            .iter()
+            .filter(|h| !h.links.is_empty())
+            .map(|h| (h.name.clone(), h.links.clone()))
+            .collect()
+    }
+
+    /// Sets every host's links to `links` (an experiment's run): the provider's qdiscs at once;
+    /// returns the hosts whose agents must shape their links anew, with their plans (a host
+    /// powered off is left out: its next agent shapes its links from the topology).
+    pub async fn set_links(
+        &mut self,
+        links: &BTreeMap<String, BTreeMap<String, LinkShape>>,
+    ) -> Result<Vec<(String, Vec<halab_protocol::LinkPlan>)>, TestbedError> {
+        let Some(res) = self.local.clone() else {
+            return Err(TestbedError::Internal(
+                "link settings are applied by provider local only in this version".into(),
+            ));
+        };
+        let old = self.topology.clone();
+        for h in &mut self.topology.hosts {
+            h.links = links.get(&h.name).cloned().unwrap_or_default();
+        }
+        let new = self.topology.clone();
+        let (before, after, r) = (old.clone(), new.clone(), res.clone());
+        tokio::task::spawn_blocking(move || local::relink(&before, &after, &r))
+            .await
+            .map_err(|e| TestbedError::Internal(e.to_string()))??;
+        let snapshot = self.snapshot();
+        let by_agents = res.link_delays.by_agents();
+        let plans = |t: &Topology, i: usize| {
+            crate::topology::link_plan::plans_of(t, i, local::host_mac, by_agents)
+        };
+        Ok((0..new.hosts.len())
+            .filter(|&i| snapshot.hosts[i].state != HostState::PoweredOff)
+            .filter_map(|i| {
+                let now = plans(&new, i);
+                (plans(&old, i) != now).then(|| (new.hosts[i].name.clone(), now))
+            })
+            .collect())
     }
 
     fn host_index(&self, host: &str) -> Result<usize, TestbedError> {

@@ -638,7 +638,7 @@ fn network(r: &mut Reporter, raw: &RawNetwork) -> Option<Network> {
 
 /// A link's settings, `[rate, delay, jitter, loss]` as written; `owner` is where an error about
 /// them together points.
-fn link_shape(
+pub(crate) fn link_shape(
     r: &mut Reporter,
     [rate, delay, jitter, loss]: [&Option<Spanned<String>>; 4],
 ) -> Option<LinkShape> {

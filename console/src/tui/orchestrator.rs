@@ -673,6 +673,26 @@ impl Orchestrator {
                 view.done += 1;
                 let _ = updates.send(Update::ExperimentRecord(Box::new(record)));
             }
+            if !shutdown {
+                // The runner waits for the agents' answers on its copy of the inbox.
+                let fut = runner.restore_links();
+                tokio::pin!(fut);
+                let restored = loop {
+                    tokio::select! {
+                        r = &mut fut => break r,
+                        m = inbox.recv() => if let Some((host, msg)) = m {
+                            let _ = tee.send((host.clone(), msg.clone()));
+                            let _ = updates.send(Update::Agent { host, msg });
+                        },
+                    }
+                };
+                if let Err(e) = restored {
+                    let _ = updates.send(Update::Log(
+                        Level::Error,
+                        format!("the topology's links could not be restored: {e}"),
+                    ));
+                }
+            }
         }
         view.finished = !shutdown;
         view.current = if shutdown {
