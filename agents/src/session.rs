@@ -461,6 +461,12 @@ async fn shape_links(
     if !removed.is_empty() {
         tracing::info!(%removed, "earlier link shape removed");
     }
+    // What the earlier shape did (each line's packets, drops and peak) goes into the answer.
+    let before = if removed.is_empty() {
+        String::new()
+    } else {
+        format!(" (the earlier shape removed: {removed})")
+    };
     if !problems.is_empty() {
         return AgentMsg::LinksFailed {
             id,
@@ -474,7 +480,10 @@ async fn shape_links(
         Ok((new, detail)) => {
             tracing::info!(%detail, "links shaped");
             *shape = new;
-            AgentMsg::LinksShaped { id, detail }
+            AgentMsg::LinksShaped {
+                id,
+                detail: format!("{detail}{before}"),
+            }
         }
         Err(e) => {
             let error = chain(&e);

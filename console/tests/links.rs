@@ -70,18 +70,15 @@ links = {{ service = {{ {client_link} }} }}
 /// iperf3 from the client to the primary for 3 s (`reverse`: the primary sends); the
 /// receiver's Mbit/s.
 fn iperf(name: &str, reverse: bool) -> f64 {
+    iperf_for(name, reverse, &["-t", "3"]).0
+}
+
+/// iperf3 from the client to the primary with `extra` arguments; the receiver's Mbit/s and the
+/// sender's retransmits.
+fn iperf_for(name: &str, reverse: bool, extra: &[&str]) -> (f64, u64) {
     let ns = local::host_ns(name, "client");
-    let mut args = vec![
-        "netns",
-        "exec",
-        &ns,
-        "iperf3",
-        "-c",
-        "10.31.0.1",
-        "-t",
-        "3",
-        "-J",
-    ];
+    let mut args = vec!["netns", "exec", &ns, "iperf3", "-c", "10.31.0.1", "-J"];
+    args.extend(extra);
     if reverse {
         args.push("-R");
     }
@@ -95,33 +92,16 @@ fn iperf(name: &str, reverse: bool) -> f64 {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 json");
-    v["end"]["sum_received"]["bits_per_second"]
+    let mbit = v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .expect("bits_per_second")
-        / 1e6
+        / 1e6;
+    let retransmits = v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
+    (mbit, retransmits)
 }
 
-#[test]
-fn a_100mbit_link_carries_90_to_100_mbit_each_way() {
-    if !support::netns_available("a_100mbit_link_carries_90_to_100_mbit_each_way") {
-        return;
-    }
-    if Command::new("iperf3").arg("--version").output().is_err() {
-        if std::env::var("HALAB_REQUIRE_NETNS").as_deref() == Ok("1") {
-            panic!("iperf3 is missing (HALAB_REQUIRE_NETNS=1)");
-        }
-        eprintln!("SKIPPED: iperf3 is missing");
-        return;
-    }
-    let _serial = serial();
-    let name = "t-links-rate";
-    let _ = local::destroy(name, None);
-    let topo = topology(name, r#"rate = "100Mbit""#);
-    let mut made = Made {
-        name: name.to_string(),
-        server: None,
-    };
-    local::create(&topo).unwrap_or_else(|e| panic!("create: {e}"));
+/// Starts iperf3's server on the primary and waits until it listens.
+fn iperf_server(name: &str) -> Child {
     let server = Command::new("ip")
         .args([
             "netns",
@@ -134,8 +114,6 @@ fn a_100mbit_link_carries_90_to_100_mbit_each_way() {
         .stderr(Stdio::null())
         .spawn()
         .expect("iperf3 server");
-    made.server = Some(server);
-    // The server listens once it answers; iperf3 -c retries nothing, so wait for its port.
     let ns = local::host_ns(name, "client");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !Command::new("ip")
@@ -156,6 +134,38 @@ fn a_100mbit_link_carries_90_to_100_mbit_each_way() {
         );
         std::thread::yield_now();
     }
+    server
+}
+
+fn iperf3_missing() -> bool {
+    if Command::new("iperf3").arg("--version").output().is_ok() {
+        return false;
+    }
+    if std::env::var("HALAB_REQUIRE_NETNS").as_deref() == Ok("1") {
+        panic!("iperf3 is missing (HALAB_REQUIRE_NETNS=1)");
+    }
+    eprintln!("SKIPPED: iperf3 is missing");
+    true
+}
+
+#[test]
+fn a_100mbit_link_carries_90_to_100_mbit_each_way() {
+    if !support::netns_available("a_100mbit_link_carries_90_to_100_mbit_each_way") {
+        return;
+    }
+    if iperf3_missing() {
+        return;
+    }
+    let _serial = serial();
+    let name = "t-links-rate";
+    let _ = local::destroy(name, None);
+    let topo = topology(name, r#"rate = "100Mbit""#);
+    let mut made = Made {
+        name: name.to_string(),
+        server: None,
+    };
+    local::create(&topo).unwrap_or_else(|e| panic!("create: {e}"));
+    made.server = Some(iperf_server(name));
     let up = iperf(name, false);
     let down = iperf(name, true);
     eprintln!("100Mbit link: client → primary {up:.1} Mbit/s, primary → client {down:.1} Mbit/s");
@@ -175,6 +185,7 @@ struct Up {
     name: String,
     rt: tokio::runtime::Runtime,
     tb: Option<Testbed>,
+    inbox: halab::lab::handle::Inbox,
     _dir: tempfile::TempDir,
 }
 
@@ -196,15 +207,27 @@ impl Up {
             .enable_all()
             .build()
             .unwrap();
-        let tb = rt
+        let mut tb = rt
             .block_on(Testbed::up(topo, &opts))
             .unwrap_or_else(|e| panic!("up {name}: {}", halab::error::chain(&e)));
+        let inbox = tb.take_inbox().expect("inbox");
         Up {
             name: name.to_string(),
             rt,
             tb: Some(tb),
+            inbox,
             _dir: dir,
         }
+    }
+
+    /// Takes every link's shape away (as an experiment's next run would); each reshaped host's
+    /// answer, which reports what its delay lines did.
+    fn unshape(&mut self) -> Vec<(String, String)> {
+        let tb = self.tb.as_mut().expect("testbed up");
+        let mut lab = halab::lab::handle::Lab::new(tb, &mut self.inbox);
+        self.rt
+            .block_on(halab::lab::links::set(&mut lab, &Default::default()))
+            .unwrap_or_else(|e| panic!("unshape: {}", halab::error::chain(&e)))
     }
 
     /// `n` pings from the client to `to`, 10 ms apart; their RTTs in ms, sorted. `-U`: the
@@ -417,4 +440,82 @@ workload = "echo"
     assert_eq!(records[0]["links"]["client.service"], "delay 10ms");
     assert!(ms(&records[0]) >= 2000.0, "{}", records[0]);
     assert!(ms(&records[1]) < 1000.0, "{}", records[1]);
+}
+
+/// Must hold 2 of issue 15, through the topology's keys: the client's link at 100 Mbit/s and
+/// 50 ms each way (an RTT of 100 ms: a bandwidth-delay product of 1.25 MB, which TCP must keep
+/// in flight). iperf3 each way for 10 s, the first 3 s of slow start left out, gets at least
+/// 80 Mbit/s; the delay lines drop nothing, and the primary's, holding the client's data for
+/// its one-way 50 ms, peaks above 600 kB (625 kB at the full rate; the other half of the
+/// product is the ACKs' way back).
+#[test]
+fn a_100mbit_50ms_link_carries_its_bandwidth_delay_product() {
+    if !support::netns_available("a_100mbit_50ms_link_carries_its_bandwidth_delay_product")
+        || iperf3_missing()
+    {
+        return;
+    }
+    let _serial = serial();
+    let mut up = Up::new("t-links-bdp", r#"rate = "100Mbit", delay = "50ms""#);
+    let mut server = iperf_server(&up.name);
+    let args = ["-t", "10", "-O", "3"];
+    let (to_primary, re_up) = iperf_for(&up.name, false, &args);
+    let (to_client, re_down) = iperf_for(&up.name, true, &args);
+    let _ = server.kill();
+    let _ = server.wait();
+    let answers = up.unshape();
+    eprintln!(
+        "100 Mbit/s, 50 ms: client → primary {to_primary:.1} Mbit/s ({re_up} retransmits), \
+         primary → client {to_client:.1} Mbit/s ({re_down} retransmits)"
+    );
+    for (host, detail) in &answers {
+        eprintln!("{host}: {detail}");
+    }
+    assert!(
+        to_primary >= 80.0,
+        "client → primary {to_primary:.1} Mbit/s"
+    );
+    assert!(to_client >= 80.0, "primary → client {to_client:.1} Mbit/s");
+    // Each line's report: `... delayed, peak N bytes held, D dropped by the full line, K by
+    // the kernel queue ...`.
+    let primary = answers
+        .iter()
+        .find(|(h, _)| h == "primary")
+        .map(|(_, d)| d.as_str())
+        .expect("the primary reshaped");
+    let peaks = numbers_after(primary, "peak ");
+    assert!(
+        peaks.iter().any(|p| *p >= 600_000),
+        "peaks {peaks:?}: {primary}"
+    );
+    for (host, detail) in &answers {
+        assert!(!detail.contains("drops unknown"), "{host}: {detail}");
+        let line = numbers_before(detail, " dropped by the full line");
+        let kernel = numbers_before(detail, " by the kernel queue");
+        assert!(
+            !line.is_empty() && line.len() == kernel.len(),
+            "{host}: {detail}"
+        );
+        assert!(
+            line.iter().chain(&kernel).all(|n| *n == 0),
+            "{host}: {detail}"
+        );
+    }
+}
+
+/// The number written right before each `suffix` in `text`.
+fn numbers_before(text: &str, suffix: &str) -> Vec<u64> {
+    let parts: Vec<&str> = text.split(suffix).collect();
+    parts[..parts.len() - 1]
+        .iter()
+        .filter_map(|p| p.rsplit([' ', ',']).next()?.parse().ok())
+        .collect()
+}
+
+/// The number written right after each `prefix` in `text`.
+fn numbers_after(text: &str, prefix: &str) -> Vec<u64> {
+    text.split(prefix)
+        .skip(1)
+        .filter_map(|p| p.split([' ', ',']).next()?.parse().ok())
+        .collect()
 }

@@ -28,13 +28,15 @@ pub enum LinksError {
 }
 
 /// Sets every host's links to `links`, unless they are so already. Messages that arrive
-/// meanwhile are set aside for the owner.
+/// meanwhile are set aside for the owner. Returns each reshaped host's answer: how its links
+/// are shaped now, and what its earlier shape did (each delay line's packets, drops, peak).
 pub async fn set(
     lab: &mut Lab<'_>,
     links: &BTreeMap<String, BTreeMap<String, LinkShape>>,
-) -> Result<(), LinksError> {
+) -> Result<Vec<(String, String)>, LinksError> {
+    let mut answers = Vec::new();
     if lab.testbed.links() == *links {
-        return Ok(());
+        return Ok(answers);
     }
     let changed = lab.testbed.set_links(links).await?;
     // Ids far from the runner's fault ids; unique per request within this console.
@@ -57,6 +59,7 @@ pub async fn set(
             AgentMsg::LinksShaped { id, detail } if waiting.contains_key(&id) => {
                 tracing::info!(host = %from, %detail, "links shaped for the run");
                 waiting.remove(&id);
+                answers.push((from, detail));
             }
             AgentMsg::LinksFailed { id, error } if waiting.contains_key(&id) => {
                 return Err(LinksError::Refused { host: from, error });
@@ -64,5 +67,5 @@ pub async fn set(
             other => lab.set_aside(from, other),
         }
     }
-    Ok(())
+    Ok(answers)
 }

@@ -159,7 +159,8 @@ impl<'a> Runner<'a> {
         let mut lab = self.lab();
         let set = crate::lab::links::set(&mut lab, &topology_links).await;
         lab.take_set_aside();
-        set.map_err(|e| RunError::Failed(crate::error::chain(&e)))
+        set.map(drop)
+            .map_err(|e| RunError::Failed(crate::error::chain(&e)))
     }
 
     /// Executes one plan and returns its record (a failed run is a record with `error` set).
