@@ -73,16 +73,6 @@ pub struct LinkShape {
 }
 
 impl LinkShape {
-    /// Whether a delay line of this shape takes what enters through `interface` (`None`: any
-    /// link): a delay fault there would never see those packets (the first NFQUEUE rule that
-    /// matches takes a packet), so it is refused.
-    pub fn delays_way_in(&self, interface: Option<&str>) -> Option<&str> {
-        self.lines
-            .iter()
-            .find(|l| interface.is_none_or(|i| i == l.interface))
-            .map(|l| l.interface.as_str())
-    }
-
     pub fn is_plain(&self) -> bool {
         self.lines.is_empty() && !self.loss_table
     }
@@ -143,6 +133,7 @@ impl LinkShape {
                     interface: Some(plan.interface.clone()),
                     egress: false,
                     ingress: true,
+                    stage: link_delay::Stage::Link,
                     source_macs: d.from_macs.clone(),
                     seed: seed ^ ((i as u64) << 40) ^ ((j as u64) << 20),
                     jitter: jitter_of(&d.jitter_us),

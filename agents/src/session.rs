@@ -9,9 +9,7 @@ use crate::link_shape::LinkShape;
 use crate::roles::RoleSet;
 use crate::workload::client;
 use halab_protocol::io::{FrameReader, write_frame};
-use halab_protocol::{
-    AGENT_SILENCE_LIMIT, AgentMsg, ConsoleMsg, FaultAction, HALAB_VERSION, mono_ns,
-};
+use halab_protocol::{AGENT_SILENCE_LIMIT, AgentMsg, ConsoleMsg, HALAB_VERSION, mono_ns};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -227,35 +225,16 @@ where
                 lease_ms,
             } => {
                 let lease = lease_ms.map(Duration::from_millis);
-                if let FaultAction::Delay {
-                    interface,
-                    direction,
-                    ..
-                } = &action
-                    && direction.has_in()
-                    && let Some(link) = shape.delays_way_in(interface.as_deref())
-                {
-                    let error = format!(
-                        "link {link} already carries the topology's delay on its way in, and a \
-                         second delay line there would see none of its packets; delay its way \
-                         out, or change the topology's delay"
-                    );
-                    tracing::warn!(id, %error, "fault refused");
-                    AgentMsg::FaultFailed { id, error }
-                } else {
-                    match ledger.apply(id, action, lease, &roles).await {
-                        Ok((at_ns, detail)) => AgentMsg::FaultApplied { id, at_ns, detail },
-                        Err(e) => {
-                            let error = chain(&e);
-                            tracing::warn!(id, %error, "fault failed");
-                            AgentMsg::FaultFailed { id, error }
-                        }
+                match ledger.apply(id, action, lease, &roles).await {
+                    Ok((at_ns, detail)) => AgentMsg::FaultApplied { id, at_ns, detail },
+                    Err(e) => {
+                        let error = chain(&e);
+                        tracing::warn!(id, %error, "fault failed");
+                        AgentMsg::FaultFailed { id, error }
                     }
                 }
             }
-            ConsoleMsg::ShapeLinks { id, links } => {
-                shape_links(&mut shape, &ledger, id, &links).await
-            }
+            ConsoleMsg::ShapeLinks { id, links } => shape_links(&mut shape, id, &links).await,
             ConsoleMsg::RevertFault { id } => {
                 // Nothing to answer for a fault this agent does not hold (any more).
                 let Some(r) = ledger
@@ -439,24 +418,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut output: W, mut rx: mpsc::Receiver
 /// Replaces the links' shape by `links`; the answer to [`ConsoleMsg::ShapeLinks`] `id`.
 async fn shape_links(
     shape: &mut LinkShape,
-    ledger: &FaultLedger,
     id: u64,
     links: &[halab_protocol::LinkPlan],
 ) -> AgentMsg {
-    let held = links.iter().find_map(|p| {
-        let delayed = p
-            .ingress
-            .iter()
-            .any(|d| d.delay_us > 0 || d.jitter_us.iter().any(|j| *j > 0));
-        delayed
-            .then(|| ledger.delay_overlapping(Some(&p.interface), halab_protocol::Direction::In))
-            .flatten()
-            .map(|fault| (p.interface.clone(), fault))
-    });
-    if let Some((interface, fault)) = held {
-        let error = chain(&crate::link_shape::ShapeError::DelayFaultHeld { interface, fault });
-        return AgentMsg::LinksFailed { id, error };
-    }
     let (removed, problems) = std::mem::take(shape).remove().await;
     if !removed.is_empty() {
         tracing::info!(%removed, "earlier link shape removed");

@@ -986,18 +986,18 @@ fn quantile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank - 1]
 }
 
-/// Rules that queue packets, in `ns`, both families.
+/// Rules that queue packets, in `ns`, both families, both tables a delay line uses (`mangle`
+/// for a fault, `raw` for a link's own delay).
 fn queue_rules(ns: &str) -> String {
     ["iptables", "ip6tables"]
         .iter()
-        .flat_map(|p| {
-            must(&[
-                "ip", "netns", "exec", ns, p, "-w", "5", "-t", "mangle", "-S",
-            ])
-            .lines()
-            .filter(|l| l.contains("NFQUEUE"))
-            .map(str::to_string)
-            .collect::<Vec<_>>()
+        .flat_map(|p| ["mangle", "raw"].map(|t| (p, t)))
+        .flat_map(|(p, table)| {
+            must(&["ip", "netns", "exec", ns, p, "-w", "5", "-t", table, "-S"])
+                .lines()
+                .filter(|l| l.contains("NFQUEUE"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
         })
         .collect::<Vec<_>>()
         .join("\n")

@@ -210,8 +210,10 @@ fn kill_9_of_the_console_reverts_every_fault_within_2_s() {
         &file,
         "topology = \"topology.toml\"\nname = \"k9\"\n[run]\nmode = \"none\"\nworkload = \"bulk\"\n\
          size = \"1000GB\"\n\
+         [links]\n\"backup.service\" = { delay = \"5ms\", loss = \"0.1%\" }\n\
          [[faults]]\nat = \"100ms\"\nkind = \"loss\"\npercent = 100\ntarget = \"backup\"\n\
-         [[faults]]\nat = \"100ms\"\nkind = \"nic-down\"\ntarget = \"logger\"\n",
+         [[faults]]\nat = \"100ms\"\nkind = \"nic-down\"\ntarget = \"logger\"\n\
+         [[faults]]\nat = \"100ms\"\nkind = \"delay\"\ndelay_ms = 50\ntarget = \"client\"\n",
     )
     .unwrap();
     let mut console = lab
@@ -222,13 +224,23 @@ fn kill_9_of_the_console_reverts_every_fault_within_2_s() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until both faults hold: the backup has a fault table, the logger's link is down.
-    let (backup, logger) = ("hl.t-k9f.backup", "hl.t-k9f.logger");
+    // Wait until every fault holds: the backup has a fault table, the logger's link is down,
+    // the client's way in has the fault's delay line (`mangle`) besides the link's (`raw`:
+    // the backup's link delay is waited by what the client gets from the backup).
+    let (backup, logger, client) = ("hl.t-k9f.backup", "hl.t-k9f.logger", "hl.t-k9f.client");
+    let queued = |ns: &str, table: &str| {
+        in_ns(ns, &["iptables", "-w", "5", "-t", table, "-S"]).contains("NFQUEUE")
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let tables = in_ns(backup, &["nft", "list", "tables"]);
         let link = in_ns(logger, &["ip", "-o", "link", "show", "service"]);
-        if tables.contains("halab_fault_") && link.contains("state DOWN") {
+        if tables.contains("halab_fault_")
+            && tables.contains("halab_links")
+            && link.contains("state DOWN")
+            && queued(client, "mangle")
+            && queued(client, "raw")
+        {
             break;
         }
         assert!(
@@ -243,12 +255,17 @@ fn kill_9_of_the_console_reverts_every_fault_within_2_s() {
     loop {
         let tables = in_ns(backup, &["nft", "list", "tables"]);
         let link = in_ns(logger, &["ip", "-o", "link", "show", "service"]);
-        if !tables.contains("halab_fault_") && !link.contains("state DOWN") {
+        if !tables.contains("halab_")
+            && !link.contains("state DOWN")
+            && !queued(client, "mangle")
+            && !queued(client, "raw")
+            && !queued(backup, "raw")
+        {
             break;
         }
         assert!(
             killed.elapsed() < Duration::from_secs(2),
-            "faults still in place 2 s after the console died: {tables} {link}"
+            "faults or link shapes still in place 2 s after the console died: {tables} {link}"
         );
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -482,7 +482,7 @@ impl FaultLedger {
     }
 
     /// A delay fault held that acts on the same link in the same direction, if any.
-    pub fn delay_overlapping(&self, interface: Option<&str>, direction: Direction) -> Option<u64> {
+    fn delay_overlapping(&self, interface: Option<&str>, direction: Direction) -> Option<u64> {
         self.active.iter().find_map(|(id, f)| match &f.action {
             FaultAction::Delay {
                 interface: other,

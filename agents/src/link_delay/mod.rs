@@ -32,6 +32,7 @@ pub mod worker;
 
 use error::LinkDelayError;
 use line::{Counters, DelayLine, Jitter, LineConfig};
+pub use rules::Stage;
 use rules::{PROGRAMS, Rule};
 use stats::{DirectionStats, Way};
 use std::sync::{Arc, Mutex};
@@ -65,6 +66,8 @@ pub struct Spec {
     pub egress: bool,
     /// Delay what enters the host.
     pub ingress: bool,
+    /// Where its rules go: a link's own delay, or a delay fault's (they add up).
+    pub stage: Stage,
     /// Delay only what enters from these MAC addresses (checked by the caller; a link's delay
     /// by sender, `halab_protocol::link`); empty: everything. Ingress only.
     pub source_macs: Vec<String>,
@@ -96,6 +99,7 @@ impl Spec {
             interface: None,
             egress: true,
             ingress: false,
+            stage: Stage::Fault,
             source_macs: Vec::new(),
             max_packets: 50_000,
             max_bytes: 64 << 20,
@@ -203,6 +207,7 @@ impl DelayLink {
                 for source_mac in &sources {
                     let rule = Rule {
                         program,
+                        stage: spec.stage,
                         way: d.way,
                         interface: spec.interface.clone(),
                         source_mac: source_mac.clone(),

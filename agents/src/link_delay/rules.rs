@@ -1,6 +1,7 @@
-//! The iptables rules that hand a link's packets to a delay line's queue: `mangle POSTROUTING`
-//! for what leaves the host, `mangle PREROUTING` for what enters it (before routing, so packets
-//! the host forwards are delayed too), IPv4 and IPv6 each.
+//! The iptables rules that hand a link's packets to a delay line's queue: `POSTROUTING` for
+//! what leaves the host, `PREROUTING` for what enters it (before routing, so packets the host
+//! forwards are delayed too), IPv4 and IPv6 each; in table `mangle` for a delay fault, `raw`
+//! for a link's own delay ([`Stage`]).
 //!
 //! Why iptables: the xtables NFQUEUE target runs through nftables' compat layer, while nft's own
 //! `queue` expression is missing from some kernels (this lab's among them). Why
@@ -14,10 +15,30 @@ use std::process::{Command, Stdio};
 /// The two families, one program each.
 pub const PROGRAMS: [&str; 2] = ["iptables", "ip6tables"];
 
+/// Which of the two places a line's rules go: a packet a queue lets go continues at the next
+/// table of the hook, not at the next rule, so two lines in one table's chain would never both
+/// see a packet. The link's own delay (the topology's) comes first, in `raw`; a delay fault
+/// comes after it, in `mangle`, and the two add up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Link,
+    Fault,
+}
+
+impl Stage {
+    pub fn table(self) -> &'static str {
+        match self {
+            Stage::Link => "raw",
+            Stage::Fault => "mangle",
+        }
+    }
+}
+
 /// One rule of a delay line, as installed (and so as removed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub program: &'static str,
+    pub stage: Stage,
     pub way: Way,
     /// The link (checked by the caller to be an interface name); `None`: every link but `lo`.
     pub interface: Option<String>,
@@ -36,7 +57,7 @@ impl Rule {
         };
         // `-w 5`: wait for the xtables lock at most 5 s (another rule being changed at the
         // same moment, by st-tcp's FIN hold say), not forever.
-        let mut a: Vec<String> = ["-w", "5", "-t", "mangle", op, chain]
+        let mut a: Vec<String> = ["-w", "5", "-t", self.stage.table(), op, chain]
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -106,6 +127,7 @@ mod tests {
     fn rules_hook_the_right_chain_and_device() {
         let r = Rule {
             program: "iptables",
+            stage: Stage::Fault,
             way: Way::Egress,
             interface: Some("eth1".into()),
             source_mac: None,
@@ -117,6 +139,7 @@ mod tests {
         );
         let r = Rule {
             program: "ip6tables",
+            stage: Stage::Fault,
             way: Way::Ingress,
             interface: None,
             source_mac: None,
@@ -128,6 +151,7 @@ mod tests {
         );
         let r = Rule {
             program: "iptables",
+            stage: Stage::Link,
             way: Way::Ingress,
             interface: Some("lan".into()),
             source_mac: Some("02:68:6c:00:01:00".into()),
@@ -135,7 +159,7 @@ mod tests {
         };
         assert_eq!(
             r.args("-A").join(" "),
-            "-w 5 -t mangle -A PREROUTING -i lan -m mac --mac-source 02:68:6c:00:01:00 -j NFQUEUE \
+            "-w 5 -t raw -A PREROUTING -i lan -m mac --mac-source 02:68:6c:00:01:00 -j NFQUEUE \
              --queue-num 19002 --queue-bypass"
         );
     }
