@@ -596,3 +596,34 @@ fn a_delay_fault_adds_to_the_links_own_delay() {
     assert!((50.0..=51.0).contains(&with), "with the fault: p50 {with}");
     assert!((40.0..=41.0).contains(&without), "reverted: p50 {without}");
 }
+
+/// A host powered off and on again is shaped again by its new agent, once: the client's link
+/// at 20 ms gives 40 ± 1 ms before the power cycle and after it, and the client holds one
+/// link-delay rule per family, not the dead agent's beside the new one's.
+#[test]
+fn a_powered_on_host_is_shaped_again() {
+    if !support::netns_available("a_powered_on_host_is_shaped_again") {
+        return;
+    }
+    let _serial = serial();
+    let mut up = Up::new("t-links-power", r#"delay = "20ms""#);
+    let before = quantile(&up.ping("10.31.0.1", 50), 0.5);
+    let tb = up.tb.as_mut().expect("testbed up");
+    up.rt
+        .block_on(tb.power_off("client"))
+        .unwrap_or_else(|e| panic!("power off: {}", halab::error::chain(&e)));
+    up.rt
+        .block_on(tb.power_on("client"))
+        .unwrap_or_else(|e| panic!("power on: {}", halab::error::chain(&e)));
+    let after = quantile(&up.ping("10.31.0.1", 50), 0.5);
+    let ns = local::host_ns(&up.name, "client");
+    let rules = support::run(
+        "ip",
+        &["netns", "exec", &ns, "iptables", "-w", "-t", "raw", "-S"],
+    );
+    let queued = rules.lines().filter(|l| l.contains("NFQUEUE")).count();
+    eprintln!("client link 20 ms: p50 {before:.3} ms, after a power cycle {after:.3} ms");
+    assert!((40.0..=41.0).contains(&before), "before: p50 {before}");
+    assert!((40.0..=41.0).contains(&after), "after: p50 {after}");
+    assert_eq!(queued, 1, "{rules}");
+}

@@ -581,10 +581,18 @@ fn forget_sockets(ns: &str) {
 /// host's FINs to a queue nobody reads once it serves again. Best effort: a host without nft or
 /// iptables has no such rules.
 fn forget_firewall(ns: &str) {
+    // Every table the agents write to: filter, and the delay lines' mangle (faults) and raw
+    // (the links' own delays). With iptables-nft `nft flush ruleset` takes them all; with
+    // iptables-legacy only these do. A stale delay-line rule would pass every packet undelayed
+    // (`--queue-bypass`) before the new agent's rule could see it.
     for (cmd, args) in [
         ("nft", &["flush", "ruleset"][..]),
         ("iptables", &["-w", "-F"][..]),
         ("iptables", &["-w", "-X"][..]),
+        ("iptables", &["-w", "-t", "mangle", "-F"][..]),
+        ("iptables", &["-w", "-t", "raw", "-F"][..]),
+        ("ip6tables", &["-w", "-t", "mangle", "-F"][..]),
+        ("ip6tables", &["-w", "-t", "raw", "-F"][..]),
     ] {
         let _ = Command::new("ip")
             .args(["netns", "exec", ns, cmd])
