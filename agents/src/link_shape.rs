@@ -12,7 +12,7 @@
 use crate::error::chain;
 use crate::faults::net::{self, NetError};
 use crate::link_delay::{self, DelayLink, error::LinkDelayError, line::Jitter};
-use halab_protocol::link::{IngressDelay, LinkPlan, is_mac};
+use halab_protocol::link::{IngressDelay, LineCount, LinkPlan, is_mac};
 use std::collections::BTreeSet;
 use thiserror::Error;
 
@@ -60,7 +60,8 @@ pub enum ShapeError {
 /// One running delay line of the shape.
 struct Line {
     interface: String,
-    detail: String,
+    /// Whom it delays: MAC addresses, or every other sender.
+    from: String,
     link: DelayLink,
 }
 
@@ -170,7 +171,7 @@ impl LinkShape {
                 );
                 self.lines.push(Line {
                     interface,
-                    detail: detail.clone(),
+                    from,
                     link,
                 });
                 details.push(detail);
@@ -214,9 +215,31 @@ impl LinkShape {
         (details.join("; "), problems)
     }
 
-    /// What each running line does, for the log.
-    pub fn describe(&self) -> Vec<&str> {
-        self.lines.iter().map(|l| l.detail.as_str()).collect()
+    /// What each line has done so far: its counters, and the kernel queue's own drops (read
+    /// from `/proc/net/netfilter/nfnetlink_queue`, this process's namespace: the host's).
+    pub fn counts(&self) -> Vec<LineCount> {
+        let proc =
+            std::fs::read_to_string("/proc/net/netfilter/nfnetlink_queue").unwrap_or_default();
+        self.lines
+            .iter()
+            .map(|l| {
+                let (delayed, dropped) = l.link.live().iter().fold((0, 0), |(d, x), (_, c)| {
+                    (d + c.released_packets, x + c.dropped_packets)
+                });
+                let kernel: u64 = l
+                    .link
+                    .queues()
+                    .iter()
+                    .filter_map(|(_, q)| crate::link_delay::stats::kernel_drops(&proc, *q))
+                    .sum();
+                LineCount {
+                    interface: l.interface.clone(),
+                    from: l.from.clone(),
+                    delayed,
+                    dropped: dropped + kernel,
+                }
+            })
+            .collect()
     }
 }
 

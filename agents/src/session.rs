@@ -235,6 +235,10 @@ where
                 }
             }
             ConsoleMsg::ShapeLinks { id, links } => shape_links(&mut shape, id, &links).await,
+            ConsoleMsg::LinkStats { id } => AgentMsg::LinkStats {
+                id,
+                lines: shape.counts(),
+            },
             ConsoleMsg::RevertFault { id } => {
                 // Nothing to answer for a fault this agent does not hold (any more).
                 let Some(r) = ledger
@@ -471,6 +475,7 @@ fn kind(msg: &ConsoleMsg) -> &'static str {
         ConsoleMsg::RevertFault { .. } => "revert-fault",
         ConsoleMsg::Mode { .. } => "mode",
         ConsoleMsg::ShapeLinks { .. } => "shape-links",
+        ConsoleMsg::LinkStats { .. } => "link-stats",
         ConsoleMsg::Shutdown => "shutdown",
     }
 }

@@ -470,6 +470,18 @@ workload = "echo"
     assert_eq!(records[0]["links"]["client.service"], "delay 10ms");
     assert!(ms(&records[0]) >= 2000.0, "{}", records[0]);
     assert!(ms(&records[1]) < 1000.0, "{}", records[1]);
+    // The delay lines' counts for the run: the client's line (every sender: its own link) and
+    // each server's line for the client's packets, together at least the 100 requests and the
+    // 100 replies; nothing dropped.
+    let lines = records[0]["delay_lines"].as_object().expect("delay_lines");
+    eprintln!("delay lines of the 10 ms run: {lines:?}");
+    let sum = |k: &str| lines.values().map(|l| l[k].as_u64().unwrap()).sum::<u64>();
+    assert!(
+        lines.contains_key("client.service from every other sender"),
+        "{lines:?}"
+    );
+    assert!(sum("delayed") >= 200, "{lines:?}");
+    assert_eq!(sum("dropped"), 0, "{lines:?}");
 }
 
 /// Must hold 2 of issue 15, through the topology's keys: the client's link at 100 Mbit/s and

@@ -15,7 +15,7 @@ pub mod sealed;
 pub mod sys;
 
 pub use frame::{FrameDecoder, FrameError, MAX_PAYLOAD, PROTOCOL_VERSION};
-pub use link::{IngressDelay, LinkPlan};
+pub use link::{IngressDelay, LineCount, LinkPlan};
 pub use message::{
     AgentMsg, Capabilities, ClientEvent, ClientResult, ClientSpec, ConnectionResult, ConsoleMsg,
     Direction, FaultAction, LogLevel, Probe, Role, RoleState, Workload,

@@ -43,6 +43,18 @@ pub struct IngressDelay {
     pub from_macs: Vec<String>,
 }
 
+/// What one delay line of the host's links has done since the links were shaped: packets
+/// delayed (let go) and dropped (the line full, or the kernel's queue).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineCount {
+    pub interface: String,
+    /// The senders it delays: their MAC addresses, or `every other sender`.
+    pub from: String,
+    pub delayed: u64,
+    pub dropped: u64,
+}
+
 impl LinkPlan {
     /// Whether this plan changes nothing on its link.
     pub fn is_plain(&self) -> bool {

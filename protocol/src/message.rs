@@ -365,6 +365,10 @@ pub enum ConsoleMsg {
         id: u64,
         links: Vec<crate::link::LinkPlan>,
     },
+    /// What the links' delay lines have done so far; answered by [`AgentMsg::LinkStats`].
+    LinkStats {
+        id: u64,
+    },
     /// Stop roles, revert everything held, answer [`AgentMsg::Bye`] and exit.
     Shutdown,
 }
@@ -482,6 +486,12 @@ pub enum AgentMsg {
     LinksFailed {
         id: u64,
         error: String,
+    },
+    /// Answer to [`ConsoleMsg::LinkStats`]: each delay line of the links' shape (none when
+    /// the links are plain or shaped by netem).
+    LinkStats {
+        id: u64,
+        lines: Vec<crate::link::LineCount>,
     },
     /// The host's load, sent every second once greeted: CPU busy over the last interval
     /// (0–100 % of all CPUs) and memory in use, as the host's /proc shows them (on provider

@@ -69,3 +69,78 @@ pub async fn set(
     }
     Ok(answers)
 }
+
+/// What the delay lines of the links have done so far, each host's (hosts powered off, or whose
+/// links no delay line shapes, answer nothing or nothing much). Messages that arrive meanwhile
+/// are set aside for the owner.
+pub async fn counts(
+    lab: &mut Lab<'_>,
+) -> Result<BTreeMap<String, Vec<halab_protocol::LineCount>>, LinksError> {
+    let mut out = BTreeMap::new();
+    let delayed = lab
+        .testbed
+        .links()
+        .values()
+        .flat_map(|nets| nets.values())
+        .any(|l| l.delay_us.is_some_and(|d| d > 0) || l.jitter_us.is_some_and(|j| j > 0));
+    if !delayed {
+        return Ok(out);
+    }
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 41);
+    let snapshot = lab.testbed.snapshot();
+    let mut waiting: BTreeMap<u64, String> = BTreeMap::new();
+    for h in &snapshot.hosts {
+        if h.state != crate::state::HostState::Connected {
+            continue;
+        }
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lab.send(&h.name, ConsoleMsg::LinkStats { id }).await?;
+        waiting.insert(id, h.name.clone());
+    }
+    let deadline = Instant::now() + COUNT_TIMEOUT;
+    while let Some((_, host)) = waiting.first_key_value() {
+        let host = host.clone();
+        let (from, msg) = lab
+            .next_until(deadline)
+            .await
+            .map_err(|source| LinksError::Wait { host, source })?;
+        match msg {
+            AgentMsg::LinkStats { id, lines } if waiting.contains_key(&id) => {
+                waiting.remove(&id);
+                out.insert(from, lines);
+            }
+            other => lab.set_aside(from, other),
+        }
+    }
+    Ok(out)
+}
+
+/// How long the agents together may take to say what their delay lines did.
+const COUNT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the delay lines did between two [`counts`]: `host.interface from <senders>` →
+/// (delayed, dropped). A line whose count went down belongs to an agent that restarted (a
+/// power cycle) and counts from its start.
+pub fn counted_between(
+    before: &BTreeMap<String, Vec<halab_protocol::LineCount>>,
+    after: &BTreeMap<String, Vec<halab_protocol::LineCount>>,
+) -> BTreeMap<String, (u64, u64)> {
+    let mut out = BTreeMap::new();
+    for (host, lines) in after {
+        for l in lines {
+            let was = before
+                .get(host)
+                .and_then(|b| {
+                    b.iter()
+                        .find(|x| x.interface == l.interface && x.from == l.from)
+                })
+                .filter(|b| b.delayed <= l.delayed && b.dropped <= l.dropped);
+            let (d0, x0) = was.map_or((0, 0), |b| (b.delayed, b.dropped));
+            out.insert(
+                format!("{host}.{} from {}", l.interface, l.from),
+                (l.delayed - d0, l.dropped - x0),
+            );
+        }
+    }
+    out
+}

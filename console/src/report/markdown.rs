@@ -97,6 +97,26 @@ fn summary(md: &mut String, input: &ReportInput<'_>, groups: &[Group<'_>]) {
         "Integrity".into(),
         format!("{ok} of {} ok", plural(records.len(), "run")),
     ]);
+    // The links' delay lines (only runs that had some): a drop there is a packet the emulated
+    // link lost beyond its configured loss.
+    let lined: Vec<&RunRecord> = records
+        .iter()
+        .filter(|r| !r.delay_lines.is_empty())
+        .collect();
+    if !lined.is_empty() {
+        let (delayed, dropped) = lined
+            .iter()
+            .flat_map(|r| r.delay_lines.values())
+            .fold((0u64, 0u64), |(d, x), l| (d + l.delayed, x + l.dropped));
+        t.row(vec![
+            "Delay-line drops".into(),
+            format!(
+                "{dropped} of {} packets ({})",
+                delayed + dropped,
+                plural(lined.len(), "run")
+            ),
+        ]);
+    }
     for mode in &modes {
         let s = Summary::of(
             records

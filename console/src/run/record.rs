@@ -6,6 +6,14 @@ use halab_workload::{IntegrityReport, LatencySummary};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// What one delay line of the links did during a run: packets it delayed (let go) and packets
+/// it dropped (its bounded queue full, or the kernel's queue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelayLineRecord {
+    pub delayed: u64,
+    pub dropped: u64,
+}
+
 /// One run's record. Field names are the product's interface (issue 3): keep them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -23,6 +31,11 @@ pub struct RunRecord {
     /// (the topology's, the experiment's `[links]` and the matrix cell's together).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub links: BTreeMap<String, String>,
+    /// What each delay line of the links did during the run, `host.interface from <senders>`
+    /// → packets delayed and dropped (its queue full, or the kernel's); empty when no link was
+    /// delayed by one (plain links, or netem).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub delay_lines: BTreeMap<String, DelayLineRecord>,
     pub workload: String,
     /// Bytes per connection (bulk, download, http), else null.
     pub size: Option<u64>,

@@ -6,7 +6,7 @@
 //! all hosts share one clock; elsewhere each reading is moved onto the console's clock with the
 //! offset estimated at hello (DESIGN §4, Clocks) before two hosts' times are subtracted.
 
-use super::record::{FaultRecord, ModeEventRecord, RunRecord};
+use super::record::{DelayLineRecord, FaultRecord, ModeEventRecord, RunRecord};
 use crate::experiment::{Experiment, FaultAt, FaultKind, FaultSpec, FaultTarget, RunPlan};
 use crate::lab::client::{DEFAULT_SIZE, client_spec, seed_for};
 use crate::lab::clock::{ms_between, shift_result, to_console_ns};
@@ -115,6 +115,8 @@ pub struct Runner<'a> {
     inbox: Inbox,
     experiment: &'a Experiment,
     next_id: u64,
+    /// What the links' delay lines did during the run in progress (for its record).
+    delay_lines: BTreeMap<String, DelayLineRecord>,
 }
 
 impl<'a> Runner<'a> {
@@ -140,6 +142,7 @@ impl<'a> Runner<'a> {
             inbox,
             experiment,
             next_id: 1,
+            delay_lines: BTreeMap::new(),
         }
     }
 
@@ -175,6 +178,7 @@ impl<'a> Runner<'a> {
             Err(e) => failed_record(self.experiment, plan, &snapshot, crate::error::chain(&e)),
         };
         record.started_unix_ms = started_unix_ms;
+        record.delay_lines = std::mem::take(&mut self.delay_lines);
         record
     }
 
@@ -216,12 +220,37 @@ impl<'a> Runner<'a> {
         let mut spec = self.client_spec(plan);
         spec.mode = mode;
         let mut log = FaultLog::default();
+        let before = self.line_counts(&mut log).await;
         let outcome = self.client_run(&spec, &plan.faults, &mut log).await;
+        // The delay lines' counts before the revert: a power-on's new agent counts afresh.
+        let after = self.line_counts(&mut log).await;
+        self.delay_lines = crate::lab::links::counted_between(&before, &after)
+            .into_iter()
+            .map(|(line, (delayed, dropped))| (line, DelayLineRecord { delayed, dropped }))
+            .collect();
         // Revert: every fault undone and every server role running for the next run,
         // whatever happened; the revert times go into the record.
         self.revert(&mut log).await;
         let result = outcome?;
         Ok((result.clone(), log.finish(result.started_ns)))
+    }
+
+    /// What the links' delay lines have done so far, by host (nothing when no link is delayed
+    /// by one); a host that does not answer in time is left out, and said so in the log.
+    async fn line_counts(
+        &mut self,
+        log: &mut FaultLog,
+    ) -> BTreeMap<String, Vec<halab_protocol::LineCount>> {
+        let snapshot = self.testbed.snapshot();
+        let mut lab = self.lab();
+        let counts = crate::lab::links::counts(&mut lab).await;
+        for (host, msg) in lab.take_set_aside() {
+            log.note(&snapshot, &host, msg);
+        }
+        counts.unwrap_or_else(|e| {
+            tracing::warn!(error = %crate::error::chain(&e), "delay lines not counted");
+            BTreeMap::new()
+        })
     }
 
     /// Starts every role but the clients' that is not running under the testbed's mode (an
@@ -716,6 +745,7 @@ fn base_record(exp: &Experiment, plan: &RunPlan, snapshot: &TestbedState) -> Run
         mode_params: s.mode.behaviour().record_params(s),
         params: plan.params.clone(),
         links: crate::experiment::links::record_of(&plan.links),
+        delay_lines: BTreeMap::new(),
         workload: s.workload.as_str().to_string(),
         size: s
             .workload
