@@ -318,7 +318,7 @@ fn a_20ms_client_link_is_a_40ms_rtt_to_the_servers() {
         quantile(&rtts, 0.99),
         rtts[rtts.len() - 1]
     );
-    assert!((40.0..=41.0).contains(&p50), "p50 {p50}: {rtts:?}");
+    assert!((39.0..=41.0).contains(&p50), "p50 {p50}: {rtts:?}");
     assert!(rtts[0] >= 40.0, "a ping under 40 ms: {rtts:?}");
     let backup = quantile(&up.ping("10.31.0.2", 50), 0.5);
     assert!(
@@ -354,11 +354,12 @@ fn a_20ms_client_link_is_a_40ms_rtt_to_the_servers() {
 /// Must hold 1, the jitter: the client's link 20 ± 5 ms (uniform, netem's default). A ping
 /// crosses that link twice, each way its own draw: the RTT is 40 ms plus the sum of two
 /// uniform draws in ± 5 ms, a triangle on [30, 50] ms with p10 34.47, p50 40, p90 45.53 and
-/// a standard deviation of 5·√(2/3) = 4.08 ms. Over 400 pings, with tolerances at least four
-/// standard errors wide (p10 and p90: 0.34 ms, p50: 0.25 ms; the deviation's 0.15 ms), and the
-/// releases' lateness (tenths of a ms) on top:
+/// a standard deviation of 5·√(2/3) = 4.08 ms, plus the two releases' lateness (0.2–0.7 ms
+/// together). Over 1000 pings a quantile's estimate varies by about 0.3 ms from run to run
+/// (measured: the p50 of 400 pings spread 39.8–41.3 over ten runs), so the bounds are four of
+/// those wide around the expected value with its lateness:
 /// - nothing below 30 ms; at most 5 % above 52 ms (a late wake-up on this shared machine);
-/// - p10 34.5 ± 1.5 ms, p50 40 ± 1.25 ms, p90 45.5 ± 1.5 ms; deviation 4.08 ± 0.6 ms.
+/// - p10 34.5 +2 / −1.5 ms, p50 40 +2 / −1 ms, p90 45.5 +2 / −1.5 ms; deviation 4.08 ± 0.6 ms.
 #[test]
 fn a_jittered_client_link_spreads_the_rtt_as_two_uniform_draws() {
     if !support::netns_available("a_jittered_client_link_spreads_the_rtt_as_two_uniform_draws") {
@@ -366,7 +367,7 @@ fn a_jittered_client_link_spreads_the_rtt_as_two_uniform_draws() {
     }
     let _serial = serial();
     let up = Up::new("t-links-jitter", r#"delay = "20ms", jitter = "5ms""#);
-    let rtts = up.ping("10.31.0.1", 400);
+    let rtts = up.ping("10.31.0.1", 1000);
     let n = rtts.len() as f64;
     let mean = rtts.iter().sum::<f64>() / n;
     let sd = (rtts.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
@@ -383,10 +384,10 @@ fn a_jittered_client_link_spreads_the_rtt_as_two_uniform_draws() {
     );
     assert!(rtts[0] >= 30.0, "{rtts:?}");
     let late = rtts.iter().filter(|r| **r > 52.0).count();
-    assert!(late <= 20, "{late} of 400 above 52 ms: {rtts:?}");
-    assert!((33.0..=36.0).contains(&p10), "p10 {p10}");
-    assert!((38.75..=41.25).contains(&p50), "p50 {p50}");
-    assert!((44.0..=47.0).contains(&p90), "p90 {p90}");
+    assert!(late <= 50, "{late} of 1000 above 52 ms: {rtts:?}");
+    assert!((33.0..=36.5).contains(&p10), "p10 {p10}");
+    assert!((39.0..=42.0).contains(&p50), "p50 {p50}");
+    assert!((44.0..=47.5).contains(&p90), "p90 {p90}");
     assert!((3.48..=4.68).contains(&sd), "sd {sd}");
 }
 

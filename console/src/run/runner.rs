@@ -700,6 +700,20 @@ impl FaultLog {
     }
 }
 
+/// Faults sent in time that took effect only after the client had finished (a fault at 40 %
+/// of a 12 ms run that took 30 ms to land): the run saw none of them, and says so rather than
+/// passing for a faulted run.
+fn flag_late(faults: &mut [FaultRecord], duration_ms: f64) {
+    for f in faults.iter_mut().filter(|f| f.error.is_none()) {
+        if let Some(at) = f.at_ms.filter(|at| *at > duration_ms) {
+            f.error = Some(format!(
+                "took effect {at:.1} ms into the run, after the client had finished at \
+                 {duration_ms:.1} ms: the run saw no fault"
+            ));
+        }
+    }
+}
+
 /// A fraction of a run as the client's progress mark, in millionths (clamped to 0..=1).
 fn fraction_ppm(x: f64) -> u32 {
     (x.clamp(0.0, 1.0) * 1e6).round() as u32
@@ -837,6 +851,11 @@ pub fn compose(
             r.throughput_10ms[shift + k] += b;
         }
     }
+    let mut faults = faults;
+    flag_late(
+        &mut faults,
+        (result.ended_ns.saturating_sub(start)) as f64 / 1e6,
+    );
     let fault_error = faults
         .iter()
         .find_map(|f| f.error.as_ref().map(|e| format!("fault {}: {e}", f.kind)));
@@ -869,6 +888,31 @@ pub fn compose(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fault_that_landed_after_the_client_finished_is_flagged() {
+        let fault = |at_ms: Option<f64>| FaultRecord {
+            kind: "nic-down".into(),
+            target: "primary".into(),
+            host: "primary".into(),
+            scheduled_ms: Some(5.0),
+            at_ms,
+            reverted_ms: None,
+            revert_reason: None,
+            detail: String::new(),
+            error: None,
+        };
+        let mut faults = vec![fault(Some(48.0)), fault(Some(6.0)), fault(None)];
+        flag_late(&mut faults, 14.4);
+        assert!(
+            faults[0]
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("after the client had finished at 14.4 ms")),
+            "{faults:?}"
+        );
+        assert!(faults[1].error.is_none() && faults[2].error.is_none());
+    }
 
     #[test]
     fn fractions_become_millionths_and_read_back_as_percent() {
