@@ -115,6 +115,51 @@ fn two_server_topology_loads() {
     assert!(t.hosts.iter().all(|h| h.ssh.is_none()));
 }
 
+/// The craft testbed (issue 16): the service address on the balancer, the balancer and both
+/// proxies on its network, the logger between the proxies' network and the backends'.
+#[test]
+fn craft_topology_loads() {
+    let t = load(Path::new("../topologies/craft.toml")).unwrap_or_else(|e| panic!("{e}"));
+    check_invariants(&t);
+    assert_eq!(t.run.mode, Mode::Craft);
+    assert_eq!(t.service_address_role, Role::Lb);
+    assert_eq!(t.service_network().name, "front");
+    for role in [Role::Lb, Role::Proxy, Role::Client] {
+        assert!(
+            t.hosts_with(role)
+                .all(|h| h.addresses.contains_key("front")),
+            "{role}"
+        );
+    }
+    assert_eq!(t.hosts_with(Role::Proxy).count(), 2);
+    let logger = t.hosts_with(Role::Logger).next().expect("a logger");
+    assert!(logger.addresses.contains_key("mid") && logger.addresses.contains_key("back"));
+    for role in [Role::Primary, Role::Backup] {
+        assert!(
+            t.hosts_with(role).all(|h| h.addresses.keys().eq(["back"])),
+            "{role}"
+        );
+    }
+}
+
+/// The wan example: the client's link shaped, everything else plain.
+#[test]
+fn wan_topology_loads() {
+    let t = load(Path::new("../topologies/wan.toml")).unwrap_or_else(|e| panic!("{e}"));
+    check_invariants(&t);
+    let shaped: Vec<(&str, &str)> = t
+        .hosts
+        .iter()
+        .flat_map(|h| h.links.keys().map(move |n| (h.name.as_str(), n.as_str())))
+        .collect();
+    assert_eq!(shaped, [("client", "service")]);
+    let l = t.hosts.iter().find(|h| h.name == "client").unwrap().links["service"];
+    assert_eq!(
+        (l.rate_bps, l.delay_us, l.jitter_us, l.loss_ppm),
+        (Some(20_000_000), Some(40_000), Some(2_000), None)
+    );
+}
+
 #[test]
 fn three_server_topology_loads() {
     let t = load(Path::new("../topologies/three-server.toml")).unwrap_or_else(|e| panic!("{e}"));
@@ -329,8 +374,12 @@ fn check_invariants(t: &Topology) {
         Mode::Craft => {}
     }
     assert!(t.hosts_with(Role::Client).count() >= 1);
-    let primary = t.hosts_with(Role::Primary).next().expect("primary");
-    assert!(primary.addresses.contains_key(&service_net.name));
+    // The host the mode puts the service address on (the primary; craft's balancer).
+    let holder = t
+        .hosts_with(t.service_address_role)
+        .next()
+        .expect("a holder of the service address");
+    assert!(holder.addresses.contains_key(&service_net.name));
     if t.provider == Provider::Local {
         assert!(t.known_hosts.is_none());
     }

@@ -121,6 +121,13 @@ pub trait FailoverMode: Sync {
         Role::Primary
     }
 
+    /// Roles whose hosts must have an address on the service address's network besides the
+    /// holder's: where the mode moves packets between them by MAC address (craft's balancer
+    /// and proxies).
+    fn service_network_roles(&self) -> &'static [Role] {
+        &[]
+    }
+
     /// The roles whose process a process fault hits, in the order a host holding several is
     /// tried: the roles that run the service's processes under this mode.
     fn process_roles(&self) -> &'static [Role] {

@@ -33,6 +33,12 @@ impl FailoverMode for Craft {
         Role::Lb
     }
 
+    /// The balancer hands each client packet to a proxy by rewriting its destination MAC
+    /// address, so the proxies share its network (the service address's).
+    fn service_network_roles(&self) -> &'static [Role] {
+        &[Role::Lb, Role::Proxy]
+    }
+
     fn run_keys(&self) -> RunKeys {
         RunKeys {
             heartbeat: true,

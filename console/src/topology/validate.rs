@@ -170,6 +170,7 @@ pub(crate) fn topology(
         service_network,
         service_address,
     );
+    check_service_network_roles(&mut r, &hosts, run.mode, service_network);
     r.finish()?;
 
     let hosts = hosts
@@ -1368,6 +1369,41 @@ fn check_roles(
                     "the service address {service} is on network `{net_name}` ({}); \
                      add `{net_name} = \"...\"` to the {holder_role}'s addresses",
                     net.subnet
+                ),
+            );
+        }
+    }
+}
+
+/// The hosts of the roles the mode needs on the service network
+/// ([`crate::modes::FailoverMode::service_network_roles`]) each have an address there.
+fn check_service_network_roles(
+    r: &mut Reporter,
+    hosts: &[HostDraft],
+    mode: Mode,
+    service_network: Option<&Network>,
+) {
+    let Some(net) = service_network else {
+        return;
+    };
+    for &role in mode.behaviour().service_network_roles() {
+        for h in hosts.iter().filter(|h| h.has(role).is_some()) {
+            if h.addresses.iter().any(|(n, _)| n.get_ref() == &net.name) {
+                continue;
+            }
+            r.error(
+                h.raw.get_ref().addresses.span(),
+                format!(
+                    "the {role} `{}` has no address on network `{}`",
+                    h.name, net.name
+                ),
+                format!(
+                    "under mode `{mode}` every {role} shares the service address's network \
+                     (`{}`, {}): {}; add `{} = \"...\"` to its addresses",
+                    net.name,
+                    net.subnet,
+                    role_purpose(role),
+                    net.name
                 ),
             );
         }
