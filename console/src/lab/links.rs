@@ -39,32 +39,23 @@ pub async fn set(
         return Ok(answers);
     }
     let changed = lab.testbed.set_links(links).await?;
-    // Ids far from the runner's fault ids; unique per request within this console.
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 40);
-    let mut waiting: BTreeMap<u64, String> = BTreeMap::new();
-    for (host, plans) in changed {
-        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        lab.send(&host, ConsoleMsg::ShapeLinks { id, links: plans })
-            .await?;
-        waiting.insert(id, host);
-    }
-    let deadline = Instant::now() + SHAPE_TIMEOUT;
-    while let Some((_, host)) = waiting.first_key_value() {
-        let host = host.clone();
-        let (from, msg) = lab
-            .next_until(deadline)
-            .await
-            .map_err(|source| LinksError::Wait { host, source })?;
-        match msg {
-            AgentMsg::LinksShaped { id, detail } if waiting.contains_key(&id) => {
-                tracing::info!(host = %from, %detail, "links shaped for the run");
-                waiting.remove(&id);
-                answers.push((from, detail));
+    let requests = changed
+        .into_iter()
+        .map(|(host, plans)| (host, move |id| ConsoleMsg::ShapeLinks { id, links: plans }))
+        .collect();
+    for (host, answer) in ask_each(lab, requests, SHAPE_TIMEOUT, |msg| match msg {
+        AgentMsg::LinksShaped { id, detail } => Some((*id, Ok(detail.clone()))),
+        AgentMsg::LinksFailed { id, error } => Some((*id, Err(error.clone()))),
+        _ => None,
+    })
+    .await?
+    {
+        match answer {
+            Ok(detail) => {
+                tracing::info!(%host, %detail, "links shaped for the run");
+                answers.push((host, detail));
             }
-            AgentMsg::LinksFailed { id, error } if waiting.contains_key(&id) => {
-                return Err(LinksError::Refused { host: from, error });
-            }
-            other => lab.set_aside(from, other),
+            Err(error) => return Err(LinksError::Refused { host, error }),
         }
     }
     Ok(answers)
@@ -86,33 +77,56 @@ pub async fn counts(
     if !delayed {
         return Ok(out);
     }
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 41);
-    let snapshot = lab.testbed.snapshot();
-    let mut waiting: BTreeMap<u64, String> = BTreeMap::new();
-    for h in &snapshot.hosts {
-        if h.state != crate::state::HostState::Connected {
-            continue;
-        }
-        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        lab.send(&h.name, ConsoleMsg::LinkStats { id }).await?;
-        waiting.insert(id, h.name.clone());
+    let requests = lab
+        .testbed
+        .snapshot()
+        .hosts
+        .into_iter()
+        .filter(|h| h.state == crate::state::HostState::Connected)
+        .map(|h| (h.name, |id| ConsoleMsg::LinkStats { id }))
+        .collect();
+    for (host, lines) in ask_each(lab, requests, COUNT_TIMEOUT, |msg| match msg {
+        AgentMsg::LinkStats { id, lines } => Some((*id, lines.clone())),
+        _ => None,
+    })
+    .await?
+    {
+        out.insert(host, lines);
     }
-    let deadline = Instant::now() + COUNT_TIMEOUT;
+    Ok(out)
+}
+
+/// Sends each host its request (made from a fresh id) and waits, `timeout` at most in all, for
+/// the answer `answer` recognises by that id; other messages are set aside for the owner.
+/// The answers in arrival order.
+async fn ask_each<T>(
+    lab: &mut Lab<'_>,
+    requests: Vec<(String, impl FnOnce(u64) -> ConsoleMsg)>,
+    timeout: Duration,
+    answer: impl Fn(&AgentMsg) -> Option<(u64, T)>,
+) -> Result<Vec<(String, T)>, LinksError> {
+    // Ids far from the runner's fault ids; unique per request within this console.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 40);
+    let mut waiting: BTreeMap<u64, String> = BTreeMap::new();
+    for (host, request) in requests {
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lab.send(&host, request(id)).await?;
+        waiting.insert(id, host);
+    }
+    let deadline = Instant::now() + timeout;
+    let mut answers = Vec::new();
     while let Some((_, host)) = waiting.first_key_value() {
         let host = host.clone();
         let (from, msg) = lab
             .next_until(deadline)
             .await
             .map_err(|source| LinksError::Wait { host, source })?;
-        match msg {
-            AgentMsg::LinkStats { id, lines } if waiting.contains_key(&id) => {
-                waiting.remove(&id);
-                out.insert(from, lines);
-            }
-            other => lab.set_aside(from, other),
+        match answer(&msg) {
+            Some((id, t)) if waiting.remove(&id).is_some() => answers.push((from, t)),
+            _ => lab.set_aside(from, msg),
         }
     }
-    Ok(out)
+    Ok(answers)
 }
 
 /// How long the agents together may take to say what their delay lines did.
