@@ -74,10 +74,6 @@ pub struct LinkShape {
 }
 
 impl LinkShape {
-    pub fn is_plain(&self) -> bool {
-        self.lines.is_empty() && !self.loss_table
-    }
-
     /// Shapes the links as `plans` says. Checks the whole plan first; on a failure half way,
     /// removes what it had set up, so that nothing of the plan stays.
     pub async fn apply(plans: &[LinkPlan], seed: u64) -> Result<(LinkShape, String), ShapeError> {

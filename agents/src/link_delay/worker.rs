@@ -86,9 +86,9 @@ impl Worker {
         self.drain();
         self.stats.counters = self.line.counters();
         // thread-self: /proc/net is the process's namespace, and this thread's may differ (a
-        // benchmark runs the line in a namespace a thread entered). Read a few times: the
-        // file is walked under RCU, and a walk racing another queue's change in the namespace
-        // can miss an entry.
+        // benchmark runs the line in a namespace a thread entered). Read a few times: one
+        // stop in 16 found its queue missing from the file while the link's other direction
+        // was stopping; the report says why when it stays missing.
         const PROC: &str = "/proc/thread-self/net/netfilter/nfnetlink_queue";
         let queue = self.queue.queue();
         let mut why = String::new();

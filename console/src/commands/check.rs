@@ -307,7 +307,7 @@ fn print_links(topo: &Topology, probes: &[ProbeResult]) {
             let mut how = Vec::new();
             if let Some(r) = l.rate_bps {
                 what.push(format!("rate {}", show_rate(r)));
-                if !(delays == DelayMechanism::Netem && l.delay_us.is_some()) {
+                if !(delays == DelayMechanism::Netem && l.delays()) {
                     how.push("tbf on both ends".to_string());
                 }
             }

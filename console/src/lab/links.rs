@@ -73,7 +73,7 @@ pub async fn counts(
         .links()
         .values()
         .flat_map(|nets| nets.values())
-        .any(|l| l.delay_us.is_some_and(|d| d > 0) || l.jitter_us.is_some_and(|j| j > 0));
+        .any(|l| l.delays());
     if !delayed {
         return Ok(out);
     }

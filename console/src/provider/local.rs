@@ -230,11 +230,10 @@ fn build(topo: &Topology, res: &mut LocalResources) -> Result<(), LocalError> {
     //    link, the host's side for what it sends, the switch's port for what it receives.
     //    Loss, and delays where the kernel has no netem, are the host's agent's (they go with
     //    it: the dead-man switch; `topology::link_plan`).
-    let delayed = topo.hosts.iter().any(|h| {
-        h.links
-            .values()
-            .any(|l| l.delay_us.is_some_and(|d| d > 0) || l.jitter_us.is_some_and(|j| j > 0))
-    });
+    let delayed = topo
+        .hosts
+        .iter()
+        .any(|h| h.links.values().any(|l| l.delays()));
     if delayed && has_netem(&res.switch_namespace) {
         res.link_delays = DelayMechanism::Netem;
     }
@@ -305,9 +304,8 @@ pub fn relink(old: &Topology, new: &Topology, res: &LocalResources) -> Result<()
 /// The root qdisc of each end of a link shaped `link`, if it needs one: netem when `delays` is
 /// netem and the link has a delay or jitter (its rate then netem's own), else tbf for a rate.
 fn link_qdisc(link: &crate::topology::LinkShape, delays: DelayMechanism) -> Option<String> {
-    let delay_us = link.delay_us.unwrap_or(0);
-    let jitter_us = link.jitter_us.unwrap_or(0);
-    if delays == DelayMechanism::Netem && (delay_us > 0 || jitter_us > 0) {
+    if delays == DelayMechanism::Netem && link.delays() {
+        let (delay_us, jitter_us) = (link.delay_us.unwrap_or(0), link.jitter_us.unwrap_or(0));
         let jitter = if jitter_us > 0 {
             format!(" {jitter_us}us")
         } else {

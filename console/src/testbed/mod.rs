@@ -907,14 +907,12 @@ fn start_agent(
         topo.hosts.iter().position(|h| h.name == host.name),
         local_res,
     ) {
-        (Some(index), Some(res)) if topo.provider == Provider::Local => {
-            crate::topology::link_plan::plans_of(
-                topo,
-                index,
-                local::host_mac,
-                res.link_delays.by_agents(),
-            )
-        }
+        (Some(index), Some(res)) => crate::topology::link_plan::plans_of(
+            topo,
+            index,
+            local::host_mac,
+            res.link_delays.by_agents(),
+        ),
         _ => Vec::new(),
     };
     async move {

@@ -30,41 +30,11 @@ pub fn plans_of(
             continue;
         }
         let own = receiver.links.get(&net.name).copied().unwrap_or_default();
-        let own_delay = own.delay_us.unwrap_or(0);
-        let own_jitter = own.jitter_us.unwrap_or(0);
-        // The senders on this network, grouped by what their own link adds.
-        let mut by_added: BTreeMap<(u64, u64), Vec<String>> = BTreeMap::new();
-        for (si, sender) in topo.hosts.iter().enumerate() {
-            if si == host_index || !sender.addresses.contains_key(&net.name) {
-                continue;
-            }
-            let theirs: LinkShape = sender.links.get(&net.name).copied().unwrap_or_default();
-            let added = (theirs.delay_us.unwrap_or(0), theirs.jitter_us.unwrap_or(0));
-            if added != (0, 0) {
-                by_added.entry(added).or_default().push(mac(si, ni));
-            }
-        }
-        let mut ingress: Vec<IngressDelay> = by_added
-            .into_iter()
-            .map(|((delay, jitter), macs)| IngressDelay {
-                delay_us: delay + own_delay,
-                jitter_us: [jitter, own_jitter]
-                    .into_iter()
-                    .filter(|j| *j > 0)
-                    .collect(),
-                from_macs: macs,
-            })
-            .collect();
-        if own_delay > 0 || own_jitter > 0 {
-            ingress.push(IngressDelay {
-                delay_us: own_delay,
-                jitter_us: vec![own_jitter].into_iter().filter(|j| *j > 0).collect(),
-                from_macs: Vec::new(),
-            });
-        }
-        if !delays {
-            ingress.clear();
-        }
+        let ingress = if delays {
+            way_in(topo, host_index, ni, &own, &mac)
+        } else {
+            Vec::new()
+        };
         let plan = LinkPlan {
             interface: net.name.clone(),
             loss_ppm: own.loss_ppm.unwrap_or(0),
@@ -77,13 +47,48 @@ pub fn plans_of(
     plans
 }
 
-/// Whether any host's link has a delay, jitter or loss (which the agents apply).
-pub fn needs_agents(topo: &Topology) -> bool {
-    topo.hosts.iter().any(|h| {
-        h.links
-            .values()
-            .any(|l| l.delay_us.is_some() || l.jitter_us.is_some() || l.loss_ppm.is_some())
-    })
+/// What enters host `host_index` through its link to network `ni` (its own link `own`) waits,
+/// by sender: the senders whose own link adds the same, together; every other sender, its own
+/// link's delay alone.
+fn way_in(
+    topo: &Topology,
+    host_index: usize,
+    ni: usize,
+    own: &LinkShape,
+    mac: &impl Fn(usize, usize) -> String,
+) -> Vec<IngressDelay> {
+    let net = &topo.networks[ni].name;
+    let (own_delay, own_jitter) = (own.delay_us.unwrap_or(0), own.jitter_us.unwrap_or(0));
+    let mut by_added: BTreeMap<(u64, u64), Vec<String>> = BTreeMap::new();
+    for (si, sender) in topo.hosts.iter().enumerate() {
+        if si == host_index || !sender.addresses.contains_key(net) {
+            continue;
+        }
+        let theirs = sender.links.get(net).copied().unwrap_or_default();
+        let added = (theirs.delay_us.unwrap_or(0), theirs.jitter_us.unwrap_or(0));
+        if added != (0, 0) {
+            by_added.entry(added).or_default().push(mac(si, ni));
+        }
+    }
+    let mut ingress: Vec<IngressDelay> = by_added
+        .into_iter()
+        .map(|((delay, jitter), macs)| IngressDelay {
+            delay_us: delay + own_delay,
+            jitter_us: [jitter, own_jitter]
+                .into_iter()
+                .filter(|j| *j > 0)
+                .collect(),
+            from_macs: macs,
+        })
+        .collect();
+    if own.delays() {
+        ingress.push(IngressDelay {
+            delay_us: own_delay,
+            jitter_us: [own_jitter].into_iter().filter(|j| *j > 0).collect(),
+            from_macs: Vec::new(),
+        });
+    }
+    ingress
 }
 
 #[cfg(test)]
@@ -159,7 +164,7 @@ addresses = {{ lan = "10.0.0.2" }}
                 }],
             }]
         );
-        assert!(needs_agents(&t));
+        assert!(t.hosts[0].links["lan"].delays());
     }
 
     /// Every link 10 ms (the network's setting): between any two hosts 20 ms each way, so a
@@ -200,7 +205,11 @@ loss = "1%""#,
     #[test]
     fn rate_alone_needs_no_agent() {
         let t = topo(r#"rate = "100Mbit""#, "");
-        assert!(!needs_agents(&t));
+        assert!(
+            t.hosts
+                .iter()
+                .all(|h| h.links.values().all(|l| !l.delays()))
+        );
         assert!((0..3).all(|h| plans_of(&t, h, mac, true).is_empty()));
     }
 }

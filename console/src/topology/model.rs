@@ -117,6 +117,11 @@ impl LinkShape {
         *self == LinkShape::default()
     }
 
+    /// Whether packets crossing the link wait (a delay or a jitter above zero).
+    pub fn delays(&self) -> bool {
+        self.delay_us.is_some_and(|d| d > 0) || self.jitter_us.is_some_and(|j| j > 0)
+    }
+
     /// `over`'s settings where it has them, this one's elsewhere.
     pub fn overlaid(self, over: LinkShape) -> LinkShape {
         LinkShape {
