@@ -9,8 +9,18 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use support::{agent_bin, halab_bin, netns_available};
+
+/// The tests take turns: each runs a bulk workload under st-tcp with 200 ms heartbeats, and
+/// three at once on a 2-core machine (95 % CPU, seen in CI) can starve a primary's heartbeats
+/// long enough for its backup to take over and fence it before the test's own `p` arrives.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// The topology the test brings up, relative to the console crate.
 const TOPOLOGY: &str = "../topologies/two-server.toml";
@@ -177,6 +187,7 @@ fn dashboard_power_off_of_the_primary_shows_the_failover_and_quit_leaves_nothing
     if !netns_available(test) || !tmux_available(test) {
         return;
     }
+    let _serial = serial();
     let tmux = Tmux::start(TESTBED);
     let hosts = 4;
     tmux.wait_for(
@@ -300,6 +311,7 @@ fn halab_down_from_another_terminal_closes_the_dashboard_and_tears_down() {
     if !netns_available(test) || !tmux_available(test) {
         return;
     }
+    let _serial = serial();
     let tmux = Tmux::start(TESTBED_DOWN);
     let hosts = 4;
     tmux.wait_for(
@@ -442,6 +454,7 @@ fn dashboard_fail_rejoin_fail_again_shows_both_takeovers_and_the_vip_moving() {
     if !netns_available(test) || !tmux_available(test) {
         return;
     }
+    let _serial = serial();
     let tmux = Tmux::start(TESTBED_REJOIN);
     let hosts = 4;
     let up = format!("hosts {hosts}/{hosts} up");
