@@ -492,30 +492,42 @@ fn run_lib_on<T, U>(
 /// Rate-limits the primary's service link (tbf; the kernel has no netem) so that the short
 /// echo and interactive runs last long enough for a fault in their middle: 100 exchanges
 /// would otherwise be over before a power-off has finished.
-fn shape_primary(rate: &'static str) -> impl FnOnce(&str) {
-    move |name: &str| {
-        support::run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &local::host_ns(name, "primary"),
-                "tc",
-                "qdisc",
-                "add",
-                "dev",
-                "service",
-                "root",
-                "tbf",
-                "rate",
-                rate,
-                "burst",
-                "16kb",
-                "latency",
-                "300ms",
-            ],
-        );
-    }
+fn shape_primary(rate_bps: u64) -> impl FnOnce(&str) {
+    move |name: &str| shape_service(&local::host_ns(name, "primary"), rate_bps, 16_000, 300)
+}
+
+/// A tbf of `rate_bps` on namespace `ns`'s service link, with a `pfifo_fast` under it (the
+/// kernel has no `prio`) whose three bands each hold about `queue_ms` at the rate. The agents
+/// mark heartbeats priority 6, band 0, as a network serving heartbeats first would: behind one
+/// shared queue kept full by bulk data, a beat is late by the queue's length or dropped at its
+/// tail, three in a row now and then, and the peer rightly takes the link for lost.
+/// Replaces what was there.
+fn shape_service(ns: &str, rate_bps: u64, burst_bytes: u64, queue_ms: u64) {
+    let ip = |args: &[&str]| {
+        let mut all = vec!["netns", "exec", ns];
+        all.extend_from_slice(args);
+        support::run("ip", &all);
+    };
+    // pfifo_fast's bands hold txqueuelen packets each, taken when it is created.
+    let packets = ((rate_bps / 8 * queue_ms / 1000 + burst_bytes) / 1500).max(4);
+    let packets = packets.to_string();
+    ip(&["ip", "link", "set", "service", "txqueuelen", &packets]);
+    let rate = format!("{rate_bps}bit");
+    let burst = burst_bytes.to_string();
+    let latency = format!("{queue_ms}ms");
+    let qdisc = ["tc", "qdisc", "replace", "dev", "service"];
+    ip(&[
+        &qdisc[..],
+        &[
+            "root", "handle", "1:", "tbf", "rate", &rate, "burst", &burst, "latency", &latency,
+        ],
+    ]
+    .concat());
+    ip(&[
+        &qdisc[..],
+        &["parent", "1:1", "handle", "10:", "pfifo_fast"],
+    ]
+    .concat());
 }
 
 const POWER_OFF_AT_40: &str =
@@ -534,12 +546,12 @@ fn builtin_clients_survive_power_off_of_the_primary() {
             "name = \"st-{w}\"\n[run]\nmode = \"st-tcp\"\nworkload = \"{w}\"\n{POWER_OFF_AT_40}"
         )
     };
-    let mut records = run_lib("t-st-echo", 200, &one("echo"), shape_primary("100kbit"));
+    let mut records = run_lib("t-st-echo", 200, &one("echo"), shape_primary(100_000));
     records.extend(run_lib(
         "t-st-inter",
         200,
         &one("interactive"),
-        shape_primary("2mbit"),
+        shape_primary(2_000_000),
     ));
     records.extend(run_lib(
         "t-st-bulk",
@@ -821,7 +833,7 @@ fn crash_with_cleanup_holds_the_fin_and_the_backup_takes_over() {
         200,
         &exp,
         |name| {
-            shape_primary("200mbit")(name);
+            shape_primary(200_000_000)(name);
             support::capture::Capture::start(&local::host_ns(name, "client"), 7070)
         },
         |_, c| c,
@@ -912,7 +924,7 @@ fn tap_omissions_are_recovered_from_the_logger_and_the_takeover_is_exact() {
     }
     let _s = serial();
     let mut lab = Lab::up_with("t-st-log", |c| c.tap_drop_every = 7);
-    shape_primary("2mbit")(&lab.name);
+    shape_primary(2_000_000)(&lab.name);
     let mode = lab.tb.as_ref().unwrap().mode().clone();
     let spec = halab_protocol::ClientSpec {
         workload: halab_protocol::Workload::Interactive,
@@ -1000,19 +1012,6 @@ fn the_shipped_sttcp_experiment_is_accepted() {
 }
 
 // Issue 13: st-tcp survives failures in any order.
-
-/// Adds (or replaces) a tbf rate limit on namespace `ns`'s service link, with a short queue
-/// (`latency`), so that a heartbeat on the service link waits at most that long behind the
-/// bulk data: with 50 ms beats a long queue would delay them past the detection limit.
-fn shape_service_link(ns: &str, rate: &str, latency: &str) {
-    support::run(
-        "ip",
-        &[
-            "netns", "exec", ns, "tc", "qdisc", "replace", "dev", "service", "root", "tbf", "rate",
-            rate, "burst", "32kb", "latency", latency,
-        ],
-    );
-}
 
 /// Must hold 1 (issue 13): the primary powered off 1 ms after the client started, before any
 /// beat of the run could arrive (and, in some runs, before the client's SYN left): echo,
@@ -1314,7 +1313,7 @@ impl Dash {
             tb
         });
         for h in ["primary", "backup"] {
-            shape_service_link(&local::host_ns(name, h), "100mbit", "20ms");
+            shape_service(&local::host_ns(name, h), 100_000_000, 32_000, 20);
         }
         let topology = tb.topology.clone();
         let hosts = tb.snapshot().hosts;
@@ -1422,7 +1421,7 @@ impl Dash {
         let step = |s: &str| format!("cycle {n}, {s}");
         // Rate limits survive power cycles; set again in case a host lost them.
         for h in ["primary", "backup"] {
-            shape_service_link(&local::host_ns(&self.name, h), "100mbit", "20ms");
+            shape_service(&local::host_ns(&self.name, h), 100_000_000, 32_000, 20);
         }
         self.addresses_only_on(serving, &step("before the workload"));
 
@@ -1824,7 +1823,7 @@ fn forged_heartbeats_do_not_keep_a_dead_primary_alive() {
         &exp,
         |name| {
             for h in ["primary", "backup"] {
-                shape_service_link(&local::host_ns(name, h), "100mbit", "10ms");
+                shape_service(&local::host_ns(name, h), 100_000_000, 32_000, 10);
             }
             support::forger::Forger::start(support::forger::Spec {
                 ns: local::host_ns(name, "client"),
@@ -1900,7 +1899,7 @@ fn forged_heartbeats_trigger_nothing_in_a_failure_free_run() {
         exp,
         |name| {
             for h in ["primary", "backup"] {
-                shape_service_link(&local::host_ns(name, h), "100mbit", "10ms");
+                shape_service(&local::host_ns(name, h), 100_000_000, 32_000, 10);
             }
             let mut targets = forged_beats("primary", "backup");
             targets.extend(forged_beats("backup", "primary"));

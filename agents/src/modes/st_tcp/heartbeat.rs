@@ -173,9 +173,18 @@ impl Wire {
     }
 }
 
-/// The UDP socket beats go out of and come in on.
+/// DSCP CS6, network control (RFC 4594): what routers are configured to serve first.
+const BEAT_TOS: libc::c_int = 0xc0;
+
+/// The UDP socket beats go out of and come in on. Beats are marked as network control: IP
+/// precedence 6 for the network and socket priority 6 (TC_PRIO_INTERACTIVE, band 0 of a
+/// `prio` qdisc) for the host's own queues, so that a link kept full by bulk data does not
+/// make the beats behind it late or drop them, which the peer would take for a failure.
 pub async fn socket() -> std::io::Result<UdpSocket> {
-    UdpSocket::bind(("0.0.0.0", HEARTBEAT_PORT)).await
+    let sock = UdpSocket::bind(("0.0.0.0", HEARTBEAT_PORT)).await?;
+    super::tap::setsockopt_int(&sock, libc::IPPROTO_IP, libc::IP_TOS, BEAT_TOS)?;
+    super::tap::setsockopt_int(&sock, libc::SOL_SOCKET, libc::SO_PRIORITY, 6)?;
+    Ok(sock)
 }
 
 /// Sends `beat` to `peer` on each of its links (service address, heartbeat address).

@@ -242,16 +242,20 @@ impl Primary {
             tokio::select! {
                 _ = cancel.cancelled() => return Exit::Stopped,
                 _ = tick.tick() => self.beat(&peer).await,
-                _ = detect_tick.tick() => self.check_backup().await,
+                _ = detect_tick.tick() => {
+                    // Beats that arrived while the loop was busy count (see the backup's
+                    // drain_beats).
+                    while let Ok((n, _)) = sock.try_recv_from(&mut buf) {
+                        self.on_datagram(&buf[..n]).await;
+                    }
+                    self.check_backup().await;
+                }
                 _ = refused_tick.tick() => report_refused(&mut self.wire, &self.outbound).await,
                 _ = fin_tick.tick(), if !self.pending.is_empty() => self.check_pending(),
                 _ = self.fin_queued.notified() => self.check_pending(),
                 r = sock.recv_from(&mut buf) => {
                     let Ok((n, _)) = r else { continue };
-                    let Ok(hb) = self.wire.open(&buf[..n]) else { continue };
-                    if hb.from == self.cfg.backup.host {
-                        self.on_backup_beat(hb).await;
-                    }
+                    self.on_datagram(&buf[..n]).await;
                 }
                 c = commands.recv() => match c {
                     None => return Exit::Stopped,
@@ -274,6 +278,15 @@ impl Primary {
     }
 
     /// A beat of the backup: alive, new or rejoined, and which closes it confirms.
+    /// Takes a datagram from the heartbeat socket: a beat of the backup's, or nothing.
+    async fn on_datagram(&mut self, datagram: &[u8]) {
+        if let Ok(hb) = self.wire.open(datagram)
+            && hb.from == self.cfg.backup.host
+        {
+            self.on_backup_beat(hb).await;
+        }
+    }
+
     async fn on_backup_beat(&mut self, hb: Heartbeat) {
         let now = mono_ns();
         self.detector.on_beat(hb.link, now);

@@ -66,7 +66,12 @@ fn packet_socket(iface: &str, proto: u16) -> io::Result<(OwnedFd, libc::c_uint)>
     Ok((fd, index))
 }
 
-fn setsockopt_int(fd: &OwnedFd, level: i32, opt: i32, v: libc::c_int) -> io::Result<()> {
+pub(super) fn setsockopt_int(
+    fd: &impl AsRawFd,
+    level: i32,
+    opt: i32,
+    v: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: pointer and length describe `v`.
     let rc = unsafe {
         libc::setsockopt(
