@@ -16,6 +16,7 @@ pub mod role_ctx;
 pub mod roles;
 pub mod server_process;
 pub mod session;
+pub mod sockopt;
 pub mod workload;
 
 use tokio::sync::mpsc;

@@ -336,23 +336,6 @@ fn open_socket() -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
-    // SAFETY: setsockopt(2) with a pointer to an int and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            &value as *const i32 as *const libc::c_void,
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// One send(2) to the kernel (the socket's default peer, port id 0).
 fn send_raw(fd: RawFd, msg: &[u8]) -> io::Result<()> {
     // SAFETY: pointer and length describe `msg`.
@@ -497,9 +480,9 @@ impl BlockingQueue {
         let fd = open_socket()?;
         let raw = fd.as_raw_fd();
         let size = i32::try_from(rcvbuf).unwrap_or(i32::MAX);
-        setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size)
-            .or_else(|_| setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, size))?;
-        setsockopt_int(raw, SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)?;
+        crate::sockopt::set_int(&raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size)
+            .or_else(|_| crate::sockopt::set_int(&raw, libc::SOL_SOCKET, libc::SO_RCVBUF, size))?;
+        crate::sockopt::set_int(&raw, SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)?;
         let copied = match config.copy {
             CopyMode::Meta => 0,
             CopyMode::Packet(n) => n as usize,

@@ -17,7 +17,7 @@ use halab_protocol::frame::{decode_payload, encode_frame};
 use halab_protocol::{
     AgentMsg, ConsoleMsg, Direction, FaultAction, FrameDecoder, Role, RoleState, mono_ns,
 };
-use netns::{in_ns, must, remove_namespace};
+use netns::{in_ns, must, netns_allowed, remove_namespace};
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -29,28 +29,6 @@ use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------------
 // Namespaces
-
-/// Whether this process may build namespaces; prints why not (or fails, when required).
-fn netns_allowed(test: &str) -> bool {
-    let required = std::env::var("HALAB_REQUIRE_NETNS").as_deref() == Ok("1");
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    let why = if euid != 0 {
-        format!("running as uid {euid}, not root")
-    } else {
-        match Command::new("ip").args(["netns", "list"]).output() {
-            Ok(o) if o.status.success() => return true,
-            Ok(o) => format!(
-                "`ip netns list` failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) => format!("cannot run ip: {e}"),
-        }
-    };
-    assert!(!required, "{test}: HALAB_REQUIRE_NETNS=1 but {why}");
-    eprintln!("skipping {test}: needs network namespaces ({why})");
-    false
-}
 
 /// Host `a` with neighbour `b` (and optionally `c`), each in its own namespace. Removed on drop:
 /// the processes in them killed first, then the namespaces (and with them their links and

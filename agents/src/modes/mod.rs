@@ -9,6 +9,7 @@
 //! registry: the modes depend on the shared leaves, and the registry on the modes.
 
 pub mod app_migration;
+pub mod craft;
 pub mod none;
 pub mod registry;
 pub mod st_tcp;

@@ -42,6 +42,37 @@ pub fn remove_namespace(ns: &str) {
 
 /// Runs `f` on a thread that entered namespace `ns`.
 pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    spawn_in_ns(ns, f).join().expect("thread in namespace")
+}
+
+/// Whether this process may build namespaces; prints why not (or fails, when
+/// `HALAB_REQUIRE_NETNS=1`).
+pub fn netns_allowed(test: &str) -> bool {
+    let required = std::env::var("HALAB_REQUIRE_NETNS").as_deref() == Ok("1");
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let why = if euid != 0 {
+        format!("running as uid {euid}, not root")
+    } else {
+        match Command::new("ip").args(["netns", "list"]).output() {
+            Ok(o) if o.status.success() => return true,
+            Ok(o) => format!(
+                "`ip netns list` failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => format!("cannot run ip: {e}"),
+        }
+    };
+    assert!(!required, "{test}: HALAB_REQUIRE_NETNS=1 but {why}");
+    eprintln!("skipping {test}: needs network namespaces ({why})");
+    false
+}
+
+/// Starts `f` on a thread that entered namespace `ns`; the caller joins it.
+pub fn spawn_in_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
     let path = format!("/var/run/netns/{ns}");
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -50,6 +81,4 @@ pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static
         assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
         f()
     })
-    .join()
-    .expect("thread in namespace")
 }

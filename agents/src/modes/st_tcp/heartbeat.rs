@@ -182,8 +182,8 @@ const BEAT_TOS: libc::c_int = 0xc0;
 /// make the beats behind it late or drop them, which the peer would take for a failure.
 pub async fn socket() -> std::io::Result<UdpSocket> {
     let sock = UdpSocket::bind(("0.0.0.0", HEARTBEAT_PORT)).await?;
-    super::tap::setsockopt_int(&sock, libc::IPPROTO_IP, libc::IP_TOS, BEAT_TOS)?;
-    super::tap::setsockopt_int(&sock, libc::SOL_SOCKET, libc::SO_PRIORITY, 6)?;
+    crate::sockopt::set_int(&sock, libc::IPPROTO_IP, libc::IP_TOS, BEAT_TOS)?;
+    crate::sockopt::set_int(&sock, libc::SOL_SOCKET, libc::SO_PRIORITY, 6)?;
     Ok(sock)
 }
 

@@ -66,28 +66,6 @@ fn packet_socket(iface: &str, proto: u16) -> io::Result<(OwnedFd, libc::c_uint)>
     Ok((fd, index))
 }
 
-pub(super) fn setsockopt_int(
-    fd: &impl AsRawFd,
-    level: i32,
-    opt: i32,
-    v: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: pointer and length describe `v`.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            opt,
-            &v as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as u32,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// A promiscuous capture of every frame on one interface.
 pub struct Tap {
     fd: AsyncFd<OwnedFd>,
@@ -155,8 +133,8 @@ impl Tap {
             return Err(io::Error::last_os_error());
         }
         // Forced size needs CAP_NET_ADMIN (the agent has it); fall back to the capped one.
-        if setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF).is_err() {
-            let _ = setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, RCVBUF);
+        if crate::sockopt::set_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, RCVBUF).is_err() {
+            let _ = crate::sockopt::set_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, RCVBUF);
         }
         // SAFETY: an OwnedFd keeps its descriptor open and the same until the AsyncFd drops it.
         let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }

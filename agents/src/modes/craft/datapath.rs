@@ -1,0 +1,314 @@
+//! The splice's data path on a host: the tc BPF program of `agents/bpf/splice.bpf.c`, attached
+//! to the ingress of the host's interfaces, and its maps. A thin adapter: what to write into
+//! the maps is [`super::translation`]'s.
+//!
+//! Dropping a [`Datapath`] detaches the program from every interface and frees its maps (tcx
+//! links on this kernel, netlink filters on older ones; aya removes both on drop). An agent
+//! killed with SIGKILL leaves nothing either: a tcx link lives as long as its file descriptor.
+
+use super::translation::{Flow, Rewrite};
+use aya::maps::{HashMap, MapData, PerCpuArray};
+use aya::programs::{SchedClassifier, TcAttachType, tc};
+use std::net::SocketAddrV4;
+
+/// The program, built by `build.rs` (aligned: the ELF parser reads it in place).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/splice.bpf.o"));
+
+const PROGRAM: &str = "craft_splice";
+
+/// `struct flow_key` of the program (network byte order).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FlowKey {
+    saddr: [u8; 4],
+    daddr: [u8; 4],
+    sport: [u8; 2],
+    dport: [u8; 2],
+}
+
+// SAFETY: plain bytes, no padding (12 bytes of u8 arrays), any bit pattern valid.
+unsafe impl aya::Pod for FlowKey {}
+
+impl From<Flow> for FlowKey {
+    fn from(f: Flow) -> FlowKey {
+        FlowKey {
+            saddr: f.src.ip().octets(),
+            daddr: f.dst.ip().octets(),
+            sport: f.src.port().to_be_bytes(),
+            dport: f.dst.port().to_be_bytes(),
+        }
+    }
+}
+
+/// `struct splice` of the program.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct SpliceValue {
+    packets: u64,
+    bytes: u64,
+    saddr: [u8; 4],
+    daddr: [u8; 4],
+    sport: [u8; 2],
+    dport: [u8; 2],
+    seq_add: u32,
+    ack_add: u32,
+    tsval_add: u32,
+    tsecr_add: u32,
+    ifindex: u32,
+    pad32: u32,
+    state: u8,
+    win_shl: u8,
+    win_shr: u8,
+    pad: u8,
+}
+
+// SAFETY: repr(C) with every field's alignment met by the fields before it (56 bytes, no
+// padding); any bit pattern is valid.
+unsafe impl aya::Pod for SpliceValue {}
+
+const STATE_HOLD: u8 = 0;
+const STATE_ACTIVE: u8 = 1;
+
+/// The program's counters (its `STAT_*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DatapathStats {
+    /// Packets of no splice, handed to the host's stack.
+    pub passed: u64,
+    /// Packets rewritten and forwarded.
+    pub spliced: u64,
+    /// Packets dropped while their connection was being spliced (their sender sends them
+    /// again).
+    pub held: u64,
+    /// Packets of a spliced connection that could not be rewritten (dropped).
+    pub malformed: u64,
+}
+
+/// What one direction of a splice carried through this host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowCounts {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Why the data path could not be set up or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("loading craft's BPF program")]
+    Load(#[source] aya::EbpfError),
+    #[error("craft's BPF program has no {0}")]
+    Missing(&'static str),
+    #[error("craft's BPF program")]
+    Program(#[source] aya::programs::ProgramError),
+    #[error("adding a clsact qdisc to {iface}")]
+    Clsact {
+        iface: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("attaching craft's BPF program to {iface}")]
+    Attach {
+        iface: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("craft's BPF map {map}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("no interface {0}")]
+    NoInterface(String),
+}
+
+/// The program loaded and attached on a host, with its maps.
+pub struct Datapath {
+    // Owns the program and its links: dropping it detaches everything.
+    _ebpf: aya::Ebpf,
+    splices: HashMap<MapData, FlowKey, SpliceValue>,
+    tsvals: HashMap<MapData, FlowKey, u32>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+impl Datapath {
+    /// Loads the program and attaches it to the ingress of each of `ifaces`.
+    pub fn attach(ifaces: &[&str]) -> Result<Datapath, DatapathError> {
+        let mut ebpf = aya::Ebpf::load(OBJECT).map_err(DatapathError::Load)?;
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(DatapathError::Missing(PROGRAM))?
+            .try_into()
+            .map_err(DatapathError::Program)?;
+        program.load().map_err(DatapathError::Program)?;
+        for iface in ifaces {
+            // tcx needs no qdisc; netlink attachment (kernels before 6.6) does. An existing
+            // one (a link shape's, say) is fine.
+            if let Err(e) = tc::qdisc_add_clsact(iface)
+                && e.kind() != std::io::ErrorKind::AlreadyExists
+            {
+                return Err(DatapathError::Clsact {
+                    iface: iface.to_string(),
+                    source: e,
+                });
+            }
+            program
+                .attach(iface, TcAttachType::Ingress)
+                .map_err(|source| DatapathError::Attach {
+                    iface: iface.to_string(),
+                    source,
+                })?;
+        }
+        let mut map = |name: &'static str| ebpf.take_map(name).ok_or(DatapathError::Missing(name));
+        let splices = HashMap::try_from(map("splices")?).map_err(|source| DatapathError::Map {
+            map: "splices",
+            source,
+        })?;
+        let tsvals = HashMap::try_from(map("tsvals")?).map_err(|source| DatapathError::Map {
+            map: "tsvals",
+            source,
+        })?;
+        let stats = PerCpuArray::try_from(map("stats")?).map_err(|source| DatapathError::Map {
+            map: "stats",
+            source,
+        })?;
+        Ok(Datapath {
+            _ebpf: ebpf,
+            splices,
+            tsvals,
+            stats,
+        })
+    }
+
+    /// Holds `flow`: from now on its segments with data, FIN or RST are dropped here (their
+    /// sender sends them again once the splice is in) and its pure ACKs still reach the
+    /// host's socket, so that the socket can see what it sent acknowledged.
+    pub fn hold(&mut self, flow: Flow) -> Result<(), DatapathError> {
+        let value = SpliceValue {
+            state: STATE_HOLD,
+            ..SpliceValue::default()
+        };
+        self.put(flow, value)
+    }
+
+    /// The newest TCP timestamp value `flow` carried into this host's stack or into a hold,
+    /// if it carried any.
+    pub fn newest_tsval(&self, flow: Flow) -> Result<Option<u32>, DatapathError> {
+        match self.tsvals.get(&FlowKey::from(flow), 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(DatapathError::Map {
+                map: "tsvals",
+                source,
+            }),
+        }
+    }
+
+    /// Installs `rewrite`: packets of `rewrite.from` are rewritten into `rewrite.to` and leave
+    /// through interface `out` (its neighbour for the new destination found by the kernel).
+    pub fn splice(&mut self, rewrite: &Rewrite, out: u32) -> Result<(), DatapathError> {
+        let to = FlowKey::from(rewrite.to);
+        let value = SpliceValue {
+            saddr: to.saddr,
+            daddr: to.daddr,
+            sport: to.sport,
+            dport: to.dport,
+            seq_add: rewrite.seq_add,
+            ack_add: rewrite.ack_add,
+            tsval_add: rewrite.tsval_add,
+            tsecr_add: rewrite.tsecr_add,
+            ifindex: out,
+            state: STATE_ACTIVE,
+            win_shl: rewrite.win_shl,
+            win_shr: rewrite.win_shr,
+            ..SpliceValue::default()
+        };
+        self.put(rewrite.from, value)
+    }
+
+    /// Forgets `flow` (its packets go to the host's stack again).
+    pub fn remove(&mut self, flow: Flow) -> Result<(), DatapathError> {
+        match self.splices.remove(&FlowKey::from(flow)) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(DatapathError::Map {
+                map: "splices",
+                source,
+            }),
+        }
+    }
+
+    /// What `flow` carried through this host since it was spliced here.
+    pub fn counts(&self, flow: Flow) -> Result<Option<FlowCounts>, DatapathError> {
+        Ok(self.get(flow)?.map(|v| FlowCounts {
+            packets: v.packets,
+            bytes: v.bytes,
+        }))
+    }
+
+    /// The program's counters on this host, summed over its CPUs.
+    pub fn stats(&self) -> Result<DatapathStats, DatapathError> {
+        let read = |i: u32| -> Result<u64, DatapathError> {
+            let per_cpu = self.stats.get(&i, 0).map_err(|source| DatapathError::Map {
+                map: "stats",
+                source,
+            })?;
+            Ok(per_cpu.iter().sum())
+        };
+        Ok(DatapathStats {
+            passed: read(0)?,
+            spliced: read(1)?,
+            held: read(2)?,
+            malformed: read(3)?,
+        })
+    }
+
+    fn put(&mut self, flow: Flow, value: SpliceValue) -> Result<(), DatapathError> {
+        self.splices
+            .insert(FlowKey::from(flow), value, 0)
+            .map_err(|source| DatapathError::Map {
+                map: "splices",
+                source,
+            })
+    }
+
+    fn get(&self, flow: Flow) -> Result<Option<SpliceValue>, DatapathError> {
+        match self.splices.get(&FlowKey::from(flow), 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(DatapathError::Map {
+                map: "splices",
+                source,
+            }),
+        }
+    }
+}
+
+/// The index of interface `name` in the current network namespace.
+pub fn ifindex(name: &str) -> Result<u32, DatapathError> {
+    let c = std::ffi::CString::new(name).map_err(|_| DatapathError::NoInterface(name.into()))?;
+    // SAFETY: `c` is a valid NUL-terminated string for the call's duration.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        return Err(DatapathError::NoInterface(name.into()));
+    }
+    Ok(i)
+}
+
+/// A flow from its two ends.
+pub fn flow(src: SocketAddrV4, dst: SocketAddrV4) -> Flow {
+    Flow::new(src, dst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_map_layouts_match_the_programs() {
+        assert_eq!(std::mem::size_of::<FlowKey>(), 12);
+        assert_eq!(std::mem::size_of::<SpliceValue>(), 56);
+        assert_eq!(std::mem::offset_of!(SpliceValue, saddr), 16);
+        assert_eq!(std::mem::offset_of!(SpliceValue, seq_add), 28);
+        assert_eq!(std::mem::offset_of!(SpliceValue, ifindex), 44);
+        assert_eq!(std::mem::offset_of!(SpliceValue, state), 52);
+    }
+}
