@@ -10,6 +10,7 @@
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/in.h>
 #include <linux/ip.h>
 #include <linux/pkt_cls.h>
@@ -195,6 +196,10 @@ int craft_splice(struct __sk_buff *skb)
 	struct iphdr ip;
 	struct tcphdr tcp;
 
+	// A frame for another host (a hub floods every frame to every port) is the stack's to
+	// drop, never this host's to carry.
+	if (skb->pkt_type != PACKET_HOST)
+		goto pass;
 	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) || eth.h_proto != bpf_htons(ETH_P_IP))
 		goto pass;
 	if (bpf_skb_load_bytes(skb, IP_OFF, &ip, sizeof(ip)) || ip.protocol != IPPROTO_TCP ||

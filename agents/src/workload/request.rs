@@ -16,6 +16,9 @@
 //!
 //! HTTP/1.1 (port [`HTTP_PORT`]): `GET /<name>?size=<n>` answers `n` bytes (default 1 MB) with
 //! Content-Length and keep-alive, and no Date header, so replies are deterministic.
+//! `PUT /<name>` with a Content-Length (craft's upload workload, `curl -T`): the body must be the
+//! content of `<name>`; the server checks every byte and answers its verdict
+//! ([`http_upload_verdict`]), 200 when every byte matched, 422 when one did not.
 
 pub use halab_protocol::{HTTP_PORT, WORKLOAD_PORT};
 /// Bytes in one echo or interactive request.
@@ -226,19 +229,34 @@ pub fn parse_number_line(buf: &[u8], keyword: &str) -> Result<Parsed<u64>, Reque
     Ok(Parsed::Done(parse_size(v.trim())?, used))
 }
 
-/// An HTTP/1.1 GET the http workload serves.
+/// The methods the http workloads use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMethod {
+    /// A download of `size` bytes.
+    Get,
+    /// An upload of `size` bytes (the Content-Length), checked by the server.
+    Put,
+}
+
+/// An HTTP/1.1 request the http workloads send.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpGet {
+pub struct HttpRequest {
+    pub method: HttpMethod,
     /// The path without query, e.g. `/file.bin`; names the content.
     pub path: String,
+    /// GET: the bytes asked for; PUT: the body's length.
     pub size: u64,
     /// False when the client sent `Connection: close` (or spoke HTTP/1.0 without keep-alive).
     pub keep_alive: bool,
+    /// The client waits for `100 Continue` before it sends the body (curl does for uploads
+    /// over 1 MB).
+    pub expect_continue: bool,
 }
 
 /// Parses an HTTP request head (up to and including the empty line). RFC 9112 §3 (request
-/// line) and §9.3 (persistence); only GET is served.
-pub fn parse_http(buf: &[u8]) -> Result<Parsed<HttpGet>, RequestError> {
+/// line), §6 (message body length) and §9.3 (persistence); GET and PUT are served, a PUT's
+/// body needs a Content-Length (no chunked uploads).
+pub fn parse_http(buf: &[u8]) -> Result<Parsed<HttpRequest>, RequestError> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
         return if buf.len() > MAX_HEAD {
             Err(RequestError::HeadTooLong)
@@ -254,37 +272,60 @@ pub fn parse_http(buf: &[u8]) -> Result<Parsed<HttpGet>, RequestError> {
     let (Some(method), Some(target), Some(version)) = (method, target, version) else {
         return Err(RequestError::BadRequestLine(request_line.to_string()));
     };
-    if method != "GET" {
-        return Err(RequestError::Method(method.to_string()));
-    }
+    let method = match method {
+        "GET" => HttpMethod::Get,
+        "PUT" => HttpMethod::Put,
+        m => return Err(RequestError::Method(m.to_string())),
+    };
     let mut keep_alive = version == "HTTP/1.1";
+    let mut content_length = None;
+    let mut expect_continue = false;
     for h in lines {
-        if let Some((k, v)) = h.split_once(':')
-            && k.trim().eq_ignore_ascii_case("connection")
-        {
-            let v = v.trim().to_ascii_lowercase();
+        let Some((k, v)) = h.split_once(':') else {
+            continue;
+        };
+        let (k, v) = (k.trim(), v.trim());
+        if k.eq_ignore_ascii_case("connection") {
+            let v = v.to_ascii_lowercase();
             if v.contains("close") {
                 keep_alive = false;
             } else if v.contains("keep-alive") {
                 keep_alive = true;
             }
+        } else if k.eq_ignore_ascii_case("content-length") {
+            content_length = Some(parse_size(v)?);
+        } else if k.eq_ignore_ascii_case("expect") {
+            expect_continue = v.eq_ignore_ascii_case("100-continue");
+        } else if k.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(bad("transfer-encoding", v));
         }
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     if !path.starts_with('/') || !path[1..].split('/').all(valid_name_or_empty) {
         return Err(RequestError::BadPath(path.to_string()));
     }
-    let mut size = DEFAULT_HTTP_SIZE;
-    for kv in query.split('&').filter(|s| !s.is_empty()) {
-        if let Some(v) = kv.strip_prefix("size=") {
-            size = parse_size(v)?;
+    let size = match method {
+        HttpMethod::Get => {
+            let mut size = DEFAULT_HTTP_SIZE;
+            for kv in query.split('&').filter(|s| !s.is_empty()) {
+                if let Some(v) = kv.strip_prefix("size=") {
+                    size = parse_size(v)?;
+                }
+            }
+            size
         }
-    }
+        HttpMethod::Put => content_length.ok_or(RequestError::Missing {
+            kind: "PUT".into(),
+            what: "Content-Length",
+        })?,
+    };
     Ok(Parsed::Done(
-        HttpGet {
+        HttpRequest {
+            method,
             path: path.to_string(),
             size,
             keep_alive,
+            expect_continue,
         },
         end + 4,
     ))
@@ -298,6 +339,26 @@ fn valid_name_or_empty(s: &str) -> bool {
 pub fn http_response_head(size: u64, keep_alive: bool) -> String {
     format!(
         "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {size}\r\nConnection: {}\r\n\r\n",
+        if keep_alive { "keep-alive" } else { "close" }
+    )
+}
+
+/// The interim answer to `Expect: 100-continue`.
+pub const HTTP_CONTINUE: &str = "HTTP/1.1 100 Continue\r\n\r\n";
+
+/// The server's verdict on an upload of `received` bytes: 200 with `verified <n> bytes` when
+/// every byte was the content, else 422 with the offset of the first wrong byte.
+pub fn http_upload_verdict(received: u64, first_wrong: Option<u64>, keep_alive: bool) -> String {
+    let (status, body) = match first_wrong {
+        None => ("200 OK", format!("verified {received} bytes\n")),
+        Some(at) => (
+            "422 Unprocessable Content",
+            format!("mismatch at byte {at} of {received}\n"),
+        ),
+    };
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n{body}",
+        body.len(),
         if keep_alive { "keep-alive" } else { "close" }
     )
 }
@@ -366,6 +427,20 @@ mod tests {
         };
         assert_eq!((get.size, get.keep_alive), (DEFAULT_HTTP_SIZE, true));
         assert!(parse_http(b"POST / HTTP/1.1\r\n\r\n").is_err());
+        assert!(
+            parse_http(b"PUT /x HTTP/1.1\r\n\r\n").is_err(),
+            "no Content-Length"
+        );
+        assert!(parse_http(b"PUT /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").is_err());
+        let put =
+            b"PUT /up.bin HTTP/1.1\r\nContent-Length: 5000000\r\nExpect: 100-continue\r\n\r\n";
+        let Ok(Parsed::Done(put, _)) = parse_http(put) else {
+            panic!()
+        };
+        assert_eq!(
+            (put.method, put.path.as_str(), put.size, put.expect_continue),
+            (HttpMethod::Put, "/up.bin", 5_000_000, true)
+        );
         assert!(parse_http(b"GET /../x HTTP/1.1\r\n\r\n").is_err());
         assert_eq!(parse_http(b"GET / HTTP/1.1\r\n"), Ok(Parsed::Incomplete));
     }

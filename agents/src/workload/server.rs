@@ -4,9 +4,9 @@
 //! `content(seed, offset)`, so what it sends depends only on what the client asked.
 
 use super::request::{
-    HTTP_PORT, HttpGet, Parsed, REPLY_LEN, REQUEST_LEN, Request, RequestError, WORKLOAD_PORT,
-    http_error, http_response_head, name_seed, parse_http, parse_number_line, parse_request,
-    reply_seed,
+    HTTP_CONTINUE, HTTP_PORT, HttpMethod, HttpRequest, Parsed, REPLY_LEN, REQUEST_LEN, Request,
+    RequestError, WORKLOAD_PORT, http_error, http_response_head, http_upload_verdict, name_seed,
+    parse_http, parse_number_line, parse_request, reply_seed,
 };
 use halab_workload::content;
 use std::io;
@@ -182,7 +182,7 @@ async fn serve_halab(mut stream: TcpStream) -> io::Result<()> {
 async fn serve_http(mut stream: TcpStream) -> io::Result<()> {
     let mut buf = Vec::new();
     loop {
-        let get: HttpGet = match read_head(&mut stream, &mut buf, parse_http).await {
+        let req: HttpRequest = match read_head(&mut stream, &mut buf, parse_http).await {
             Ok(Some(g)) => g,
             Ok(None) => return Ok(()),
             Err(e) => {
@@ -192,12 +192,66 @@ async fn serve_http(mut stream: TcpStream) -> io::Result<()> {
                 return Err(e);
             }
         };
-        stream
-            .write_all(http_response_head(get.size, get.keep_alive).as_bytes())
-            .await?;
-        send_content(&mut stream, name_seed(&get.path), 0, get.size).await?;
-        if !get.keep_alive {
+        match req.method {
+            HttpMethod::Get => {
+                stream
+                    .write_all(http_response_head(req.size, req.keep_alive).as_bytes())
+                    .await?;
+                send_content(&mut stream, name_seed(&req.path), 0, req.size).await?;
+            }
+            HttpMethod::Put => {
+                if req.expect_continue {
+                    stream.write_all(HTTP_CONTINUE.as_bytes()).await?;
+                }
+                let first_wrong =
+                    check_upload(&mut stream, &mut buf, name_seed(&req.path), req.size).await?;
+                stream
+                    .write_all(
+                        http_upload_verdict(req.size, first_wrong, req.keep_alive).as_bytes(),
+                    )
+                    .await?;
+            }
+        }
+        if !req.keep_alive {
             return stream.shutdown().await;
         }
     }
+}
+
+/// Reads an upload's `size` bytes (the first of them may be in `buf` already; what follows
+/// them stays there) and checks each against the content of stream `seed`; the offset of the
+/// first wrong byte, if any.
+async fn check_upload(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    seed: u64,
+    size: u64,
+) -> io::Result<Option<u64>> {
+    let mut off = 0u64;
+    let mut first_wrong = None;
+    let mut check = |data: &[u8], off: u64| {
+        if first_wrong.is_none()
+            && let Some(i) = content::first_mismatch(seed, off, data)
+        {
+            first_wrong = Some(off + i as u64);
+        }
+    };
+    let early = (buf.len() as u64).min(size) as usize;
+    check(&buf[..early], 0);
+    buf.drain(..early);
+    off += early as u64;
+    let mut chunk = vec![0u8; CHUNK];
+    while off < size {
+        let want = ((size - off) as usize).min(CHUNK);
+        let n = stream.read(&mut chunk[..want]).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("upload ended after {off} of {size} bytes"),
+            ));
+        }
+        check(&chunk[..n], off);
+        off += n as u64;
+    }
+    Ok(first_wrong)
 }
