@@ -68,12 +68,61 @@ struct {
 	__type(value, __u32);
 } tsvals SEC(".maps");
 
+// The packet redirector (thesis §4.6, `packetredirector`): until a connection is spliced, its
+// packets must reach the one proxy that holds its sockets, wherever the sprayer sent them.
+// A client's packets to the service address go to the live proxy its (address, port) hashes
+// to; a backend's packets to the proxies' shared source address go to the proxy whose port
+// range holds the destination port. A packet that comes from another proxy is never sent on
+// again (tables that disagree for a moment must not bounce a packet between two proxies).
+#define MAX_PROXIES 16
+
+struct craft_cfg {
+	__be32 vip;    // the service address (0: no redirector, a proxy alone)
+	__be32 source; // the proxies' shared source address towards the backends
+	__be16 vport;  // the service port
+	__u16 port_base; // proxy i's source ports are [base + i·span, base + (i+1)·span)
+	__u16 port_span;
+	__u16 pad;
+	__u32 self;   // this proxy's index in `owners`
+	__u32 n_live; // how many of `live` count
+	__u32 live[MAX_PROXIES]; // the live proxies' indexes, in the pool's order
+};
+
+struct owner {
+	__u8 front_mac[6]; // its address on the clients' side
+	__u8 mid_mac[6];   // its address on the backends' side
+};
+
+// Every proxy's MAC addresses (as 8-byte keys, zero-padded): a frame from one of them was
+// sent on by a redirector already.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2 * MAX_PROXIES);
+	__type(key, __u64);
+	__type(value, __u8);
+} proxy_macs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct craft_cfg);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_PROXIES);
+	__type(key, __u32);
+	__type(value, struct owner);
+} owners SEC(".maps");
+
 // Counters of this host's program, summed over CPUs by the agent.
 #define STAT_PASSED 0    // no splice: to the stack
 #define STAT_SPLICED 1   // rewritten and redirected
 #define STAT_HELD 2      // dropped while a splice was being made
 #define STAT_MALFORMED 3 // a spliced flow's packet that could not be rewritten: dropped
-#define STAT_COUNT 4
+#define STAT_REDIRECTED 4 // not yet spliced, sent on to the proxy that holds its sockets
+#define STAT_COUNT 5
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -189,6 +238,62 @@ static __always_inline int walk_options(struct __sk_buff *skb, __u32 tcp_off, __
 	return 0;
 }
 
+// Sends a not-yet-spliced packet to the proxy that owns its connection; TC_ACT_OK when that
+// is this host (or the packet is not the redirector's).
+static __always_inline int redirect_to_owner(struct __sk_buff *skb, struct ethhdr *eth,
+					     struct iphdr *ip, struct tcphdr *tcp)
+{
+	__u32 zero = 0;
+	struct craft_cfg *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg || cfg->vip == 0)
+		return TC_ACT_OK;
+	__u32 self = cfg->self & (MAX_PROXIES - 1);
+	struct owner *me = bpf_map_lookup_elem(&owners, &self);
+	if (!me)
+		return TC_ACT_OK;
+	__u64 src = 0;
+	__builtin_memcpy(&src, eth->h_source, 6);
+	if (bpf_map_lookup_elem(&proxy_macs, &src))
+		return TC_ACT_OK;
+	__u32 to;
+	int front;
+	if (ip->daddr == cfg->vip && tcp->dest == cfg->vport) {
+		__u32 n = cfg->n_live;
+		if (n == 0 || n > MAX_PROXIES)
+			return TC_ACT_OK;
+		__u32 h = bpf_ntohl(ip->saddr) * 2654435761u ^ (__u32)bpf_ntohs(tcp->source) * 40503u;
+		h ^= h >> 16;
+		__u32 at = h % n;
+		// Hide the bound from the compiler, so the mask stays for the verifier.
+		asm volatile("" : "+r"(at));
+		to = cfg->live[at & (MAX_PROXIES - 1)];
+		front = 1;
+	} else if (ip->daddr == cfg->source) {
+		__u32 port = bpf_ntohs(tcp->dest);
+		if (cfg->port_span == 0 || port < cfg->port_base)
+			return TC_ACT_OK;
+		to = (port - cfg->port_base) / cfg->port_span;
+		if (to >= MAX_PROXIES)
+			return TC_ACT_OK;
+		front = 0;
+	} else {
+		return TC_ACT_OK;
+	}
+	to &= MAX_PROXIES - 1;
+	if (to == self)
+		return TC_ACT_OK;
+	struct owner *o = bpf_map_lookup_elem(&owners, &to);
+	if (!o)
+		return TC_ACT_OK;
+	__u8 macs[12];
+	__builtin_memcpy(macs, front ? o->front_mac : o->mid_mac, 6);
+	__builtin_memcpy(macs + 6, front ? me->front_mac : me->mid_mac, 6);
+	if (bpf_skb_store_bytes(skb, 0, macs, 12, 0))
+		return TC_ACT_SHOT;
+	count(STAT_REDIRECTED);
+	return bpf_redirect(skb->ifindex, 0);
+}
+
 SEC("classifier")
 int craft_splice(struct __sk_buff *skb)
 {
@@ -224,8 +329,12 @@ int craft_splice(struct __sk_buff *skb)
 	if (!s || s->state != STATE_ACTIVE) {
 		if (doff > sizeof(tcp) && end <= skb->len)
 			walk_options(skb, tcp_off, end, NULL, &key);
-		if (!s)
+		if (!s) {
+			int r = redirect_to_owner(skb, &eth, &ip, &tcp);
+			if (r != TC_ACT_OK)
+				return r;
 			goto pass;
+		}
 		__u32 payload = bpf_ntohs(ip.tot_len) - ip.ihl * 4 - doff;
 		if (payload > 0 || tcp.fin || tcp.rst || tcp.syn) {
 			count(STAT_HELD);

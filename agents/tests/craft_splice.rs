@@ -103,6 +103,7 @@ impl Lab {
                 to_backend: 0,
                 to_client: 0,
             },
+            source_ports: None,
         };
         let cancel = CancellationToken::new();
         let stop = cancel.clone();
@@ -124,7 +125,7 @@ impl Lab {
             rt.block_on(async {
                 let listener = proxy::listen(cfg.listen).expect("listen");
                 ready_tx.send(()).expect("the test waits");
-                proxy::serve(listener, cfg, dp.clone(), stop).await;
+                proxy::serve(listener, cfg, dp.clone(), None, stop).await;
             });
             dp.lock()
                 .expect("no panic holding it")

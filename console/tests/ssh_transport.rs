@@ -639,10 +639,9 @@ fn ssh_host_powered_off_and_on_by_its_commands() {
                 tb.snapshot().hosts[0].state,
                 halab::state::HostState::PoweredOff
             );
-            assert!(
-                sshd::agent_pids(&server_ns).is_empty(),
-                "the agent outlived the power-off"
-            );
+            // The power command's `kill -9` returns once the signal is sent; the kernel tears
+            // the process down after that (a large binary's teardown takes a moment).
+            wait_no_agent_in(&server_ns).await;
 
             tb.power_on("m1")
                 .await

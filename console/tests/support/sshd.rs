@@ -47,8 +47,8 @@ pub fn sshd_available(test: &str) -> bool {
     }
 }
 
-/// Pids of the processes named `halab-agent` (the uploaded file's name, whatever program it
-/// holds) in namespace `ns`.
+/// Pids of the live processes named `halab-agent` (the uploaded file's name, whatever program
+/// it holds) in namespace `ns`.
 pub fn agent_pids(ns: &str) -> Vec<i32> {
     let out = Command::new("ip")
         .args(["netns", "pids", ns])
@@ -60,6 +60,13 @@ pub fn agent_pids(ns: &str) -> Vec<i32> {
         .filter(|p| {
             std::fs::read_to_string(format!("/proc/{p}/comm"))
                 .is_ok_and(|c| c.trim() == "halab-agent")
+        })
+        // A zombie is dead: it waits only for a parent (gone with the power cut) to reap it.
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|st| {
+                let state = st.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+                !matches!(state.and_then(|r| r.chars().next()), Some('Z' | 'X'))
+            })
         })
         .collect()
 }

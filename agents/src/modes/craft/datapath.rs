@@ -7,7 +7,7 @@
 //! killed with SIGKILL leaves nothing either: a tcx link lives as long as its file descriptor.
 
 use super::translation::{Flow, Rewrite};
-use aya::maps::{HashMap, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use aya::programs::{SchedClassifier, TcAttachType, tc};
 use std::net::SocketAddrV4;
 
@@ -40,6 +40,13 @@ impl From<Flow> for FlowKey {
     }
 }
 
+impl From<FlowKey> for Flow {
+    fn from(k: FlowKey) -> Flow {
+        let end = |a: [u8; 4], p: [u8; 2]| SocketAddrV4::new(a.into(), u16::from_be_bytes(p));
+        Flow::new(end(k.saddr, k.sport), end(k.daddr, k.dport))
+    }
+}
+
 /// `struct splice` of the program.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -66,6 +73,56 @@ struct SpliceValue {
 // padding); any bit pattern is valid.
 unsafe impl aya::Pod for SpliceValue {}
 
+/// The redirector's `struct craft_cfg`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct CraftCfg {
+    vip: [u8; 4],
+    source: [u8; 4],
+    vport: [u8; 2],
+    port_base: u16,
+    port_span: u16,
+    pad: u16,
+    me: u32,
+    n_live: u32,
+    live: [u32; MAX_PROXIES],
+}
+
+// SAFETY: repr(C), 88 bytes without padding (every field aligned by those before it); any
+// bit pattern is valid.
+unsafe impl aya::Pod for CraftCfg {}
+
+/// The redirector's `struct owner`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct OwnerEntry {
+    front_mac: [u8; 6],
+    mid_mac: [u8; 6],
+}
+
+// SAFETY: repr(C), 12 bytes of u8 arrays; any bit pattern is valid.
+unsafe impl aya::Pod for OwnerEntry {}
+
+/// How many proxies the redirector knows (its `MAX_PROXIES`).
+pub const MAX_PROXIES: usize = 16;
+
+/// The proxies as the packet redirector sees them (thesis §4.6): which proxy holds the sockets
+/// of a connection that is not spliced yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyTable {
+    /// The service address and port clients connect to.
+    pub service: SocketAddrV4,
+    /// The proxies' shared source address towards the backends.
+    pub source: std::net::Ipv4Addr,
+    /// Proxy i connects to the backends from ports `[base + i·span, base + (i+1)·span)`.
+    pub port_base: u16,
+    pub port_span: u16,
+    /// This proxy's index in `proxies`.
+    pub me: usize,
+    /// Every proxy's MAC addresses: (clients' side, backends' side).
+    pub proxies: Vec<([u8; 6], [u8; 6])>,
+}
+
 const STATE_HOLD: u8 = 0;
 const STATE_ACTIVE: u8 = 1;
 
@@ -81,6 +138,8 @@ pub struct DatapathStats {
     pub held: u64,
     /// Packets of a spliced connection that could not be rewritten (dropped).
     pub malformed: u64,
+    /// Packets not yet spliced, sent on to the proxy that holds their connection.
+    pub redirected: u64,
 }
 
 /// What one direction of a splice carried through this host.
@@ -119,6 +178,8 @@ pub enum DatapathError {
     },
     #[error("no interface {0}")]
     NoInterface(String),
+    #[error("{0} proxies: the redirector knows at most {MAX_PROXIES}")]
+    TooManyProxies(usize),
 }
 
 /// The program loaded and attached on a host, with its maps.
@@ -128,6 +189,9 @@ pub struct Datapath {
     splices: HashMap<MapData, FlowKey, SpliceValue>,
     tsvals: HashMap<MapData, FlowKey, u32>,
     stats: PerCpuArray<MapData, u64>,
+    config: Array<MapData, CraftCfg>,
+    owners: Array<MapData, OwnerEntry>,
+    proxy_macs: HashMap<MapData, u64, u8>,
 }
 
 impl Datapath {
@@ -171,12 +235,81 @@ impl Datapath {
             map: "stats",
             source,
         })?;
+        let config = Array::try_from(map("config")?).map_err(|source| DatapathError::Map {
+            map: "config",
+            source,
+        })?;
+        let owners = Array::try_from(map("owners")?).map_err(|source| DatapathError::Map {
+            map: "owners",
+            source,
+        })?;
+        let proxy_macs =
+            HashMap::try_from(map("proxy_macs")?).map_err(|source| DatapathError::Map {
+                map: "proxy_macs",
+                source,
+            })?;
         Ok(Datapath {
             _ebpf: ebpf,
             splices,
             tsvals,
             stats,
+            config,
+            owners,
+            proxy_macs,
         })
+    }
+
+    /// Turns the packet redirector on with `table`, every proxy in the pool (see
+    /// [`Datapath::set_live`]).
+    pub fn set_proxies(&mut self, table: &ProxyTable) -> Result<(), DatapathError> {
+        let n = table.proxies.len();
+        if n > MAX_PROXIES || table.me >= n {
+            return Err(DatapathError::TooManyProxies(n));
+        }
+        let err = |map: &'static str| move |source| DatapathError::Map { map, source };
+        for (i, (front, mid)) in table.proxies.iter().enumerate() {
+            let entry = OwnerEntry {
+                front_mac: *front,
+                mid_mac: *mid,
+            };
+            self.owners.set(i as u32, entry, 0).map_err(err("owners"))?;
+            for mac in [front, mid] {
+                self.proxy_macs
+                    .insert(mac_key(mac), 1, 0)
+                    .map_err(err("proxy_macs"))?;
+            }
+        }
+        let mut cfg = CraftCfg {
+            vip: table.service.ip().octets(),
+            source: table.source.octets(),
+            vport: table.service.port().to_be_bytes(),
+            port_base: table.port_base,
+            port_span: table.port_span,
+            me: table.me as u32,
+            ..CraftCfg::default()
+        };
+        let all: Vec<usize> = (0..n).collect();
+        fill_live(&mut cfg, &all);
+        self.config.set(0, cfg, 0).map_err(err("config"))
+    }
+
+    /// The proxies in the pool now (indexes into the table), in the pool's order: a client's
+    /// connection not yet spliced belongs to one of them by the hash of its address and port.
+    pub fn set_live(&mut self, live: &[usize]) -> Result<(), DatapathError> {
+        let mut cfg = self
+            .config
+            .get(&0, 0)
+            .map_err(|source| DatapathError::Map {
+                map: "config",
+                source,
+            })?;
+        fill_live(&mut cfg, live);
+        self.config
+            .set(0, cfg, 0)
+            .map_err(|source| DatapathError::Map {
+                map: "config",
+                source,
+            })
     }
 
     /// Holds `flow`: from now on its segments with data, FIN or RST are dropped here (their
@@ -244,6 +377,27 @@ impl Datapath {
         }))
     }
 
+    /// Every flow this host's data path holds a splice (or a hold) for, with what it carried
+    /// here.
+    pub fn flows(&self) -> Result<Vec<(Flow, FlowCounts)>, DatapathError> {
+        self.splices
+            .iter()
+            .map(|r| {
+                r.map(|(k, v)| {
+                    let counts = FlowCounts {
+                        packets: v.packets,
+                        bytes: v.bytes,
+                    };
+                    (Flow::from(k), counts)
+                })
+                .map_err(|source| DatapathError::Map {
+                    map: "splices",
+                    source,
+                })
+            })
+            .collect()
+    }
+
     /// The program's counters on this host, summed over its CPUs.
     pub fn stats(&self) -> Result<DatapathStats, DatapathError> {
         let read = |i: u32| -> Result<u64, DatapathError> {
@@ -258,6 +412,7 @@ impl Datapath {
             spliced: read(1)?,
             held: read(2)?,
             malformed: read(3)?,
+            redirected: read(4)?,
         })
     }
 
@@ -282,6 +437,23 @@ impl Datapath {
     }
 }
 
+fn mac_key(mac: &[u8; 6]) -> u64 {
+    let mut k = [0u8; 8];
+    k[..6].copy_from_slice(mac);
+    u64::from_ne_bytes(k)
+}
+
+fn fill_live(cfg: &mut CraftCfg, live: &[usize]) {
+    cfg.live = [0; MAX_PROXIES];
+    let live: Vec<u32> = live
+        .iter()
+        .filter(|i| **i < MAX_PROXIES)
+        .map(|i| *i as u32)
+        .collect();
+    cfg.live[..live.len()].copy_from_slice(&live);
+    cfg.n_live = live.len() as u32;
+}
+
 /// The index of interface `name` in the current network namespace.
 pub fn ifindex(name: &str) -> Result<u32, DatapathError> {
     let c = std::ffi::CString::new(name).map_err(|_| DatapathError::NoInterface(name.into()))?;
@@ -291,11 +463,6 @@ pub fn ifindex(name: &str) -> Result<u32, DatapathError> {
         return Err(DatapathError::NoInterface(name.into()));
     }
     Ok(i)
-}
-
-/// A flow from its two ends.
-pub fn flow(src: SocketAddrV4, dst: SocketAddrV4) -> Flow {
-    Flow::new(src, dst)
 }
 
 #[cfg(test)]
@@ -310,5 +477,9 @@ mod tests {
         assert_eq!(std::mem::offset_of!(SpliceValue, seq_add), 28);
         assert_eq!(std::mem::offset_of!(SpliceValue, ifindex), 44);
         assert_eq!(std::mem::offset_of!(SpliceValue, state), 52);
+        assert_eq!(std::mem::size_of::<CraftCfg>(), 88);
+        assert_eq!(std::mem::offset_of!(CraftCfg, me), 16);
+        assert_eq!(std::mem::offset_of!(CraftCfg, live), 24);
+        assert_eq!(std::mem::size_of::<OwnerEntry>(), 12);
     }
 }

@@ -4,10 +4,16 @@
 //! - [`datapath`]: the tc BPF program (`agents/bpf/splice.bpf.c`) that rewrites spliced
 //!   packets, and its maps;
 //! - [`sockets`]: reading the proxy's two sockets' state and retiring them silently;
-//! - [`splicer`]: making one splice from an accepted and a connected socket.
+//! - [`splicer`]: making one splice from an accepted and a connected socket;
+//! - [`spray`]: the balancer's (and the return path's) per-packet spraying over the live
+//!   proxies, as an nftables table;
+//! - [`pool`]: the balancer's health checks of the proxies, sans-IO.
 
 pub mod datapath;
+pub mod pool;
 pub mod proxy;
+pub mod replica;
 pub mod sockets;
 pub mod splicer;
+pub mod spray;
 pub mod translation;

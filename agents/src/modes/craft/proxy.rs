@@ -28,6 +28,29 @@ pub struct ProxyConfig {
     pub backends: Vec<SocketAddrV4>,
     /// Where spliced packets leave.
     pub exits: Exits,
+    /// The source ports of this proxy's backend connections, `[first, first + count)`: each
+    /// proxy has its own range, so that the backends' packets to the shared source address can
+    /// be told apart by port (the redirector sends them to their proxy), and two proxies never
+    /// make the same connection. `None`: any port the kernel picks (a proxy alone).
+    pub source_ports: Option<(u16, u16)>,
+}
+
+/// The other proxies a splice is replicated to, and the connections to them.
+pub struct Replication {
+    pub peers: super::replica::Peers,
+    /// The splice listeners of the other proxies in the pool now.
+    pub live: Mutex<Vec<SocketAddr>>,
+}
+
+/// Hands out the source ports of [`ProxyConfig::source_ports`] in turn.
+#[derive(Debug, Default)]
+pub struct PortTurn(std::sync::atomic::AtomicU32);
+
+impl PortTurn {
+    fn next(&self, (first, count): (u16, u16)) -> u16 {
+        let i = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        first.wrapping_add((i % u32::from(count.max(1))) as u16)
+    }
 }
 
 /// How a connection ended up.
@@ -68,18 +91,21 @@ pub async fn serve(
     listener: TcpListener,
     cfg: Arc<ProxyConfig>,
     datapath: Arc<Mutex<Datapath>>,
+    replication: Option<Arc<Replication>>,
     cancel: CancellationToken,
 ) {
     let mut tasks = JoinSet::new();
+    let ports = Arc::new(PortTurn::default());
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             a = listener.accept() => match a {
                 Ok((conn, peer)) => {
-                    let (cfg, dp) = (cfg.clone(), datapath.clone());
+                    let (cfg, dp, rep, ports) =
+                        (cfg.clone(), datapath.clone(), replication.clone(), ports.clone());
                     tasks.spawn(async move {
-                        match handle(conn, &cfg, &dp).await {
+                        match handle(conn, &cfg, &dp, rep.as_deref(), &ports).await {
                             Ok(Outcome::Spliced(t)) => {
                                 tracing::debug!(%peer, splice = %super::translation::describe(&t), "craft: spliced");
                             }
@@ -113,32 +139,28 @@ pub async fn handle(
     mut client: TcpStream,
     cfg: &ProxyConfig,
     datapath: &Mutex<Datapath>,
+    replication: Option<&Replication>,
+    ports: &PortTurn,
 ) -> Result<Outcome, ConnectionError> {
     let head = read_head(&mut client).await?;
     let backend_addr = *cfg.backends.first().ok_or(ConnectionError::NoBackend)?;
-    let sock = TcpSocket::new_v4().map_err(|source| ConnectionError::Connect {
-        backend: backend_addr,
-        source,
-    })?;
-    let connect = async {
-        sock.bind(SocketAddr::V4(SocketAddrV4::new(cfg.source, 0)))?;
-        sock.connect(SocketAddr::V4(backend_addr)).await
-    };
-    let mut backend = connect.await.map_err(|source| ConnectionError::Connect {
-        backend: backend_addr,
-        source,
-    })?;
+    let mut backend = connect(cfg, backend_addr, ports).await?;
     let _ = client.set_nodelay(true);
     let _ = backend.set_nodelay(true);
     backend
         .write_all(&head)
         .await
         .map_err(ConnectionError::Forward)?;
-    match splicer::splice(client, backend, datapath, cfg.exits, |_| async {
-        Ok::<(), std::io::Error>(())
-    })
-    .await
-    {
+    let replicate = |t: Translation| async move {
+        let Some(r) = replication else {
+            return Ok(());
+        };
+        let live = r.live.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        r.peers
+            .everywhere(&live, &super::replica::Message::Install(t.into()))
+            .await
+    };
+    match splicer::splice(client, backend, datapath, cfg.exits, replicate).await {
         Ok(t) => Ok(Outcome::Spliced(t)),
         Err((e, Some((mut client, mut backend)))) => {
             // Not spliced: the proxy carries the connection itself.
@@ -147,6 +169,30 @@ pub async fn handle(
         }
         Err((e, None)) => Err(ConnectionError::Retire(e)),
     }
+}
+
+/// Connects to `backend` from the proxies' source address, from a port of this proxy's range
+/// (the next free one in turn).
+async fn connect(
+    cfg: &ProxyConfig,
+    backend: SocketAddrV4,
+    ports: &PortTurn,
+) -> Result<TcpStream, ConnectionError> {
+    let err = |source| ConnectionError::Connect { backend, source };
+    let tries = cfg.source_ports.map_or(1, |(_, n)| u32::from(n).max(1));
+    let mut last = None;
+    for _ in 0..tries {
+        let port = cfg.source_ports.map_or(0, |r| ports.next(r));
+        let sock = TcpSocket::new_v4().map_err(err)?;
+        match sock.bind(SocketAddr::V4(SocketAddrV4::new(cfg.source, port))) {
+            Ok(()) => return sock.connect(SocketAddr::V4(backend)).await.map_err(err),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(err(e)),
+        }
+    }
+    Err(err(
+        last.unwrap_or_else(|| std::io::Error::other("no source port"))
+    ))
 }
 
 /// Reads until the end of the first HTTP request head; returns everything read (the head and
