@@ -6,6 +6,7 @@ pub mod capabilities;
 pub mod error;
 pub mod faults;
 pub mod host_stats;
+pub mod iface;
 pub mod link_delay;
 pub mod link_shape;
 pub mod log_forward;

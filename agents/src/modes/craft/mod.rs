@@ -9,7 +9,9 @@
 //!   proxies, as an nftables table;
 //! - [`pool`]: the balancer's health checks of the proxies, sans-IO.
 
+pub mod balancer;
 pub mod datapath;
+pub mod health;
 pub mod pool;
 pub mod proxy;
 pub mod replica;

@@ -758,7 +758,7 @@ impl Backup {
         }
         let now = mono_ns();
         let iface = self.cfg.service_iface.clone();
-        match self.monitor.check(now, || tap::link_up(&iface)) {
+        match self.monitor.check(now, || crate::iface::link_up(&iface)) {
             Check::Fine => {}
             Check::Failed(f) => self.fail(f).await,
             Check::OwnServiceLinkDown => {
