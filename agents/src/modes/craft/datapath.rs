@@ -197,6 +197,13 @@ pub struct Datapath {
 impl Datapath {
     /// Loads the program and attaches it to the ingress of each of `ifaces`.
     pub fn attach(ifaces: &[&str]) -> Result<Datapath, DatapathError> {
+        Datapath::attach_at(ifaces, &[])
+    }
+
+    /// Loads the program and attaches it to the ingress of each of `ingress` and the egress of
+    /// each of `egress`. A backend with a split splice (thesis §4.7.3) takes its own responses
+    /// on its egress, rewrites them and sends them straight to the client.
+    pub fn attach_at(ingress: &[&str], egress: &[&str]) -> Result<Datapath, DatapathError> {
         let mut ebpf = aya::Ebpf::load(OBJECT).map_err(DatapathError::Load)?;
         let program: &mut SchedClassifier = ebpf
             .program_mut(PROGRAM)
@@ -204,7 +211,11 @@ impl Datapath {
             .try_into()
             .map_err(DatapathError::Program)?;
         program.load().map_err(DatapathError::Program)?;
-        for iface in ifaces {
+        let hooks = ingress
+            .iter()
+            .map(|i| (*i, TcAttachType::Ingress))
+            .chain(egress.iter().map(|i| (*i, TcAttachType::Egress)));
+        for (iface, hook) in hooks {
             // tcx needs no qdisc; netlink attachment (kernels before 6.6) does. An existing
             // one (a link shape's, say) is fine.
             if let Err(e) = tc::qdisc_add_clsact(iface)
@@ -216,7 +227,7 @@ impl Datapath {
                 });
             }
             program
-                .attach(iface, TcAttachType::Ingress)
+                .attach(iface, hook)
                 .map_err(|source| DatapathError::Attach {
                     iface: iface.to_string(),
                     source,
