@@ -1,6 +1,7 @@
 //! craft's splice against the direct path (issue 16, must hold 5), in namespaces: the same
 //! hops (client — switch — proxy host — switch — backend), once with the proxy host as a
-//! plain router ("direct") and once as 1, 2 and 4 splicing proxies behind the balancer.
+//! plain router ("direct") and once as 1, 2 and 4 splicing proxies behind the balancer, and
+//! once as 1 proxy with a split splice on the backend (responses straight to the client).
 //! Prints, at memory speed and with the client's link at 1 Gbit/s: the throughput of one
 //! 1 GB download (GET) and one 1 GB upload (PUT, checked by the server), median of 3, and
 //! the round-trip time of 2000 small requests on one connection, p50 and p99, with the
@@ -41,10 +42,21 @@ fn main() {
     );
     for (label, rate) in [("memory", None), ("1 Gbit/s", Some(1_000_000_000u64))] {
         let mut direct_rtt = (0.0, 0.0);
-        for proxies in [0usize, 1, 2, 4] {
+        // (proxies, split splice on the backend); 0 proxies: the direct path.
+        for (proxies, split) in [
+            (0usize, false),
+            (1, false),
+            (2, false),
+            (4, false),
+            (1, true),
+        ] {
             let n = proxies.max(1);
-            let mut lab = Lab::new(&format!("b{proxies}"), 70 + proxies as u8, n);
+            let tag = format!("b{proxies}{}", if split { "s" } else { "" });
+            let mut lab = Lab::new(&tag, 70 + proxies as u8 + if split { 10 } else { 0 }, n);
             lab.start_backend();
+            if split {
+                lab.start_split_backend();
+            }
             let server = if proxies == 0 {
                 lab.route_through_first_proxy();
                 lab.backend_addr()
@@ -82,10 +94,10 @@ fn main() {
                 )
             });
             let rtt = rtts(&lab, server);
-            let path = if proxies == 0 {
-                "direct".to_string()
-            } else {
-                format!("{proxies} proxies")
+            let path = match (proxies, split) {
+                (0, _) => "direct".to_string(),
+                (n, false) => format!("{n} proxies"),
+                (n, true) => format!("{n} + split"),
             };
             let added = if proxies == 0 {
                 direct_rtt = rtt;
