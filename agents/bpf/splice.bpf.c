@@ -36,6 +36,7 @@ struct flow_key {
 struct splice {
 	__u64 packets;    // carried by this host (counted here)
 	__u64 bytes;
+	__u64 last_ns;    // CLOCK_MONOTONIC of the last packet carried here (or of the install)
 	__be32 saddr;     // the other connection's addresses and ports
 	__be32 daddr;
 	__be16 sport;
@@ -49,8 +50,11 @@ struct splice {
 	__u8 state;
 	__u8 win_shl;     // window' = min(window << win_shl >> win_shr, 65535)
 	__u8 win_shr;
-	__u8 pad;
+	__u8 ended;       // ENDED_FIN | ENDED_RST: what this host saw of the connection's end
 };
+
+#define ENDED_FIN 1
+#define ENDED_RST 2
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -326,6 +330,12 @@ int craft_splice(struct __sk_buff *skb)
 	__u32 doff = tcp.doff * 4;
 	__u32 end = tcp_off + doff;
 	struct splice *s = bpf_map_lookup_elem(&splices, &key);
+	// A SYN on a spliced flow opens a new connection on the same addresses and ports (the old
+	// one's splice outlived it here): the old splice is forgotten on this host.
+	if (s && s->state == STATE_ACTIVE && tcp.syn && !tcp.ack) {
+		bpf_map_delete_elem(&splices, &key);
+		s = NULL;
+	}
 	if (!s || s->state != STATE_ACTIVE) {
 		if (doff > sizeof(tcp) && end <= skb->len)
 			walk_options(skb, tcp_off, end, NULL, &key);
@@ -373,6 +383,11 @@ int craft_splice(struct __sk_buff *skb)
 
 	__sync_fetch_and_add(&s->packets, 1);
 	__sync_fetch_and_add(&s->bytes, skb->len);
+	s->last_ns = bpf_ktime_get_ns();
+	if (tcp.fin)
+		s->ended |= ENDED_FIN;
+	if (tcp.rst)
+		s->ended |= ENDED_RST;
 	count(STAT_SPLICED);
 	return bpf_redirect_neigh(s->ifindex, NULL, 0, 0);
 

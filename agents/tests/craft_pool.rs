@@ -293,3 +293,69 @@ fn split_splice_responses_do_not_cross_a_proxy() {
         "the backend's data path carried {carried}"
     );
 }
+
+/// Splices end with their connections: once the connections of a run have closed, every
+/// proxy's data path forgets their splices (the sweeper, within the linger and a sweep), so a
+/// later connection on the same ports is not rewritten into an old one.
+#[test]
+fn splices_are_removed_when_their_connections_end() {
+    if !netns_allowed("splices_are_removed_when_their_connections_end") {
+        return;
+    }
+    let mut lab = Lab::new("gc", 66, 2);
+    lab.linger = std::time::Duration::from_millis(300);
+    lab.start_backend();
+    lab.start_proxies();
+    lab.start_balancers();
+    let dir = std::env::temp_dir().join(format!("halab-craft-gc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut runs = Vec::new();
+    for k in 0..6 {
+        let out = dir.join(format!("{k}.bin"));
+        let c = lab.curl(
+            &["-o", out.to_str().expect("utf-8 path")],
+            &format!("/gc{k}.bin?size=5000000"),
+        );
+        runs.push(c);
+    }
+    for mut c in runs {
+        assert!(c.wait().expect("curl").success());
+    }
+    let count = |lab: &Lab| -> Vec<usize> {
+        lab.datapaths
+            .lock()
+            .expect("datapaths")
+            .iter()
+            .map(|dp| {
+                dp.lock()
+                    .expect("datapath")
+                    .splices()
+                    .expect("splices")
+                    .len()
+            })
+            .collect()
+    };
+    let after_run = count(&lab);
+    let spliced: Vec<u64> = lab
+        .datapaths
+        .lock()
+        .expect("datapaths")
+        .iter()
+        .map(|dp| dp.lock().expect("datapath").stats().expect("stats").spliced)
+        .collect();
+    assert!(
+        spliced.iter().all(|n| *n > 0),
+        "every proxy carried spliced packets: {spliced:?}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while count(&lab).iter().any(|n| *n > 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "splices left: {:?}",
+            count(&lab)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    eprintln!("splices after the run {after_run:?}, then none");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -15,6 +15,7 @@ use halab_agent::modes::craft::proxy::{self, ProxyConfig, Replication};
 use halab_agent::modes::craft::replica::{self, Peers};
 use halab_agent::modes::craft::splicer::Exits;
 use halab_agent::modes::craft::spray::{Hook, Mac, Sprayer};
+use halab_agent::modes::craft::sweeper;
 use halab_agent::modes::craft::translation::Flow;
 use halab_protocol::sealed::Key;
 use std::io::{BufRead, BufReader};
@@ -40,6 +41,10 @@ pub struct Lab {
     /// with a split splice).
     extra_peers: Vec<SocketAddr>,
     split: Option<(CancellationToken, std::thread::JoinHandle<ProxyReport>)>,
+    /// How long the proxies' sweepers keep an ended connection's splice.
+    pub linger: std::time::Duration,
+    /// The proxies' data paths, while they run.
+    pub datapaths: Arc<Mutex<Vec<Arc<Mutex<Datapath>>>>>,
 }
 
 /// What a proxy's data path saw, read as it stops.
@@ -62,6 +67,8 @@ impl Lab {
             reports: Arc::new(Mutex::new(Vec::new())),
             extra_peers: Vec::new(),
             split: None,
+            linger: sweeper::LINGER,
+            datapaths: Arc::new(Mutex::new(Vec::new())),
         };
         for h in lab.hosts() {
             let ns = lab.ns(&h);
@@ -348,6 +355,8 @@ impl Lab {
             let table = table(i);
             let me = listener(i);
             let name = p.to_string();
+            let datapaths = self.datapaths.clone();
+            let linger = self.linger;
             let mut others: Vec<SocketAddr> = (0..self.proxy_names.len())
                 .filter(|j| *j != i)
                 .map(listener)
@@ -365,6 +374,7 @@ impl Lab {
                 let mut dp = Datapath::attach(&["front", "mid"]).expect("attach the data path");
                 dp.set_proxies(&table).expect("the proxy table");
                 let dp = Arc::new(Mutex::new(dp));
+                datapaths.lock().expect("datapaths").push(dp.clone());
                 let key = Arc::new(Key::from_hex(KEY).expect("key"));
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
@@ -388,6 +398,13 @@ impl Lab {
                     tokio::join!(
                         replica::serve(splices, key.clone(), dp.clone(), exits, stop.clone()),
                         health::answer(health_sock, (*key).clone(), name, links, stop.clone()),
+                        sweeper::sweep(
+                            dp.clone(),
+                            Some(rep.clone()),
+                            linger,
+                            sweeper::IDLE_LIMIT,
+                            stop.clone()
+                        ),
                         proxy::serve(listener, cfg, dp.clone(), Some(rep), stop),
                     );
                 });

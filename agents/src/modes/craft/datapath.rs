@@ -53,6 +53,7 @@ impl From<FlowKey> for Flow {
 struct SpliceValue {
     packets: u64,
     bytes: u64,
+    last_ns: u64,
     saddr: [u8; 4],
     daddr: [u8; 4],
     sport: [u8; 2],
@@ -66,10 +67,10 @@ struct SpliceValue {
     state: u8,
     win_shl: u8,
     win_shr: u8,
-    pad: u8,
+    ended: u8,
 }
 
-// SAFETY: repr(C) with every field's alignment met by the fields before it (56 bytes, no
+// SAFETY: repr(C) with every field's alignment met by the fields before it (64 bytes, no
 // padding); any bit pattern is valid.
 unsafe impl aya::Pod for SpliceValue {}
 
@@ -364,6 +365,8 @@ impl Datapath {
             state: STATE_ACTIVE,
             win_shl: rewrite.win_shl,
             win_shr: rewrite.win_shr,
+            // Idle from its install on: a splice no packet ever crosses here still ages.
+            last_ns: halab_protocol::mono_ns(),
             ..SpliceValue::default()
         };
         self.put(rewrite.from, value)
@@ -407,6 +410,33 @@ impl Datapath {
                 })
             })
             .collect()
+    }
+
+    /// Every active splice on this host, as the sweeper sees it.
+    pub fn splices(&self) -> Result<Vec<super::sweeper::SpliceView>, DatapathError> {
+        let mut out = Vec::new();
+        for r in self.splices.iter() {
+            let (k, v) = r.map_err(|source| DatapathError::Map {
+                map: "splices",
+                source,
+            })?;
+            if v.state != STATE_ACTIVE {
+                continue;
+            }
+            let to = FlowKey {
+                saddr: v.saddr,
+                daddr: v.daddr,
+                sport: v.sport,
+                dport: v.dport,
+            };
+            out.push(super::sweeper::SpliceView {
+                from: Flow::from(k),
+                to: Flow::from(to),
+                last_ns: v.last_ns,
+                ended: v.ended != 0,
+            });
+        }
+        Ok(out)
     }
 
     /// The program's counters on this host, summed over its CPUs.
@@ -483,11 +513,11 @@ mod tests {
     #[test]
     fn the_map_layouts_match_the_programs() {
         assert_eq!(std::mem::size_of::<FlowKey>(), 12);
-        assert_eq!(std::mem::size_of::<SpliceValue>(), 56);
-        assert_eq!(std::mem::offset_of!(SpliceValue, saddr), 16);
-        assert_eq!(std::mem::offset_of!(SpliceValue, seq_add), 28);
-        assert_eq!(std::mem::offset_of!(SpliceValue, ifindex), 44);
-        assert_eq!(std::mem::offset_of!(SpliceValue, state), 52);
+        assert_eq!(std::mem::size_of::<SpliceValue>(), 64);
+        assert_eq!(std::mem::offset_of!(SpliceValue, saddr), 24);
+        assert_eq!(std::mem::offset_of!(SpliceValue, seq_add), 36);
+        assert_eq!(std::mem::offset_of!(SpliceValue, ifindex), 52);
+        assert_eq!(std::mem::offset_of!(SpliceValue, state), 60);
         assert_eq!(std::mem::size_of::<CraftCfg>(), 88);
         assert_eq!(std::mem::offset_of!(CraftCfg, me), 16);
         assert_eq!(std::mem::offset_of!(CraftCfg, live), 24);

@@ -18,4 +18,5 @@ pub mod replica;
 pub mod sockets;
 pub mod splicer;
 pub mod spray;
+pub mod sweeper;
 pub mod translation;
