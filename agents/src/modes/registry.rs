@@ -110,7 +110,8 @@ impl<'a> ClientPolicy<'a> {
         match mode {
             ModeConfig::None => ClientPolicy::Reissue,
             ModeConfig::AppMigration(cfg) => ClientPolicy::AppMigration(cfg),
-            ModeConfig::StTcp(_) => ClientPolicy::StTcp,
+            // craft's clients are unmodified clients of the service address, as st-tcp's.
+            ModeConfig::StTcp(_) | ModeConfig::Craft(_) => ClientPolicy::StTcp,
         }
     }
 

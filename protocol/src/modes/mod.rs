@@ -4,6 +4,7 @@
 //! [`ModeEvent`], one variant per mode, each defined in that mode's module.
 
 pub mod app_migration;
+pub mod craft;
 pub mod event_kind;
 pub mod st_tcp;
 
@@ -20,6 +21,7 @@ pub enum ModeConfig {
     None,
     AppMigration(Box<app_migration::AppMigrationConfig>),
     StTcp(Box<st_tcp::StTcpConfig>),
+    Craft(Box<craft::CraftConfig>),
 }
 
 impl ModeConfig {
@@ -29,6 +31,7 @@ impl ModeConfig {
             ModeConfig::None => "none",
             ModeConfig::AppMigration(_) => "app-migration",
             ModeConfig::StTcp(_) => "st-tcp",
+            ModeConfig::Craft(_) => "craft",
         }
     }
 }
