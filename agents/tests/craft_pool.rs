@@ -359,3 +359,103 @@ fn splices_are_removed_when_their_connections_end() {
     eprintln!("splices after the run {after_run:?}, then none");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// After a proxy fails, new connections are spliced by the live ones: the other proxies drop
+/// it from their replication and their redirectors (their own checks of each other), so no
+/// splice waits for a dead peer and no connection is handed to it. Every connection opened
+/// after the failure is spliced (none relayed) and byte-exact.
+#[test]
+fn after_a_proxy_fails_new_connections_are_spliced_by_the_live_ones() {
+    if !netns_allowed("after_a_proxy_fails_new_connections_are_spliced_by_the_live_ones") {
+        return;
+    }
+    let mut lab = Lab::new("after", 67, 3);
+    lab.start_backend();
+    lab.start_proxies();
+    lab.start_balancers();
+    must(&["ip", "-n", &lab.ns("p3"), "link", "set", "front", "down"]);
+    // Wait until the balancer has dropped p3 (the proxies check each other as often).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let dropped =
+            lab.reports.lock().expect("reports").iter().any(|(h, r)| {
+                h == "lb" && matches!(r, Report::Down { proxy, .. } if proxy == "p3")
+            });
+        if dropped {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "p3 never left the pool"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // And until the live proxies' own checks have dropped it from their redirectors.
+    loop {
+        let lives: Vec<Vec<usize>> = lab
+            .datapaths
+            .lock()
+            .expect("datapaths")
+            .iter()
+            .map(|dp| dp.lock().expect("datapath").live().expect("live set"))
+            .collect();
+        // Proxy threads register their data paths in start order: p1, p2, p3.
+        if lives[..2].iter().all(|l| l == &[0, 1]) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxies' live sets: {lives:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let dir = std::env::temp_dir().join(format!("halab-craft-after-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let started = std::time::Instant::now();
+    let mut runs = Vec::new();
+    for k in 0..12 {
+        let name = format!("a{k}.bin");
+        let out = dir.join(&name);
+        let c = lab.curl(
+            &["-o", out.to_str().expect("utf-8 path")],
+            &format!("/{name}?size=5000000"),
+        );
+        runs.push((c, name, out));
+    }
+    for (mut c, name, out) in runs {
+        assert!(c.wait().expect("curl").success(), "{name}");
+        let data = std::fs::read(&out).expect("download");
+        let seed = halab_workload::content::name_seed(&format!("/{name}"));
+        assert_eq!(data.len(), 5_000_000, "{name}");
+        assert_eq!(
+            halab_workload::content::first_mismatch(seed, 0, &data),
+            None,
+            "{name}"
+        );
+    }
+    let took = started.elapsed();
+    let reports = lab.stop_proxies();
+    let live_flows: usize = reports[..2]
+        .iter()
+        .map(|r| {
+            r.flows
+                .iter()
+                .filter(|(f, _)| *f.dst.ip() == lab.vip())
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    eprintln!(
+        "12 downloads after p3 failed in {took:?}; splices of client flows on p1/p2: {live_flows}; {:?}",
+        reports.iter().map(|r| r.stats).collect::<Vec<_>>()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        live_flows, 12,
+        "every connection spliced and replicated to both live proxies"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "no splice waited for the dead proxy: {took:?}"
+    );
+}

@@ -11,6 +11,7 @@ use halab_agent::modes::craft::datapath::{
     Datapath, DatapathStats, FlowCounts, ProxyTable, ifindex,
 };
 use halab_agent::modes::craft::health::{self, HEALTH_PORT, Target};
+use halab_agent::modes::craft::peers::{self, Peer};
 use halab_agent::modes::craft::proxy::{self, ProxyConfig, Replication};
 use halab_agent::modes::craft::replica::{self, Peers};
 use halab_agent::modes::craft::splicer::Exits;
@@ -361,7 +362,22 @@ impl Lab {
                 .filter(|j| *j != i)
                 .map(listener)
                 .collect();
-            others.extend(self.extra_peers.iter().copied());
+            let always = self.extra_peers.clone();
+            others.extend(always.iter().copied());
+            let peer_list: Vec<Peer> = (0..self.proxy_names.len())
+                .filter(|j| *j != i)
+                .map(|j| Peer {
+                    index: j,
+                    health: Target {
+                        name: self.proxy_names[j].clone(),
+                        addr: SocketAddr::V4(SocketAddrV4::new(
+                            self.addr("mid", 11 + j as u8),
+                            HEALTH_PORT,
+                        )),
+                    },
+                    splices: listener(j),
+                })
+                .collect();
             let cancel = CancellationToken::new();
             let stop = cancel.clone();
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -403,6 +419,17 @@ impl Lab {
                             Some(rep.clone()),
                             linger,
                             sweeper::IDLE_LIMIT,
+                            stop.clone()
+                        ),
+                        peers::watch(
+                            i,
+                            peer_list,
+                            always,
+                            dp.clone(),
+                            rep.clone(),
+                            (*key).clone(),
+                            std::time::Duration::from_millis(INTERVAL_MS),
+                            3,
                             stop.clone()
                         ),
                         proxy::serve(listener, cfg, dp.clone(), Some(rep), stop),

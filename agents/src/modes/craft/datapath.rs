@@ -324,6 +324,19 @@ impl Datapath {
             })
     }
 
+    /// The redirector's live set now (indexes into the table).
+    pub fn live(&self) -> Result<Vec<usize>, DatapathError> {
+        let cfg = self
+            .config
+            .get(&0, 0)
+            .map_err(|source| DatapathError::Map {
+                map: "config",
+                source,
+            })?;
+        let n = (cfg.n_live as usize).min(MAX_PROXIES);
+        Ok(cfg.live[..n].iter().map(|i| *i as usize).collect())
+    }
+
     /// Holds `flow`: from now on its segments with data, FIN or RST are dropped here (their
     /// sender sends them again once the splice is in) and its pure ACKs still reach the
     /// host's socket, so that the socket can see what it sent acknowledged.

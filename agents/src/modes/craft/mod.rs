@@ -12,6 +12,7 @@
 pub mod balancer;
 pub mod datapath;
 pub mod health;
+pub mod peers;
 pub mod pool;
 pub mod proxy;
 pub mod replica;
