@@ -7,7 +7,7 @@
 //! [`ClientPolicy`] variant if its clients behave differently from mode none's; an entry in
 //! [`SERVER_PROCESSES`] if its server roles run a process of their own.
 
-use super::{app_migration, none, st_tcp};
+use super::{app_migration, craft, none, st_tcp};
 use crate::role_ctx::{RoleCtx, StartedRole};
 use crate::server_process::ServeError;
 use crate::workload::connection::{Client, ClientError};
@@ -24,6 +24,8 @@ pub enum StartError {
     AppMigration(#[from] app_migration::StartError),
     #[error(transparent)]
     StTcp(#[from] st_tcp::start_error::StartError),
+    #[error(transparent)]
+    Craft(#[from] craft::roles::StartError),
 }
 
 /// Starts `ctx.role` under `mode`: one arm per (mode, role) that has work to do. A role a mode
@@ -37,6 +39,12 @@ pub async fn start_role(ctx: RoleCtx, mode: &ModeConfig) -> Result<StartedRole, 
         (M::StTcp(c), Primary) => st_tcp::primary::start(ctx, (**c).clone()).await?,
         (M::StTcp(c), Backup) => st_tcp::backup::start(ctx, (**c).clone()).await?,
         (M::StTcp(c), Logger) => st_tcp::logger::start(ctx, (**c).clone()).await?,
+        (M::Craft(c), Lb) => craft::roles::start_balancer(ctx, (**c).clone()).await?,
+        (M::Craft(c), Proxy) => craft::roles::start_proxy(ctx, (**c).clone()).await?,
+        (M::Craft(c), Logger) if c.gateway.is_some() => {
+            craft::roles::start_gateway(ctx, (**c).clone()).await?
+        }
+        (M::Craft(c), Primary | Backup) => craft::roles::start_backend(ctx, (**c).clone()).await?,
         // Every mode's clients: their runs come with `StartClient`, under the spec's mode (see
         // `ClientPolicy`); the role itself has nothing to run.
         (_, Client) => idle(ctx, None),

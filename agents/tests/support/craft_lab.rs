@@ -16,8 +16,8 @@ use halab_agent::modes::craft::proxy::{self, ProxyConfig, Replication};
 use halab_agent::modes::craft::replica::{self, Peers};
 use halab_agent::modes::craft::splicer::Exits;
 use halab_agent::modes::craft::spray::{Hook, Mac, Sprayer};
-use halab_agent::modes::craft::sweeper;
 use halab_agent::modes::craft::translation::Flow;
+use halab_agent::modes::craft::{ended, sweeper};
 use halab_protocol::sealed::Key;
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -68,7 +68,7 @@ impl Lab {
             reports: Arc::new(Mutex::new(Vec::new())),
             extra_peers: Vec::new(),
             split: None,
-            linger: sweeper::LINGER,
+            linger: ended::LINGER,
             datapaths: Arc::new(Mutex::new(Vec::new())),
         };
         for h in lab.hosts() {
@@ -418,7 +418,7 @@ impl Lab {
                             dp.clone(),
                             Some(rep.clone()),
                             linger,
-                            sweeper::IDLE_LIMIT,
+                            ended::IDLE_LIMIT,
                             stop.clone()
                         ),
                         peers::watch(

@@ -62,3 +62,54 @@ pub struct CraftConfig {
     /// The testbed's HMAC key (hex): health checks and splice replication are sealed with it.
     pub key_hex: String,
 }
+
+/// The health checks' port on every proxy (UDP; the balancer, the gateway and the other proxies
+/// probe it).
+pub const HEALTH_PORT: u16 = 7172;
+/// The splice listener's port on every proxy's backends-side address (TCP).
+pub const SPLICE_PORT: u16 = 7171;
+
+/// Agent → console events of this mode; times are the reporting host's CLOCK_MONOTONIC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Event {
+    /// T_detect: a sprayer (the balancer, or the gateway's return path) dropped `proxy` from
+    /// its pool after `silent_ms` without an answer; its table took the change at
+    /// `applied_ns`.
+    PoolDown {
+        proxy: String,
+        silent_ms: u64,
+        live: Vec<String>,
+        at_ns: u64,
+        applied_ns: u64,
+    },
+    /// `proxy` answered and is in a sprayer's pool (again).
+    PoolUp {
+        proxy: String,
+        live: Vec<String>,
+        at_ns: u64,
+        applied_ns: u64,
+    },
+    /// Something the mode could not do.
+    Error { message: String, at_ns: u64 },
+}
+
+impl Event {
+    /// The event's kind.
+    pub fn kind(&self) -> super::EventKind {
+        match self {
+            Event::PoolDown { .. } => super::EventKind::Detect,
+            Event::PoolUp { .. } => super::EventKind::Rejoin,
+            Event::Error { .. } => super::EventKind::Error,
+        }
+    }
+
+    /// The host time the event names.
+    pub fn at_ns(&self) -> u64 {
+        match self {
+            Event::PoolDown { at_ns, .. }
+            | Event::PoolUp { at_ns, .. }
+            | Event::Error { at_ns, .. } => *at_ns,
+        }
+    }
+}

@@ -51,6 +51,7 @@ pub enum ModeCommand {
 pub enum ModeEvent {
     AppMigration(app_migration::Event),
     StTcp(st_tcp::Event),
+    Craft(craft::Event),
 }
 
 impl ModeEvent {
@@ -59,6 +60,7 @@ impl ModeEvent {
         match self {
             ModeEvent::AppMigration(_) => "app-migration",
             ModeEvent::StTcp(_) => "st-tcp",
+            ModeEvent::Craft(_) => "craft",
         }
     }
 
@@ -67,6 +69,7 @@ impl ModeEvent {
         match self {
             ModeEvent::AppMigration(e) => e.kind(),
             ModeEvent::StTcp(e) => e.kind(),
+            ModeEvent::Craft(e) => e.kind(),
         }
     }
 
@@ -75,6 +78,7 @@ impl ModeEvent {
         match self {
             ModeEvent::AppMigration(e) => e.at_ns(),
             ModeEvent::StTcp(e) => e.at_ns(),
+            ModeEvent::Craft(e) => e.at_ns(),
         }
     }
 }

@@ -105,45 +105,53 @@ pub async fn run(
         .iter()
         .map(|p| (p.target.name.clone(), p.mac))
         .collect();
-    let sprayer = cfg.sprayer.clone();
-    health::probe(
+    let (tx, mut updates) = tokio::sync::mpsc::unbounded_channel();
+    let probing = health::probe(
         sock,
         key,
         targets,
         cfg.interval,
         cfg.missed,
         cancel.clone(),
-        async |change, live: Vec<String>, at_ns| {
-            let live_macs: Vec<Mac> = macs
-                .iter()
-                .filter(|(n, _)| live.contains(n))
-                .map(|(_, m)| *m)
-                .collect();
-            if let Err(e) = nft(&sprayer.table(&live_macs)).await {
-                report(Report::Failed {
-                    why: crate::error::chain(&e),
-                    at_ns: halab_protocol::mono_ns(),
-                });
-                return;
-            }
-            let applied_ns = halab_protocol::mono_ns();
-            report(match change {
-                Change::Down { member, silent_ns } => Report::Down {
-                    proxy: member,
-                    silent_ns,
-                    at_ns,
-                    applied_ns,
-                    live,
-                },
-                Change::Up { member } => Report::Up {
-                    proxy: member,
-                    at_ns,
-                    applied_ns,
-                    live,
-                },
+        tx,
+    );
+    tokio::pin!(probing);
+    loop {
+        let u = tokio::select! {
+            _ = &mut probing => break,
+            u = updates.recv() => match u {
+                Some(u) => u,
+                None => break,
+            },
+        };
+        let live_macs: Vec<Mac> = macs
+            .iter()
+            .filter(|(n, _)| u.live.contains(n))
+            .map(|(_, m)| *m)
+            .collect();
+        if let Err(e) = nft(&cfg.sprayer.table(&live_macs)).await {
+            report(Report::Failed {
+                why: crate::error::chain(&e),
+                at_ns: halab_protocol::mono_ns(),
             });
-        },
-    )
-    .await;
+            continue;
+        }
+        let applied_ns = halab_protocol::mono_ns();
+        report(match u.change {
+            Change::Down { member, silent_ns } => Report::Down {
+                proxy: member,
+                silent_ns,
+                at_ns: u.at_ns,
+                applied_ns,
+                live: u.live,
+            },
+            Change::Up { member } => Report::Up {
+                proxy: member,
+                at_ns: u.at_ns,
+                applied_ns,
+                live: u.live,
+            },
+        });
+    }
     nft(&cfg.sprayer.remove()).await
 }

@@ -426,7 +426,7 @@ impl Datapath {
     }
 
     /// Every active splice on this host, as the sweeper sees it.
-    pub fn splices(&self) -> Result<Vec<super::sweeper::SpliceView>, DatapathError> {
+    pub fn splices(&self) -> Result<Vec<super::ended::SpliceView>, DatapathError> {
         let mut out = Vec::new();
         for r in self.splices.iter() {
             let (k, v) = r.map_err(|source| DatapathError::Map {
@@ -442,7 +442,7 @@ impl Datapath {
                 sport: v.sport,
                 dport: v.dport,
             };
-            out.push(super::sweeper::SpliceView {
+            out.push(super::ended::SpliceView {
                 from: Flow::from(k),
                 to: Flow::from(to),
                 last_ns: v.last_ns,

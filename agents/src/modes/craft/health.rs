@@ -17,8 +17,7 @@ use tokio_util::sync::CancellationToken;
 const PROBE: &[u8; 4] = b"HCP1";
 const ANSWER: &[u8; 4] = b"HCA1";
 
-/// The UDP port a proxy answers probes on.
-pub const HEALTH_PORT: u16 = 7172;
+pub use halab_protocol::modes::craft::HEALTH_PORT;
 
 /// How often the pool's verdict is taken (a check half an interval late would add up to that
 /// much to every detection).
@@ -80,8 +79,16 @@ pub struct Target {
     pub addr: SocketAddr,
 }
 
-/// The balancer's side: probes `targets` every `interval`, and hands every pool change, with
-/// the pool after it, to `on_change` (which updates the sprayer and reports), until `cancel`.
+/// A pool change with the pool after it, at `at_ns` (T_detect for a proxy that left).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolUpdate {
+    pub change: Change,
+    pub live: Vec<String>,
+    pub at_ns: u64,
+}
+
+/// The balancer's side: probes `targets` every `interval`, and sends every pool change to
+/// `updates`, until `cancel` (or until nobody listens).
 pub async fn probe(
     sock: UdpSocket,
     key: Key,
@@ -89,12 +96,12 @@ pub async fn probe(
     interval: Duration,
     missed: u32,
     cancel: CancellationToken,
-    mut on_change: impl AsyncFnMut(Change, Vec<String>, u64),
+    updates: tokio::sync::mpsc::UnboundedSender<PoolUpdate>,
 ) {
     let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
     let mut pool = Pool::new(&names, interval.as_millis() as u64, missed);
-    let mut send = tokio::time::interval(interval);
-    send.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut every = tokio::time::interval(interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut check = tokio::time::interval(CHECK_EVERY.min(interval));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seq = 0u64;
@@ -102,7 +109,7 @@ pub async fn probe(
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = send.tick() => {
+            _ = every.tick() => {
                 seq += 1;
                 let p = seal(&key, PROBE, &Probe { seq });
                 for t in &targets {
@@ -113,25 +120,44 @@ pub async fn probe(
             _ = check.tick() => {
                 // Answers that arrived while the loop was busy count before the verdict.
                 while let Ok((n, _)) = sock.try_recv_from(&mut buf) {
-                    if let Some(c) = take_answer(&key, &mut pool, &buf[..n]) {
-                        let live = pool.live().iter().map(|s| s.to_string()).collect();
-                        on_change(c, live, halab_protocol::mono_ns()).await;
+                    if let Some(c) = take_answer(&key, &mut pool, &buf[..n])
+                        && !send(&updates, &pool, c)
+                    {
+                        return;
                     }
                 }
                 for c in pool.tick(halab_protocol::mono_ns()) {
-                    let live = pool.live().iter().map(|s| s.to_string()).collect();
-                    on_change(c, live, halab_protocol::mono_ns()).await;
+                    if !send(&updates, &pool, c) {
+                        return;
+                    }
                 }
             }
             r = sock.recv_from(&mut buf) => {
                 let Ok((n, _)) = r else { continue };
-                if let Some(c) = take_answer(&key, &mut pool, &buf[..n]) {
-                    let live = pool.live().iter().map(|s| s.to_string()).collect();
-                    on_change(c, live, halab_protocol::mono_ns()).await;
+                if let Some(c) = take_answer(&key, &mut pool, &buf[..n])
+                    && !send(&updates, &pool, c)
+                {
+                    return;
                 }
             }
         }
     }
+}
+
+/// Hands a change on; false once nobody listens.
+fn send(
+    updates: &tokio::sync::mpsc::UnboundedSender<PoolUpdate>,
+    pool: &Pool,
+    change: Change,
+) -> bool {
+    let live = pool.live().iter().map(|s| s.to_string()).collect();
+    updates
+        .send(PoolUpdate {
+            change,
+            live,
+            at_ns: halab_protocol::mono_ns(),
+        })
+        .is_ok()
 }
 
 fn take_answer(key: &Key, pool: &mut Pool, d: &[u8]) -> Option<Change> {

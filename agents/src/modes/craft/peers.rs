@@ -45,26 +45,30 @@ pub async fn watch(
         return;
     };
     let targets: Vec<Target> = peers.iter().map(|p| p.health.clone()).collect();
-    health::probe(
-        sock,
-        key,
-        targets,
-        interval,
-        missed,
-        cancel,
-        async |_change, live: Vec<String>, _at| {
-            let alive: Vec<&Peer> = peers.iter().filter(|p| live.contains(&p.health.name)).collect();
-            let mut listeners: Vec<SocketAddr> = alive.iter().map(|p| p.splices).collect();
-            listeners.extend(always.iter().copied());
-            *replication.live.lock().unwrap_or_else(|p| p.into_inner()) = listeners;
-            let mut indexes: Vec<usize> = alive.iter().map(|p| p.index).collect();
-            indexes.push(me);
-            indexes.sort_unstable();
-            let mut dp = datapath.lock().unwrap_or_else(|p| p.into_inner());
-            if let Err(e) = dp.set_live(&indexes) {
-                tracing::warn!(error = %crate::error::chain(&e), "craft: the redirector's live set");
-            }
-        },
-    )
-    .await;
+    let (tx, mut updates) = tokio::sync::mpsc::unbounded_channel();
+    let probing = health::probe(sock, key, targets, interval, missed, cancel, tx);
+    tokio::pin!(probing);
+    loop {
+        let u = tokio::select! {
+            _ = &mut probing => return,
+            u = updates.recv() => match u {
+                Some(u) => u,
+                None => return,
+            },
+        };
+        let alive: Vec<&Peer> = peers
+            .iter()
+            .filter(|p| u.live.contains(&p.health.name))
+            .collect();
+        let mut listeners: Vec<SocketAddr> = alive.iter().map(|p| p.splices).collect();
+        listeners.extend(always.iter().copied());
+        *replication.live.lock().unwrap_or_else(|p| p.into_inner()) = listeners;
+        let mut indexes: Vec<usize> = alive.iter().map(|p| p.index).collect();
+        indexes.push(me);
+        indexes.sort_unstable();
+        let mut dp = datapath.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = dp.set_live(&indexes) {
+            tracing::warn!(error = %crate::error::chain(&e), "craft: the redirector's live set");
+        }
+    }
 }
