@@ -73,7 +73,23 @@ impl FailoverMode for Craft {
     }
 
     fn describe(&self, event: &ModeEvent) -> String {
-        format!("{event:?}")
+        use halab_protocol::modes::craft::Event;
+        match event {
+            ModeEvent::Craft(Event::PoolDown {
+                proxy,
+                silent_ms,
+                live,
+                ..
+            }) => format!(
+                "{proxy} left the pool after {silent_ms} ms without an answer; live: {}",
+                live.join(", ")
+            ),
+            ModeEvent::Craft(Event::PoolUp { proxy, live, .. }) => {
+                format!("{proxy} in the pool; live: {}", live.join(", "))
+            }
+            ModeEvent::Craft(Event::Error { message, .. }) => message.clone(),
+            other => format!("{other:?}"),
+        }
     }
 
     fn plot_color(&self) -> (u8, u8, u8) {
