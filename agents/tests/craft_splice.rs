@@ -14,10 +14,9 @@ mod netns;
 use halab_agent::modes::craft::datapath::{Datapath, DatapathStats, ifindex};
 use halab_agent::modes::craft::proxy::{self, ProxyConfig};
 use halab_agent::modes::craft::splicer::Exits;
-use netns::{must, netns_allowed, remove_namespace, spawn_in_ns};
-use std::io::{BufRead, BufReader};
+use netns::{must, netns_allowed, remove_namespace, spawn_in_ns, start_workload_server};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -76,21 +75,8 @@ impl Lab {
 
     /// The halab workload server on the backend; waits for its `ready`.
     fn start_backend(&mut self) {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.ns("backend")])
-            .arg(env!("CARGO_BIN_EXE_halab-agent"))
-            .arg("serve")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the backend's server");
-        let out = child.stdout.take().expect("piped stdout");
+        let child = start_workload_server(&self.ns("backend"), env!("CARGO_BIN_EXE_halab-agent"));
         self.children.push(child);
-        let mut line = String::new();
-        BufReader::new(out)
-            .read_line(&mut line)
-            .expect("read ready");
-        assert!(line.starts_with("ready "), "backend server said {line:?}");
     }
 
     /// The proxy with its data path, serving until the lab ends.

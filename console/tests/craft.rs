@@ -187,50 +187,9 @@ fn curl_through_the_service_address_of_a_craft_testbed() {
     if !netns_available("curl_through_the_service_address_of_a_craft_testbed") {
         return;
     }
+    let _s = serial();
     let (lab, mut inbox) = Lab::up("t-craft-curl");
-    // Every role running, and both sprayers with both proxies in their pools.
-    let mut running = 0;
-    let mut full_pools = std::collections::BTreeSet::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    lab.rt.block_on(async {
-        while running < 6 || full_pools.len() < 2 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(Some((host, msg))) = tokio::time::timeout(left, inbox.recv()).await else {
-                panic!("roles running {running} of 6, full pools {full_pools:?}");
-            };
-            match msg {
-                AgentMsg::RoleState {
-                    role,
-                    state,
-                    detail,
-                    ..
-                } => {
-                    assert_ne!(state, RoleState::Failed, "{host} {role}: {detail:?}");
-                    if state == RoleState::Running && role != Role::Client {
-                        running += 1;
-                    }
-                }
-                AgentMsg::Mode {
-                    event: ModeEvent::Craft(e),
-                } => {
-                    eprintln!("  [{host}] {e:?}");
-                    if let halab_protocol::modes::craft::Event::PoolUp { live, .. } = &e
-                        && live.len() == 2
-                    {
-                        full_pools.insert(host.clone());
-                    }
-                }
-                AgentMsg::Log {
-                    level: LogLevel::Error | LogLevel::Warn,
-                    message,
-                    ..
-                } => {
-                    eprintln!("  [{host}] {message}")
-                }
-                _ => {}
-            }
-        }
-    });
+    wait_ready(&lab, &mut inbox);
     let dir = tempfile::tempdir().unwrap();
     let mut runs = Vec::new();
     for k in 0..20 {

@@ -5,7 +5,7 @@
 //! the return path's). Everything is removed on drop, pass or fail.
 #![allow(dead_code)] // each including target uses a subset
 
-use super::netns::{must, remove_namespace, spawn_in_ns};
+use super::netns::{must, remove_namespace, spawn_in_ns, start_workload_server};
 use halab_agent::modes::craft::balancer::{self, BalancerConfig, Report};
 use halab_agent::modes::craft::datapath::{
     Datapath, DatapathStats, FlowCounts, ProxyTable, ifindex,
@@ -19,9 +19,8 @@ use halab_agent::modes::craft::spray::{Hook, Mac, Sprayer};
 use halab_agent::modes::craft::translation::Flow;
 use halab_agent::modes::craft::{ended, sweeper};
 use halab_protocol::sealed::Key;
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -304,21 +303,8 @@ impl Lab {
     }
 
     pub fn start_backend(&mut self) {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.ns("backend")])
-            .arg(env!("CARGO_BIN_EXE_halab-agent"))
-            .arg("serve")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the backend's server");
-        let out = child.stdout.take().expect("piped stdout");
+        let child = start_workload_server(&self.ns("backend"), env!("CARGO_BIN_EXE_halab-agent"));
         self.children.push(child);
-        let mut line = String::new();
-        BufReader::new(out)
-            .read_line(&mut line)
-            .expect("read ready");
-        assert!(line.starts_with("ready "), "backend server said {line:?}");
     }
 
     pub fn start_proxies(&mut self) {

@@ -82,3 +82,24 @@ pub fn spawn_in_ns<T: Send + 'static>(
         f()
     })
 }
+
+/// The workload server (`agent serve`) in namespace `ns`, once it said `ready`.
+pub fn start_workload_server(ns: &str, agent: &str) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, agent, "serve"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn the workload server");
+    let out = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(out)
+        .read_line(&mut line)
+        .expect("read ready");
+    assert!(
+        line.starts_with("ready "),
+        "the workload server said {line:?}"
+    );
+    child
+}

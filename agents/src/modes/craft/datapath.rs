@@ -235,31 +235,12 @@ impl Datapath {
                 })?;
         }
         let mut map = |name: &'static str| ebpf.take_map(name).ok_or(DatapathError::Missing(name));
-        let splices = HashMap::try_from(map("splices")?).map_err(|source| DatapathError::Map {
-            map: "splices",
-            source,
-        })?;
-        let tsvals = HashMap::try_from(map("tsvals")?).map_err(|source| DatapathError::Map {
-            map: "tsvals",
-            source,
-        })?;
-        let stats = PerCpuArray::try_from(map("stats")?).map_err(|source| DatapathError::Map {
-            map: "stats",
-            source,
-        })?;
-        let config = Array::try_from(map("config")?).map_err(|source| DatapathError::Map {
-            map: "config",
-            source,
-        })?;
-        let owners = Array::try_from(map("owners")?).map_err(|source| DatapathError::Map {
-            map: "owners",
-            source,
-        })?;
-        let proxy_macs =
-            HashMap::try_from(map("proxy_macs")?).map_err(|source| DatapathError::Map {
-                map: "proxy_macs",
-                source,
-            })?;
+        let splices = HashMap::try_from(map("splices")?).map_err(map_error("splices"))?;
+        let tsvals = HashMap::try_from(map("tsvals")?).map_err(map_error("tsvals"))?;
+        let stats = PerCpuArray::try_from(map("stats")?).map_err(map_error("stats"))?;
+        let config = Array::try_from(map("config")?).map_err(map_error("config"))?;
+        let owners = Array::try_from(map("owners")?).map_err(map_error("owners"))?;
+        let proxy_macs = HashMap::try_from(map("proxy_macs")?).map_err(map_error("proxy_macs"))?;
         Ok(Datapath {
             _ebpf: ebpf,
             splices,
@@ -278,17 +259,18 @@ impl Datapath {
         if n > MAX_PROXIES || table.me >= n {
             return Err(DatapathError::TooManyProxies(n));
         }
-        let err = |map: &'static str| move |source| DatapathError::Map { map, source };
         for (i, (front, mid)) in table.proxies.iter().enumerate() {
             let entry = OwnerEntry {
                 front_mac: *front,
                 mid_mac: *mid,
             };
-            self.owners.set(i as u32, entry, 0).map_err(err("owners"))?;
+            self.owners
+                .set(i as u32, entry, 0)
+                .map_err(map_error("owners"))?;
             for mac in [front, mid] {
                 self.proxy_macs
                     .insert(mac_key(mac), 1, 0)
-                    .map_err(err("proxy_macs"))?;
+                    .map_err(map_error("proxy_macs"))?;
             }
         }
         let mut cfg = CraftCfg {
@@ -302,37 +284,20 @@ impl Datapath {
         };
         let all: Vec<usize> = (0..n).collect();
         fill_live(&mut cfg, &all);
-        self.config.set(0, cfg, 0).map_err(err("config"))
+        self.config.set(0, cfg, 0).map_err(map_error("config"))
     }
 
     /// The proxies in the pool now (indexes into the table), in the pool's order: a client's
     /// connection not yet spliced belongs to one of them by the hash of its address and port.
     pub fn set_live(&mut self, live: &[usize]) -> Result<(), DatapathError> {
-        let mut cfg = self
-            .config
-            .get(&0, 0)
-            .map_err(|source| DatapathError::Map {
-                map: "config",
-                source,
-            })?;
+        let mut cfg = self.config.get(&0, 0).map_err(map_error("config"))?;
         fill_live(&mut cfg, live);
-        self.config
-            .set(0, cfg, 0)
-            .map_err(|source| DatapathError::Map {
-                map: "config",
-                source,
-            })
+        self.config.set(0, cfg, 0).map_err(map_error("config"))
     }
 
     /// The redirector's live set now (indexes into the table).
     pub fn live(&self) -> Result<Vec<usize>, DatapathError> {
-        let cfg = self
-            .config
-            .get(&0, 0)
-            .map_err(|source| DatapathError::Map {
-                map: "config",
-                source,
-            })?;
+        let cfg = self.config.get(&0, 0).map_err(map_error("config"))?;
         let n = (cfg.n_live as usize).min(MAX_PROXIES);
         Ok(cfg.live[..n].iter().map(|i| *i as usize).collect())
     }
@@ -354,10 +319,7 @@ impl Datapath {
         match self.tsvals.get(&FlowKey::from(flow), 0) {
             Ok(v) => Ok(Some(v)),
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(source) => Err(DatapathError::Map {
-                map: "tsvals",
-                source,
-            }),
+            Err(e) => Err(map_error("tsvals")(e)),
         }
     }
 
@@ -389,10 +351,7 @@ impl Datapath {
     pub fn remove(&mut self, flow: Flow) -> Result<(), DatapathError> {
         match self.splices.remove(&FlowKey::from(flow)) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(DatapathError::Map {
-                map: "splices",
-                source,
-            }),
+            Err(e) => Err(map_error("splices")(e)),
         }
     }
 
@@ -417,10 +376,7 @@ impl Datapath {
                     };
                     (Flow::from(k), counts)
                 })
-                .map_err(|source| DatapathError::Map {
-                    map: "splices",
-                    source,
-                })
+                .map_err(map_error("splices"))
             })
             .collect()
     }
@@ -429,10 +385,7 @@ impl Datapath {
     pub fn splices(&self) -> Result<Vec<super::ended::SpliceView>, DatapathError> {
         let mut out = Vec::new();
         for r in self.splices.iter() {
-            let (k, v) = r.map_err(|source| DatapathError::Map {
-                map: "splices",
-                source,
-            })?;
+            let (k, v) = r.map_err(map_error("splices"))?;
             if v.state != STATE_ACTIVE {
                 continue;
             }
@@ -455,10 +408,7 @@ impl Datapath {
     /// The program's counters on this host, summed over its CPUs.
     pub fn stats(&self) -> Result<DatapathStats, DatapathError> {
         let read = |i: u32| -> Result<u64, DatapathError> {
-            let per_cpu = self.stats.get(&i, 0).map_err(|source| DatapathError::Map {
-                map: "stats",
-                source,
-            })?;
+            let per_cpu = self.stats.get(&i, 0).map_err(map_error("stats"))?;
             Ok(per_cpu.iter().sum())
         };
         Ok(DatapathStats {
@@ -473,20 +423,14 @@ impl Datapath {
     fn put(&mut self, flow: Flow, value: SpliceValue) -> Result<(), DatapathError> {
         self.splices
             .insert(FlowKey::from(flow), value, 0)
-            .map_err(|source| DatapathError::Map {
-                map: "splices",
-                source,
-            })
+            .map_err(map_error("splices"))
     }
 
     fn get(&self, flow: Flow) -> Result<Option<SpliceValue>, DatapathError> {
         match self.splices.get(&FlowKey::from(flow), 0) {
             Ok(v) => Ok(Some(v)),
             Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(source) => Err(DatapathError::Map {
-                map: "splices",
-                source,
-            }),
+            Err(e) => Err(map_error("splices")(e)),
         }
     }
 }
@@ -506,6 +450,11 @@ fn fill_live(cfg: &mut CraftCfg, live: &[usize]) {
         .collect();
     cfg.live[..live.len()].copy_from_slice(&live);
     cfg.n_live = live.len() as u32;
+}
+
+/// The error of map `map`'s operation.
+fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
+    move |source| DatapathError::Map { map, source }
 }
 
 /// The index of interface `name` in the current network namespace.

@@ -163,6 +163,26 @@ fn sprayer_task(ctx: RoleCtx, cfg: BalancerConfig, key: Key, what: &'static str)
     }
 }
 
+/// The proxies as a sprayer sees them: their link on one side (`side`), probed there.
+fn sprayed(
+    cfg: &CraftConfig,
+    side: impl Fn(&halab_protocol::modes::craft::ProxyEndpoints) -> &Endpoint,
+) -> Result<Vec<balancer::Proxy>, StartError> {
+    cfg.proxies
+        .iter()
+        .map(|p| {
+            let e = side(p);
+            Ok(balancer::Proxy {
+                target: Target {
+                    name: e.host.clone(),
+                    addr: SocketAddr::V4(SocketAddrV4::new(addr(&e.addr)?, HEALTH_PORT)),
+                },
+                mac: mac(e)?,
+            })
+        })
+        .collect()
+}
+
 /// Role lb: sprays the service address's packets over the live proxies.
 pub async fn start_balancer(ctx: RoleCtx, cfg: CraftConfig) -> Result<StartedRole, StartError> {
     let b = &cfg.balancer;
@@ -175,19 +195,7 @@ pub async fn start_balancer(ctx: RoleCtx, cfg: CraftConfig) -> Result<StartedRol
             dport: Some(cfg.service_port),
             own_mac: mac(b)?,
         },
-        proxies: cfg
-            .proxies
-            .iter()
-            .map(|p| {
-                Ok(balancer::Proxy {
-                    target: Target {
-                        name: p.front.host.clone(),
-                        addr: SocketAddr::V4(SocketAddrV4::new(addr(&p.front.addr)?, HEALTH_PORT)),
-                    },
-                    mac: mac(&p.front)?,
-                })
-            })
-            .collect::<Result<_, StartError>>()?,
+        proxies: sprayed(&cfg, |p| &p.front)?,
         interval: Duration::from_millis(cfg.heartbeat_ms),
         missed: cfg.missed_heartbeats,
     };
@@ -234,19 +242,7 @@ pub async fn start_gateway(ctx: RoleCtx, cfg: CraftConfig) -> Result<StartedRole
             dport: None,
             own_mac: mac(&g.proxies_side)?,
         },
-        proxies: cfg
-            .proxies
-            .iter()
-            .map(|p| {
-                Ok(balancer::Proxy {
-                    target: Target {
-                        name: p.back.host.clone(),
-                        addr: SocketAddr::V4(SocketAddrV4::new(addr(&p.back.addr)?, HEALTH_PORT)),
-                    },
-                    mac: mac(&p.back)?,
-                })
-            })
-            .collect::<Result<_, StartError>>()?,
+        proxies: sprayed(&cfg, |p| &p.back)?,
         interval: Duration::from_millis(cfg.heartbeat_ms),
         missed: cfg.missed_heartbeats,
     };
