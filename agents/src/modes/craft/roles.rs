@@ -1,7 +1,10 @@
 //! Craft's roles on a testbed host (registry rows): the balancer, the gateway (role logger),
 //! the proxies and the backends (roles primary and backup), from the console's
 //! [`CraftConfig`]. Each sets up what its host needs for the mode (addresses, routes,
-//! sysctls), runs its parts until the role stops, and takes back what it added.
+//! sysctls), and runs its parts until the role stops. A proxy takes its service and source
+//! addresses off `lo` when it stops (they would answer for the service under another mode);
+//! the routes, the gateway's forwarding and neighbour entry and the ARP sysctls stay (they
+//! change nothing for another mode's traffic), and go with the host's namespace.
 
 use super::balancer::{self, BalancerConfig, Report};
 use super::datapath::{Datapath, ProxyTable};
@@ -46,7 +49,9 @@ fn addr(s: &str) -> Result<Ipv4Addr, StartError> {
 }
 
 fn mac(e: &Endpoint) -> Result<Mac, StartError> {
-    e.mac.parse().map_err(StartError::Config)
+    e.mac
+        .parse()
+        .map_err(|e: super::spray::NotAMac| StartError::Config(e.to_string()))
 }
 
 fn key(cfg: &CraftConfig) -> Result<Key, StartError> {

@@ -35,16 +35,21 @@ impl std::fmt::Display for Mac {
     }
 }
 
+/// A string that is not a MAC address (six hex bytes separated by colons).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a MAC address")]
+pub struct NotAMac(pub String);
+
 impl std::str::FromStr for Mac {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Mac, String> {
+    type Err = NotAMac;
+    fn from_str(s: &str) -> Result<Mac, NotAMac> {
         let parts: Vec<&str> = s.split(':').collect();
         if parts.len() != 6 {
-            return Err(format!("{s:?} is not a MAC address"));
+            return Err(NotAMac(s.to_string()));
         }
         let mut m = [0u8; 6];
         for (i, p) in parts.iter().enumerate() {
-            m[i] = u8::from_str_radix(p, 16).map_err(|_| format!("{s:?} is not a MAC address"))?;
+            m[i] = u8::from_str_radix(p, 16).map_err(|_| NotAMac(s.to_string()))?;
         }
         Ok(Mac(m))
     }
